@@ -1,0 +1,7 @@
+"""Entry point of ``python -m strategy``."""
+
+import sys
+
+from strategy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""Bad scenario input gets one clear error naming the field (and organisation index)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from game_scenarios import EXAMPLE, example_spec
+from strategy.cli import solve_spec
+from strategy.scenario import ScenarioError
+
+BAD_INPUTS = [
+    ({"n": [1200, 800, 0, 600, 1000]}, "n", 2),
+    ({"n": [1200, 800]}, "skew", None),
+    ({"cost": [0.02, 0.02, 0.02, -1, 0.02]}, "cost", 3),
+    ({"cost": [0.02, 0.02, 0.02, 0.02]}, "cost", None),
+    ({"value": [100, 0, 100, 100, 100]}, "value", 1),
+    ({"capacity": [3000, 3000, 3000, 3000, -5]}, "capacity", 4),
+    ({"capacity": [3000, 3000, float("nan"), 3000, 3000]}, "capacity", 2),
+    ({"skew": [0.2, 0.5, 1.5, 0.7, 0.35]}, "skew", 2),
+    ({"gamma": -0.1}, "gamma", None),
+    ({"gamma": [[0, 1], [1, 0]]}, "gamma", None),
+    ({"gamma": [[0.0] * 5] * 4 + [[0, 0, 0, -1, 0]]}, "gamma", 4),
+    ({"gamma": [[1.0] + [0.0] * 4] + [[0.0] * 5] * 4}, "gamma", 0),
+    ({"omega": 1.0}, "omega", None),
+    ({"omega": -0.1}, "omega", None),
+    ({"loss": {"a": 0, "b": 0.3, "kappa": 1}}, "loss.a", None),
+    ({"loss": {"a": 5, "b": 1.5, "kappa": 1}}, "loss.b", None),
+    ({"loss": {"a": 5, "b": 0.0, "kappa": 1}}, "loss.b", None),
+    ({"loss": {"a": 5, "b": 0.3, "kappa": -1}}, "loss.kappa", None),
+    ({"eta": -1}, "eta", None),
+    ({"eta": "high"}, "eta", None),
+    ({"policy": "greedy"}, "policy", None),
+    ({"mechanism": {"rho": 2.0}}, "mechanism.rho", None),
+    ({"mechanism": {"lambda": 1.5}}, "mechanism.lambda", None),
+    ({"mechanism": {"price": -1}}, "mechanism.price", None),
+    ({"seed": -3}, "seed", None),
+    ({"typo": 1}, "typo", None),
+    ({"label_counts": [[10, 0], [0, -1], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
+    ({"label_counts": [[10, 0], [0, 0], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "index"), BAD_INPUTS)
+def test_each_bad_input_names_its_field_and_index(change, field, index):
+    spec = example_spec()
+    spec.update(change)
+    if "label_counts" in change:
+        del spec["skew"]
+    with pytest.raises(ScenarioError) as caught:
+        solve_spec(spec)
+    assert caught.value.field == field
+    assert caught.value.index == index
+    where = field if index is None else f"{field}[{index}]"
+    assert str(caught.value).startswith(where + ":")
+
+
+def test_a_missing_required_field_is_named():
+    spec = example_spec()
+    del spec["capacity"]
+    with pytest.raises(ScenarioError, match=r"^capacity: is required"):
+        solve_spec(spec)
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "strategy", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_answers_the_fixed_schema():
+    done = _cli("solve", str(EXAMPLE))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {
+        "policy", "quotas", "utilities", "transfers", "social_welfare", "potential", "nash_gap",
+        "aggregate", "equilibria", "rho", "efficiency", "individually_rational",
+    }
+    assert result["policy"] == "cocogen_plus"
+    assert len(result["quotas"]) == len(result["transfers"]) == len(result["individually_rational"]) == 5
+    assert 0 < result["rho"] <= 1 and result["equilibria"] == 1 and result["nash_gap"] <= 1e-9
+
+
+def test_cli_reads_stdin_and_honours_policy_and_label_counts():
+    spec = example_spec()
+    del spec["skew"]
+    spec.update(policy="vcfl", label_counts=[[100, 0, 20]] * 2 + [[10, 50, 60]] * 3)
+    done = _cli("solve", "-", stdin=json.dumps(spec))
+    result = json.loads(done.stdout)
+    assert result["quotas"] == [0.0] * 5
+    assert result["nash_gap"] is None and result["rho"] is None and result["social_welfare"] == 0.0
+
+
+@pytest.mark.parametrize("stdin", ['{"n": [1, 2], "skew": [0.1, 0.2], "cost": [1, -1], "value": [1, 1], "capacity": [1, 1]}',
+                                   "{not json", "[1, 2]"])
+def test_cli_rejects_bad_scenarios_with_exit_2_and_one_line(stdin):
+    done = _cli("solve", "-", stdin=stdin)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
