@@ -6,6 +6,8 @@ Implements docs/model.md section 4 for any :class:`~strategy.game.Coefficients`
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 from scipy.optimize import brentq
 
@@ -16,24 +18,42 @@ SCAN_POINTS = 2049
 """Grid size of the root scan used when the game is not a potential game."""
 
 
-def best_responses(coefficients: Coefficients, scenario: Scenario, aggregate: float) -> np.ndarray:
+class BestResponse:
     """Each org's best response ``s_i(M)`` to the aggregate ``M`` (model.md section 4).
 
     With ``p_i = c_i - A_i G'(M)``: ``clip(sqrt(B_i d_i n_i / p_i) - n_i, 0, S_i)`` when
     ``p_i > 0`` (zero when ``B_i d_i <= 0``), ``S_i`` when ``p_i <= 0``; when ``B_i < 0``
     the private term is convex and the better end point of ``[0, S_i]`` is taken.
+    Everything that does not depend on ``M`` is computed once, so a call is eight
+    vector operations (the fixed point makes about six calls). The three cases share
+    one formula: the pull is floored at ``PULL_FLOOR`` and ``p_i`` at ``COST_FLOOR``, so
+    ``p_i <= 0`` gives a root ratio of at least ``1e50``, clipped to ``S_i``, and a zero
+    pull with ``p_i > 0`` gives ``~ -n_i``, clipped to 0.
     """
-    n, cap = scenario.n, scenario.capacity
-    net_cost = coefficients.cost - coefficients.shared * shared_gain_slope(scenario, aggregate)
-    pull = np.maximum(coefficients.private * scenario.skew, 0.0) * n
-    positive = net_cost > 0
-    interior = np.sqrt(pull / np.where(positive, net_cost, 1.0)) - n
-    quotas = np.where(positive, np.clip(interior, 0.0, cap), cap)
-    convex = (coefficients.private < 0) & ~positive
-    if convex.any():
-        at_capacity = coefficients.private * private_gain(scenario, cap) - net_cost * cap
-        quotas = np.where(convex & (at_capacity <= 0), 0.0, quotas)
-    return quotas
+
+    PULL_FLOOR = 1e-200
+    COST_FLOOR = 1e-300
+
+    def __init__(self, coefficients: Coefficients, scenario: Scenario) -> None:
+        self._scenario = scenario
+        self._coefficients = coefficients
+        self._pull = np.maximum(coefficients.private * scenario.skew * scenario.n, self.PULL_FLOOR)
+        convex = coefficients.private < 0
+        self._convex = convex if convex.any() else None
+        self._convex_gain = coefficients.private * private_gain(scenario, scenario.capacity)
+
+    def __call__(self, aggregate: float) -> np.ndarray:
+        scenario, coefficients = self._scenario, self._coefficients
+        net_cost = coefficients.cost - coefficients.shared * shared_gain_slope(scenario, float(aggregate))
+        quotas = np.sqrt(self._pull / np.maximum(net_cost, self.COST_FLOOR, out=net_cost))
+        quotas -= scenario.n
+        np.maximum(quotas, 0.0, out=quotas)
+        np.minimum(quotas, scenario.capacity, out=quotas)
+        if self._convex is not None:
+            net_cost = coefficients.cost - coefficients.shared * shared_gain_slope(scenario, float(aggregate))
+            stays_out = self._convex & (net_cost <= 0) & (self._convex_gain - net_cost * scenario.capacity <= 0)
+            quotas[stays_out] = 0.0
+        return quotas
 
 
 def fixed_points(coefficients: Coefficients, scenario: Scenario) -> list[np.ndarray]:
@@ -49,9 +69,16 @@ def fixed_points(coefficients: Coefficients, scenario: Scenario) -> list[np.ndar
     high = low + float(scenario.capacity.sum())
     if high == low:
         return [np.zeros(scenario.size)]
+    respond = BestResponse(coefficients, scenario)
+    recent: deque[tuple[float, np.ndarray]] = deque(maxlen=2)  # Brent returns a point it evaluated
 
     def excess(aggregate: float) -> float:
-        return low + float(best_responses(coefficients, scenario, aggregate).sum()) - aggregate
+        recent.append((aggregate, respond(aggregate)))
+        return low + float(recent[-1][1].sum()) - aggregate
+
+    def profile(aggregate: float) -> np.ndarray:
+        seen = [quotas for m, quotas in recent if m == aggregate]
+        return seen[0] if seen else respond(aggregate)
 
     tolerance = 1e-9 * high
     if coefficients.is_potential_game:
@@ -65,23 +92,24 @@ def fixed_points(coefficients: Coefficients, scenario: Scenario) -> list[np.ndar
             brackets.append((grid[-1], grid[-1]))
     crossings = [left if left == right else brentq(excess, left, right, xtol=1e-15 * high, rtol=8.9e-16)
                  for left, right in brackets]
-    profiles = [_profile_at(coefficients, scenario, m, 1e-9 * high) for m in crossings]
+    profiles = [_profile_at(respond, profile(m), coefficients, scenario, m, tolerance) for m in crossings]
     exact = [(m, s) for m, s in zip(crossings, profiles) if abs(low + s.sum() - m) <= tolerance]
     distinct = [s for k, (m, s) in enumerate(exact) if k == 0 or m - exact[k - 1][0] > tolerance]
     return distinct or profiles
 
 
-def _profile_at(coefficients: Coefficients, scenario: Scenario, aggregate: float, step: float) -> np.ndarray:
-    """The profile at a crossing ``M*`` of ``T`` and the diagonal.
+def _profile_at(respond: BestResponse, quotas: np.ndarray, coefficients: Coefficients, scenario: Scenario,
+                aggregate: float, step: float) -> np.ndarray:
+    """The profile at a crossing ``M*`` of ``T`` and the diagonal (``quotas = s(M*)``).
 
     An org with no (or a vanishing) private pull ``B_i d_i`` and ``A_i > 0`` whose net
     marginal cost vanishes at ``M*`` is (nearly) indifferent over ``[0, S_i]`` there, and
     ``T`` jumps within ``M* +- step``. Such orgs (concave own payoff: ``B_i d_i >= 0``) share,
     pro rata to their jump, exactly the data that makes ``sum_i (n_i + s_i) = M*``.
     """
-    quotas = best_responses(coefficients, scenario, aggregate)
-    below = best_responses(coefficients, scenario, aggregate - step)
-    above = best_responses(coefficients, scenario, aggregate + step)
+    if abs(scenario.real_total + quotas.sum() - aggregate) <= step:
+        return quotas
+    below, above = respond(aggregate - step), respond(aggregate + step)
     jump = below - above
     flat = (jump > 0) & (coefficients.private * scenario.skew >= 0) & (coefficients.shared > 0)
     if not flat.any():

@@ -13,23 +13,21 @@ import numpy as np
 from strategy.scenario import Scenario
 
 
-def loss_proxy(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray:
-    """``L(M) = a M^-b + kappa H / M`` (model.md section 2)."""
+def loss_proxy(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray | float:
+    """``L(M) = a M^-b + kappa H / M`` (model.md section 2); ``M`` a float or an array."""
     curve = scenario.loss
-    m = np.asarray(aggregate, dtype=float)
-    return curve.a * m ** (-curve.b) + curve.kappa * scenario.skew_mass / m
+    return curve.a * aggregate ** (-curve.b) + curve.kappa * scenario.skew_mass / aggregate
 
 
-def shared_gain(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray:
+def shared_gain(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray | float:
     """``G(M) = L(M0) - L(M)``: increasing and concave in ``M``."""
     return loss_proxy(scenario, scenario.real_total) - loss_proxy(scenario, aggregate)
 
 
-def shared_gain_slope(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray:
+def shared_gain_slope(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray | float:
     """``G'(M) = a b M^-(b+1) + kappa H / M^2`` (> 0, decreasing)."""
     curve = scenario.loss
-    m = np.asarray(aggregate, dtype=float)
-    return curve.a * curve.b * m ** (-curve.b - 1.0) + curve.kappa * scenario.skew_mass / m**2
+    return curve.a * curve.b * aggregate ** (-curve.b - 1.0) + curve.kappa * scenario.skew_mass / aggregate**2
 
 
 def private_gain(scenario: Scenario, quotas: np.ndarray) -> np.ndarray:

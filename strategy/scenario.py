@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -72,12 +73,12 @@ class Scenario:
         """Share of the shared gain each organisation enjoys, ``psi_i = 1 - omega d_i``."""
         return 1.0 - self.omega * self.skew
 
-    @property
+    @cached_property
     def real_total(self) -> float:
         """``M0 = sum_i n_i``."""
         return float(self.n.sum())
 
-    @property
+    @cached_property
     def skew_mass(self) -> float:
         """``H = sum_i n_i d_i``."""
         return float(self.n @ self.skew)
