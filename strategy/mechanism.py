@@ -32,9 +32,12 @@ class Redistribution:
     price: float
 
     def transfers(self, scenario: Scenario, quotas: np.ndarray) -> np.ndarray:
-        """``t_i = rho (m_i - mean_j m_j)``, so ``sum_i t_i = 0`` exactly."""
-        loss = competition_loss(scenario, quality(scenario, quotas))
-        merit = self.mix * self.price * quotas + (1.0 - self.mix) * loss
+        """Transfers with the model's competition-caused losses (see :meth:`pay`)."""
+        return self.pay(quotas, competition_loss(scenario, quality(scenario, quotas)))
+
+    def pay(self, quotas: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        """``t_i = rho (m_i - mean_j m_j)``, ``m_i = lambda pi s_i + (1 - lambda) ell_i``; ``sum_i t_i = 0``."""
+        merit = self.mix * self.price * quotas + (1.0 - self.mix) * losses
         return self.rate * (merit - merit.mean())
 
     def apply(self, scenario: Scenario, coefficients: Coefficients) -> Coefficients:

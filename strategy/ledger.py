@@ -1,0 +1,76 @@
+"""The round ledger: one row per completed round, rewritten atomically.
+
+Each write goes to a temporary file that replaces the old one (``os.replace``), so a
+crash at any moment leaves the last completed round on disk, never a torn file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+CSV_COLUMNS = (
+    "round", "policy", "orgs", "dropped", "rho", "quota_total", "images_generated",
+    "predicted_welfare", "realised_welfare", "transfer_sum", "nash_gap",
+    "mean_market_accuracy", "global_test_accuracy", "round_seconds", "strategy_seconds",
+    "strategy_share",
+)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class Ledger:
+    """Rows of per-round facts, kept as ``ledger.json`` (full) and ``rounds.csv`` (summary)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Record a completed round and persist the whole ledger."""
+        self.rows.append(row)
+        self._flush()
+
+    def annotate(self, server_round: int, **fields: Any) -> None:
+        """Add facts learned after the round closed (e.g. the global test accuracy)."""
+        for row in self.rows:
+            if row["round"] == server_round:
+                row.update(fields)
+                self._flush()
+                return
+
+    def _flush(self) -> None:
+        write_atomically(self.directory / "ledger.json", json.dumps(self.rows, indent=1, default=_plain))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({key: _cell(row.get(key)) for key in CSV_COLUMNS})
+        write_atomically(self.directory / "rounds.csv", buffer.getvalue())
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=_plain)
+    return "" if value is None else value
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
