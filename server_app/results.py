@@ -1,0 +1,69 @@
+"""The results directory of a run: resolved config, ledger, summary and plots."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from strategy.ledger import write_atomically
+
+
+def results_directory(cfg: DictConfig) -> Path:
+    """A new folder ``<results_root>/<time>-<policy>`` holding ``config.yaml``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = Path(cfg.results_root)
+    directory = root / f"{stamp}-{cfg.policy.name}"
+    suffix = 1
+    while directory.exists():
+        suffix += 1
+        directory = root / f"{stamp}-{cfg.policy.name}-{suffix}"
+    directory.mkdir(parents=True)
+    write_atomically(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    return directory
+
+
+def summarise(cfg: DictConfig, rows: list[dict[str, Any]], final_accuracy: float, wall_seconds: float,
+              warmup_seconds: float) -> dict[str, Any]:
+    """Run totals for ``summary.json``."""
+    shares = [row["strategy_share"] for row in rows if "strategy_share" in row]
+    return {
+        "policy": cfg.policy.name,
+        "rounds_completed": len(rows),
+        "organisations": cfg.federation.num_orgs,
+        "final_accuracy": final_accuracy,
+        "total_welfare": sum(row.get("realised_welfare", 0.0) for row in rows),
+        "total_images_generated": sum(row.get("images_generated", 0.0) for row in rows),
+        "dropped": {row["round"]: row["dropped"] for row in rows if row.get("dropped")},
+        "wall_seconds": wall_seconds,
+        "generator_warmup_seconds": warmup_seconds,
+        "strategy_share_of_round_time": max(shares) if shares else None,
+    }
+
+
+def write_summary(directory: Path, summary: dict[str, Any]) -> None:
+    write_atomically(directory / "summary.json", json.dumps(summary, indent=2))
+
+
+def summary_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """A short plain-text table of the run, one line per round and a totals line."""
+    lines = [f"{'round':>5} {'quota':>7} {'images':>7} {'market acc':>10} {'test acc':>8} "
+             f"{'welfare':>9} {'sum t':>9} {'dropped':>7} {'strategy%':>9}"]
+    for row in rows:
+        lines.append(
+            f"{row['round']:>5} {row.get('quota_total', 0):>7} {row.get('images_generated', 0):>7.0f} "
+            f"{_num(row.get('mean_market_accuracy')):>10} {_num(row.get('global_test_accuracy')):>8} "
+            f"{_num(row.get('realised_welfare')):>9} {_num(row.get('transfer_sum'), '.1e'):>9} "
+            f"{len(row.get('dropped', {})):>7} {_num(100 * row.get('strategy_share', float('nan')), '.2f'):>9}")
+    lines.append(
+        f"policy={summary['policy']} final_accuracy={summary['final_accuracy']:.4f} "
+        f"total_welfare={summary['total_welfare']:.3f} images={summary['total_images_generated']:.0f} "
+        f"wall={summary['wall_seconds']:.0f}s")
+    return "\n".join(lines)
+
+
+def _num(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
