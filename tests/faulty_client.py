@@ -1,0 +1,40 @@
+"""A ClientApp whose silos misbehave on purpose, for the resilience test.
+
+Partition 0 behaves; in game rounds partition 1 raises, partition 2 reports a NaN
+accuracy and partition 3 leaves out a metric. Everything else is the real ClientApp.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from client_app.app import evaluate_global, report_profile, train_silo
+
+app = ClientApp()
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    return report_profile(msg, context)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    partition = int(context.node_config["partition-id"])
+    if msg.content.config_records["config"]["stage"] != "task":
+        return train_silo(msg, context)
+    if partition == 1:
+        raise RuntimeError("injected failure")
+    reply = train_silo(msg, context)
+    metrics = reply.content.metric_records["metrics"]
+    if partition == 2:
+        metrics["accuracy"] = float("nan")
+    if partition == 3:
+        del metrics["loss"]
+    return reply
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return evaluate_global(msg, context)
