@@ -85,3 +85,18 @@ def test_flwr_run_with_a_hydra_override_generates_nothing_under_vcfl(tmp_path, c
     assert all(row["quotas"] == [0, 0, 0] and row["images_generated"] == 0 for row in rows)
     assert (run / "config.yaml").read_text().count("gamma: 1.0") == 1
     assert f"Results: {run}" in done.stdout
+
+
+def test_a_hydra_sweep_writes_a_combined_table(tmp_path, cache_dir):
+    env = {**os.environ, "COCOGEN_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "server_app.sweep", "-m", "+experiment=tiny",
+         "policy=vcfl,cocogen", f"hydra.sweep.dir={tmp_path}"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert lines[0].startswith("job,overrides,policy")
+    table = [line.split(",") for line in lines[1:]]
+    assert [row[2] for row in table] == ["vcfl", "cocogen"]
+    assert float(table[0][6]) == 0.0 and float(table[1][6]) > 0.0
+    assert (tmp_path / "sweep.png").stat().st_size > 0
