@@ -6,6 +6,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_flwr_run_with_a_hydra_override_generates_nothing_under_vcfl(tmp_path, c
 def test_a_hydra_sweep_writes_a_combined_table(tmp_path, cache_dir):
     env = {**os.environ, "COCOGEN_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "server_app.sweep", "-m", "+experiment=tiny",
+        [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny",
          "policy=vcfl,cocogen", f"hydra.sweep.dir={tmp_path}"],
         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
