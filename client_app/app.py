@@ -52,7 +52,7 @@ def report_profile(msg: Message, context: Context) -> Message:
     """Install shipped generator weights; reply with this organisation's profile."""
     settings = _settings(msg)
     partition_id = _partition_id(context)
-    silo = load_silo(settings, partition_id)
+    silo = load_silo(settings, partition_id, context.node_config)
     if GENERATOR_KEY in msg.content.array_records:
         context.state[GENERATOR_KEY] = msg.content.array_records[GENERATOR_KEY]
     seconds_per_image = _seconds_per_image(settings, silo, partition_id, context)
@@ -96,7 +96,7 @@ def _train_generator(msg: Message, context: Context) -> Message:
     settings = _settings(msg)
     partition_id = _partition_id(context)
     config = msg.content.config_records["config"]
-    silo = load_silo(settings, partition_id)
+    silo = load_silo(settings, partition_id, context.node_config)
     cfg = generator_config(settings)
     unet = unet_from_record(cfg, msg.content.array_records["arrays"])
     unet.train()
@@ -114,7 +114,7 @@ def _train_task(msg: Message, context: Context) -> Message:
     partition_id = _partition_id(context)
     config = msg.content.config_records["config"]
     server_round = int(config["server-round"])
-    silo = load_silo(settings, partition_id)
+    silo = load_silo(settings, partition_id, context.node_config)
     quota = int(config["quota"])
     if quota < 0:
         raise ValueError(f"negative quota {quota}")
@@ -149,7 +149,7 @@ def _train_task(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     """The global classifier on the market validation set."""
     settings = _settings(msg)
-    silo = load_silo(settings, _partition_id(context))
+    silo = load_silo(settings, _partition_id(context), context.node_config)
     model = Net()
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     market = evaluate(model, to_tensor(silo.market.images), torch.from_numpy(silo.market.labels))

@@ -17,7 +17,7 @@ from diffusers import UNet2DModel
 from flwr.app import ArrayRecord
 from omegaconf import DictConfig, OmegaConf
 
-from client_app.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset
+from client_app.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
 from client_app.task import to_tensor
 from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, save_generator, train_generator
 
@@ -44,8 +44,11 @@ def settings_from_json(text: str) -> DictConfig:
     return OmegaConf.create(json.loads(text))
 
 
-def load_silo(settings: DictConfig, partition_id: int) -> SiloData:
-    """This silo's data (a partition of the shared copy, as configured)."""
+def load_silo(settings: DictConfig, partition_id: int, node_config: Mapping[str, Any]) -> SiloData:
+    """This silo's data: its own folder (node config ``data-path``, deployment) or a
+    partition of the shared copy as configured (simulation)."""
+    if "data-path" in node_config:
+        return _silo_folder(str(node_config["data-path"]), partition_id)
     dataset, partition = settings.dataset, settings.partition
     return _silo(dataset.name, dataset.root, bool(dataset.download), settings.cache_dir, int(dataset.market_size),
                  partition.name, float(partition.alpha), int(partition.classes_per_org),
@@ -65,6 +68,12 @@ def _silo(name: str, root: str | None, download: bool, cache_dir: str, market_si
                              min_partition_size=min_partition_size)
     market, _ = market_split(test, market_size, seed)
     return SiloData(orgs[partition_id], market)
+
+
+@functools.lru_cache(maxsize=2)
+def _silo_folder(path: str, partition_id: int) -> SiloData:
+    org, market = read_silo_folder(path, partition_id)
+    return SiloData(org, market)
 
 
 def org_parameters(settings: DictConfig, partition_id: int, node_config: Mapping[str, Any]) -> OrgParameters:

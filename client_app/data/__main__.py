@@ -2,6 +2,8 @@
 
 ``describe`` prints JSON: per organisation its size (train + validation rows), label
 counts over those rows and label skew, plus the pooled target mix and the mean skew.
+``export --out DIR`` (same partition options, plus ``--market-size``) writes one data
+folder per organisation (``DIR/silo-<i>/``) for deployment demos.
 """
 
 from __future__ import annotations
@@ -9,10 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from client_app.data import PARTITIONERS, DatasetNotFoundError, OrgData, label_skew, load_dataset, partition_dataset
+from client_app.data import (
+    PARTITIONERS,
+    DatasetNotFoundError,
+    OrgData,
+    export_silos,
+    label_skew,
+    load_dataset,
+    market_split,
+    partition_dataset,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -33,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m client_app.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     describe = commands.add_parser("describe", help="print the partition's sizes, label counts and skews as JSON")
+    export = commands.add_parser("export", help="write one data folder per organisation (deployment demos)")
+    export.add_argument("--out", required=True, help="folder that receives silo-<i>/ folders")
+    export.add_argument("--market-size", type=_positive_int, default=1000, help="market validation images")
+    for command in (describe, export):
+        _partition_arguments(command)
+    return parser
+
+
+def _partition_arguments(describe: argparse.ArgumentParser) -> None:
     describe.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     describe.add_argument("--partitioner", default="dirichlet", choices=PARTITIONERS)
     describe.add_argument("--alpha", type=_positive_float, default=0.5, help="Dirichlet concentration (> 0)")
@@ -41,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--samples-per-org", type=_positive_int, default=None, help="cap on rows per organisation")
     describe.add_argument("--classes-per-org", type=_positive_int, default=2, help="classes per org (pathological)")
     describe.add_argument("--root", default=None, help="folder holding the IDX files")
-    return parser
 
 
 def describe(orgs: list[OrgData]) -> dict[str, object]:
@@ -62,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        train, _ = load_dataset(args.dataset, root=args.root)
+        train, test = load_dataset(args.dataset, root=args.root)
     except DatasetNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -71,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             train, args.orgs, partitioner=args.partitioner, alpha=args.alpha, classes_per_org=args.classes_per_org,
             seed=args.seed, samples_per_org=args.samples_per_org,
         )
+        market = market_split(test, args.market_size, args.seed)[0] if args.command == "export" else None
     except ValueError as exc:
         parser.error(str(exc))
-    print(json.dumps(describe(orgs)))
+    if market is not None:
+        for folder in export_silos(orgs, market, Path(args.out)):
+            print(folder)
+    else:
+        print(json.dumps(describe(orgs)))
     return 0
 
 
