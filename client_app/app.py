@@ -24,6 +24,7 @@ from client_app.silo import (
     load_silo,
     org_parameters,
     settings_from_json,
+    silo_cache_dir,
     silo_generator,
     training_tensors,
     unet_from_record,
@@ -75,7 +76,8 @@ def _seconds_per_image(settings, silo: SiloData, partition_id: int, context: Con
     key = f"{settings.generator.source}-{cfg.fingerprint()}"
     speed = context.state.get(SPEED_KEY)
     if speed is None or key not in speed:
-        unet = silo_generator(settings, context.state.get(GENERATOR_KEY), silo, partition_id)
+        unet = silo_generator(settings, context.state.get(GENERATOR_KEY), silo, partition_id,
+                              silo_cache_dir(settings, context.node_config))
         speed = ConfigRecord({key: measure_seconds_per_image(unet, cfg, n=min(64, cfg.sample_batch_size))})
         context.state[SPEED_KEY] = speed
     return float(speed[key])
@@ -122,7 +124,8 @@ def _train_task(msg: Message, context: Context) -> Message:
     images, labels = training_tensors(silo)
     started = time.perf_counter()
     if quota > 0:
-        unet = silo_generator(settings, context.state.get(GENERATOR_KEY), silo, partition_id)
+        unet = silo_generator(settings, context.state.get(GENERATOR_KEY), silo, partition_id,
+                              silo_cache_dir(settings, context.node_config))
         wanted = np.repeat(np.arange(len(per_class)), per_class)
         seed = int(settings.seed) * 1000 + server_round * 100 + partition_id
         images = torch.cat([images, sample(unet, wanted, generator_config(settings), seed=seed)])

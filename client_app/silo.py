@@ -95,8 +95,13 @@ def generator_config(settings: DictConfig) -> GeneratorConfig:
     return GeneratorConfig.from_dict(OmegaConf.to_container(settings.generator.config, resolve=True))
 
 
-def silo_generator(settings: DictConfig, shipped: ArrayRecord | None, silo: SiloData,
-                   partition_id: int) -> UNet2DModel:
+def silo_cache_dir(settings: DictConfig, node_config: Mapping[str, Any]) -> str:
+    """Where this silo caches on its own disk: node config ``cache-dir``, else the run's ``cache_dir``."""
+    return str(node_config.get("cache-dir", settings.cache_dir))
+
+
+def silo_generator(settings: DictConfig, shipped: ArrayRecord | None, silo: SiloData, partition_id: int,
+                   cache_dir: str) -> UNet2DModel:
     """The generator this silo samples from, per ``generator.source``.
 
     ``federated``: the consortium's weights shipped by the server; ``local``: trained by
@@ -115,7 +120,7 @@ def silo_generator(settings: DictConfig, shipped: ArrayRecord | None, silo: Silo
             raise FileNotFoundError(f"no generator checkpoint at {settings.generator.path}")
         return unet
     if source == "local":
-        directory = checkpoint_path(cfg, "local", root=settings.cache_dir, silo=partition_id)
+        directory = checkpoint_path(cfg, "local", root=cache_dir, silo=partition_id)
         unet = load_generator(directory)
         if unet is None:
             unet = build_unet(cfg)

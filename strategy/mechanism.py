@@ -37,6 +37,8 @@ class Redistribution:
 
     def pay(self, quotas: np.ndarray, losses: np.ndarray) -> np.ndarray:
         """``t_i = rho (m_i - mean_j m_j)``, ``m_i = lambda pi s_i + (1 - lambda) ell_i``; ``sum_i t_i = 0``."""
+        if self.rate == 0:
+            return np.zeros_like(quotas, dtype=float)
         merit = self.mix * self.price * quotas + (1.0 - self.mix) * losses
         return self.rate * (merit - merit.mean())
 

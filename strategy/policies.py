@@ -90,6 +90,8 @@ def mechanism_from_dict(spec: Mapping[str, Any] | None) -> MechanismConfig:
         return MechanismConfig()
     if not isinstance(spec, Mapping):
         raise ScenarioError("mechanism", "must be an object")
+    for key in sorted(set(spec) - {"rho", "lambda", "price", "rho_max"}):
+        raise ScenarioError(f"mechanism.{key}", "unknown key (allowed: rho, lambda, price, rho_max)")
     rate_max = _number(spec, "rho_max", 1.0, lambda v: v >= 0, "must be >= 0")
     rate = spec.get("rho", "auto")
     if rate != "auto":

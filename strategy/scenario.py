@@ -165,6 +165,8 @@ def scenario_from_dict(spec: Mapping[str, Any]) -> Scenario:
         raise ScenarioError("scenario", "must be a JSON object")
     n = _required(spec, "n")
     if "label_counts" in spec:
+        if np.ndim(spec["label_counts"]) >= 1 and np.ndim(n) == 1 and len(spec["label_counts"]) != len(n):
+            raise ScenarioError("label_counts", f"has {len(spec['label_counts'])} rows but there are {len(n)} organisations")
         _, skew = label_skew(spec["label_counts"], spec.get("target"))
     elif "skew" in spec:
         skew = spec["skew"]
@@ -173,6 +175,8 @@ def scenario_from_dict(spec: Mapping[str, Any]) -> Scenario:
     loss_spec = spec.get("loss", {})
     if not isinstance(loss_spec, Mapping):
         raise ScenarioError("loss", "must be an object with keys a, b, kappa")
+    for key in sorted(set(loss_spec) - {"a", "b", "kappa"}):
+        raise ScenarioError(f"loss.{key}", "unknown key (allowed: a, b, kappa)")
     defaults = LossCurve()
     return build_scenario(
         n=n,

@@ -39,6 +39,9 @@ BAD_INPUTS = [
     ({"mechanism": {"price": -1}}, "mechanism.price", None),
     ({"seed": -3}, "seed", None),
     ({"typo": 1}, "typo", None),
+    ({"loss": {"a": 5, "b": 0.3, "kapa": 1}}, "loss.kapa", None),
+    ({"mechanism": {"lamda": 0.5}}, "mechanism.lamda", None),
+    ({"label_counts": [[10, 0], [0, 5], [1, 1], [1, 1]]}, "label_counts", None),
     ({"label_counts": [[10, 0], [0, -1], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
     ({"label_counts": [[10, 0], [0, 0], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
 ]
