@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# Debian packages: the data set, and openssl / ssh-keygen for deployment credentials.
+missing=()
+[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq || true
-  $sudo_cmd apt-get install -y -qq dataset-fashion-mnist
+  $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
