@@ -36,9 +36,10 @@ def screen_replies(
 
     Args:
         replies: the messages returned by the grid.
-        required_metrics: keys the reply's MetricRecord must hold, each finite.
-        reference: when given, the reply must hold exactly one ArrayRecord with the
-            same keys, shapes and dtypes, and only finite values.
+        required_metrics: the exact keys of the reply's MetricRecord (named ``metrics``),
+            each a finite number; Flower's aggregation needs identical keys in all replies.
+        reference: when given, the reply must hold exactly one ArrayRecord (named
+            ``arrays``) with the same keys, shapes and dtypes, and only finite values.
         counts: metrics that must also be non-negative (``num-examples`` > 0).
     """
     valid, dropped = [], {}
@@ -58,12 +59,15 @@ def _problem(reply: Message, required: tuple[str, ...], counts: tuple[str, ...],
     if reply.has_error():
         return f"client error: {reply.error.reason}"
     content = reply.content
-    if len(content.metric_records) != 1:
-        return f"expected one MetricRecord, got {len(content.metric_records)}"
-    metrics = next(iter(content.metric_records.values()))
+    if list(content.metric_records) != [METRICS_KEY]:
+        return f"expected one MetricRecord named {METRICS_KEY!r}, got {list(content.metric_records)}"
+    metrics = content.metric_records[METRICS_KEY]
     missing = [key for key in required if key not in metrics]
     if missing:
         return f"missing metrics {missing}"
+    unexpected = sorted(set(metrics) - set(required))
+    if unexpected:
+        return f"unexpected metrics {unexpected}"
     for key in required:
         value = metrics[key]
         if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -77,9 +81,9 @@ def _problem(reply: Message, required: tuple[str, ...], counts: tuple[str, ...],
 
 
 def _array_problem(records: Mapping[str, ArrayRecord], reference: ArrayRecord) -> str | None:
-    if len(records) != 1:
-        return f"expected one ArrayRecord, got {len(records)}"
-    arrays = next(iter(records.values()))
+    if list(records) != [ARRAYS_KEY]:
+        return f"expected one ArrayRecord named {ARRAYS_KEY!r}, got {list(records)}"
+    arrays = records[ARRAYS_KEY]
     if set(arrays.keys()) != set(reference.keys()):
         return "array keys differ from the global model's"
     for key, expected in reference.items():
