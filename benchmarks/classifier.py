@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from client_app.data import load_dataset
-from client_app.task import Net, set_threads, to_tensor, train
+from task.data import load_dataset
+from task.model import Net, set_threads, to_tensor, train
 
 NUM_IMAGES = 2000
 REPEATS = 3

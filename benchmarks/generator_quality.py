@@ -2,7 +2,7 @@
 
 Trains the default :class:`GeneratorConfig` centrally on the 60k training images
 within ``--train-minutes`` (EMA weights are kept) and saves it to the generator cache,
-or loads ``--checkpoint``. Then, with ``client_app.task.Net`` classifiers:
+or loads ``--checkpoint``. Then, with ``task.model.Net`` classifiers:
 
 * ``label_fidelity``: accuracy of a judge trained on real data on 500 synthetic
   images per class (mean over classes; equal class counts, so the plain accuracy);
@@ -28,8 +28,8 @@ import torch
 from diffusers import UNet2DModel
 from torchvision.utils import save_image
 
-from client_app.data import load_dataset
-from client_app.task import Net, evaluate, to_tensor, train
+from task.data import load_dataset
+from task.model import Net, evaluate, to_tensor, train
 from generation import (
     GeneratorConfig,
     build_unet,
@@ -81,7 +81,7 @@ def obtain_generator(
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int = 0) -> Net:
-    """A ``client_app.task.Net`` trained on the given images."""
+    """A ``task.model.Net`` trained on the given images."""
     torch.manual_seed(seed)
     model = Net()
     train(model, images, labels, epochs=epochs, lr=1e-3, batch_size=64, seed=seed)
@@ -117,8 +117,8 @@ def skew_fix_gain(train_x, train_y, test_x, test_y, pool_x, pool_y, trials: int)
         mixed_x = torch.cat([train_x[real], pool_x[synthetic]])
         mixed_y = torch.cat([train_y[real], pool_y[synthetic]])
         after = evaluate(train_classifier(mixed_x, mixed_y, epochs=20, seed=trial), test_x, test_y)
-        gains.append(100 * (after["accuracy"] - before["accuracy"]))
-        print(f"silo classes {sorted(present.tolist())}: accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}")
+        gains.append(100 * (after.accuracy - before.accuracy))
+        print(f"silo classes {sorted(present.tolist())}: accuracy {before.accuracy:.3f} -> {after.accuracy:.3f}")
     return float(np.mean(gains))
 
 
@@ -141,9 +141,9 @@ def main() -> None:
         print(f"sample grid (one row per class) saved to {args.grid}")
 
     judge = train_classifier(train_x, train_y, epochs=5)
-    print(f"judge real test accuracy {evaluate(judge, test_x, test_y)['accuracy']:.4f}")
+    print(f"judge real test accuracy {evaluate(judge, test_x, test_y).accuracy:.4f}")
     fidelity = label_fidelity(judge, pool_x, pool_y)
-    tstr = evaluate(train_classifier(pool_x, pool_y, epochs=10), test_x, test_y)["accuracy"]
+    tstr = evaluate(train_classifier(pool_x, pool_y, epochs=10), test_x, test_y).accuracy
     gain = skew_fix_gain(train_x, train_y, test_x, test_y, pool_x, pool_y, args.skew_trials)
 
     print(f"label_fidelity={fidelity:.4f}")

@@ -13,9 +13,9 @@ import time
 import numpy as np
 from scipy.optimize import minimize
 
-from strategy.equilibrium import fixed_points
-from strategy.game import game_coefficients, potential, private_gain, shared_gain_slope, aggregate_data
-from strategy.scenario import LossCurve, Scenario, build_scenario
+from strategy.game.equilibrium import fixed_points
+from strategy.game.coefficients import game_coefficients, potential, private_gain, shared_gain_slope, aggregate_data
+from strategy.game.scenario import LossCurve, Scenario, build_scenario
 
 REPEATS = 101
 

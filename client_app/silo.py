@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
 from flwr.app import ArrayRecord
-from omegaconf import DictConfig, OmegaConf
 
-from client_app.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
-from client_app.task import to_tensor
 from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, save_generator, train_generator
+from strategy.protocol import NodeConfig, SiloSettings
+from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
+from task.model import to_tensor
+from task.paths import cache_root
 
 
 @dataclass(frozen=True)
@@ -39,21 +38,15 @@ class OrgParameters:
     price_per_second: float
 
 
-def settings_from_json(text: str) -> DictConfig:
-    """The run's resolved Hydra config, as the ServerApp sends it in every message."""
-    return OmegaConf.create(json.loads(text))
-
-
-def load_silo(settings: DictConfig, partition_id: int, node_config: Mapping[str, Any]) -> SiloData:
+def load_silo(settings: SiloSettings, node: NodeConfig) -> SiloData:
     """This silo's data: its own folder (node config ``data-path``, deployment) or a
-    partition of the shared copy as configured (simulation)."""
-    if "data-path" in node_config:
-        return _silo_folder(str(node_config["data-path"]), partition_id)
-    dataset, partition = settings.dataset, settings.partition
-    return _silo(dataset.name, dataset.root, bool(dataset.download), settings.cache_dir, int(dataset.market_size),
-                 partition.name, float(partition.alpha), int(partition.classes_per_org),
-                 partition.samples_per_org, float(partition.val_fraction), int(partition.min_partition_size),
-                 int(settings.federation.num_orgs), int(settings.seed), partition_id)
+    partition of the shared copy as the settings describe (simulation)."""
+    if node.data_path is not None:
+        return _silo_folder(node.data_path, node.partition_id)
+    return _silo(settings.dataset, settings.dataset_root or None, settings.download, str(silo_cache_dir(node)),
+                 settings.market_size, settings.partitioner, settings.alpha, settings.classes_per_org,
+                 settings.samples_per_org or None, settings.val_fraction, settings.min_partition_size,
+                 settings.num_orgs, settings.seed, node.partition_id)
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,60 +69,53 @@ def _silo_folder(path: str, partition_id: int) -> SiloData:
     return SiloData(org, market)
 
 
-def org_parameters(settings: DictConfig, partition_id: int, node_config: Mapping[str, Any]) -> OrgParameters:
-    """Per-organisation lists of conf/game (the last entry repeats), overridden by node config."""
-    game = settings.game
+def org_parameters(settings: SiloSettings, node: NodeConfig) -> OrgParameters:
+    """The settings' per-organisation lists (the last entry repeats), overridden by node config."""
 
-    def pick(values: Any, node_key: str) -> float:
-        if node_key in node_config:
-            return float(node_config[node_key])
-        values = list(values)
-        return float(values[min(partition_id, len(values) - 1)])
+    def pick(values: tuple[float, ...], own: float | None) -> float:
+        return own if own is not None else values[min(node.partition_id, len(values) - 1)]
 
-    return OrgParameters(pick(game.value, "value"), pick(game.capacity, "capacity"),
-                         pick(game.price_per_second, "price-per-second"))
+    return OrgParameters(pick(settings.value, node.value), pick(settings.capacity, node.capacity),
+                         pick(settings.price_per_second, node.price_per_second))
 
 
-def generator_config(settings: DictConfig) -> GeneratorConfig:
-    """The generator's config: GeneratorConfig defaults with conf/generator's overrides."""
-    return GeneratorConfig.from_dict(OmegaConf.to_container(settings.generator.config, resolve=True))
+def generator_config(settings: SiloSettings) -> GeneratorConfig:
+    """The generator's config: the settings' preset with their overrides."""
+    return GeneratorConfig.from_preset(settings.generator_preset, settings.generator_fields)
 
 
-def silo_cache_dir(settings: DictConfig, node_config: Mapping[str, Any]) -> str:
-    """Where this silo caches on its own disk: node config ``cache-dir``, else the run's ``cache_dir``."""
-    return str(node_config.get("cache-dir", settings.cache_dir))
+def silo_cache_dir(node: NodeConfig) -> Path:
+    """Where this silo caches on its own disk: node config ``cache-dir``, else :func:`task.paths.cache_root`."""
+    return cache_root(node.cache_dir)
 
 
-def silo_generator(settings: DictConfig, shipped: ArrayRecord | None, silo: SiloData, partition_id: int,
-                   cache_dir: str) -> UNet2DModel:
-    """The generator this silo samples from, per ``generator.source``.
+def silo_generator(settings: SiloSettings, shipped: ArrayRecord | None, silo: SiloData, node: NodeConfig) -> UNet2DModel:
+    """The generator this silo samples from, per ``generator_source``.
 
     ``federated``: the consortium's weights shipped by the server; ``local``: trained by
     this silo on its own real data only (it can only make classes it holds), cached on
     its disk; ``pretrained``: a local diffusers checkpoint directory.
     """
     cfg = generator_config(settings)
-    source = settings.generator.source
+    source = settings.generator_source
     if source == "federated":
         if shipped is None:
-            raise RuntimeError("generator.source=federated but the server has not shipped generator weights")
+            raise RuntimeError("generator source federated but the server has not shipped generator weights")
         return unet_from_record(cfg, shipped)
     if source == "pretrained":
-        unet = load_generator(settings.generator.path)
+        unet = load_generator(settings.generator_path)
         if unet is None:
-            raise FileNotFoundError(f"no generator checkpoint at {settings.generator.path}")
+            raise FileNotFoundError(f"no generator checkpoint at {settings.generator_path!r}")
         return unet
-    if source == "local":
-        directory = checkpoint_path(cfg, "local", root=cache_dir, silo=partition_id)
-        unet = load_generator(directory)
-        if unet is None:
-            unet = build_unet(cfg)
-            images, labels = training_tensors(silo)
-            steps = int(settings.generator.warmup_rounds) * int(settings.generator.steps_per_round)
-            train_generator(unet, images, labels, cfg, steps=steps, seed=partition_id, progress=False)
-            save_generator(unet, cfg, metadata={"source": "local", "silo": partition_id}, path=directory)
-        return unet.eval()
-    raise ValueError(f"generator.source must be federated, local or pretrained, got {source!r}")
+    directory = checkpoint_path(cfg, "local", root=silo_cache_dir(node), silo=node.partition_id)
+    unet = load_generator(directory)
+    if unet is None:
+        unet = build_unet(cfg)
+        images, labels = training_tensors(silo)
+        steps = settings.generator_warmup_rounds * settings.generator_steps_per_round
+        train_generator(unet, images, labels, cfg, steps=steps, seed=node.partition_id, progress=False)
+        save_generator(unet, cfg, metadata={"source": "local", "silo": node.partition_id}, path=directory)
+    return unet.eval()
 
 
 _UNETS: dict[tuple[str, str], UNet2DModel] = {}

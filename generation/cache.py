@@ -22,7 +22,6 @@ cannot be used (missing/corrupted files, or a model incompatible with the config
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Literal
 from diffusers import UNet2DModel
 
 from generation.config import GeneratorConfig
+from task.paths import cache_root
 
 Source = Literal["federated", "local", "pretrained"]
 SOURCES = ("federated", "local", "pretrained")
@@ -39,13 +39,6 @@ INFO_FILE = "generator.json"
 
 class GeneratorCheckpointError(RuntimeError):
     """A generator checkpoint exists but cannot be loaded or does not fit the config."""
-
-
-def cache_root(root: str | Path | None = None) -> Path:
-    """``root``, else ``$COCOGEN_CACHE``, else ``~/.cache/cocogen``."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get("COCOGEN_CACHE") or Path.home() / ".cache" / "cocogen")
 
 
 def checkpoint_path(

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from task.images import IMAGE_SIDE, NUM_CLASSES
+
 Sampler = Literal["ddim", "dpm"]
 Precision = Literal["auto", "bf16", "fp32"]
 
@@ -24,7 +26,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 SAMPLERS = ("ddim", "dpm")
 PRECISIONS = ("auto", "bf16", "fp32")
-IMAGE_SIZES = (28, 32)
+IMAGE_SIZES = (IMAGE_SIDE, 32)
 
 # Fields that only affect sampling; every other field changes the trained weights.
 _SAMPLING_FIELDS = frozenset({"sampler", "sampling_steps", "guidance_scale", "sample_batch_size", "sample_precision"})
@@ -72,8 +74,8 @@ class GeneratorConfig:
     layers_per_block: int = 1
     attention: bool = False
     norm_num_groups: int = 8
-    image_size: int = 28
-    num_classes: int = 10
+    image_size: int = IMAGE_SIDE
+    num_classes: int = NUM_CLASSES
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
@@ -98,19 +100,15 @@ class GeneratorConfig:
         _validate(self)
 
     @classmethod
-    def tiny(cls) -> GeneratorConfig:
-        """A config for tests: a ~40k-parameter UNet that trains and samples in seconds."""
-        return cls(
-            block_out_channels=(8, 16),
-            norm_num_groups=4,
-            train_steps=20,
-            warmup_steps=5,
-            batch_size=16,
-            sampling_steps=4,
-            sample_batch_size=16,
-            train_precision="fp32",
-            sample_precision="fp32",
-        )
+    def from_preset(cls, preset: str = "default", overrides: Mapping[str, Any] | None = None) -> GeneratorConfig:
+        """The named preset (see :data:`PRESETS`) with ``overrides`` applied (validated).
+
+        Raises:
+            ValueError: on an unknown preset, an unknown key or an invalid value.
+        """
+        if preset not in PRESETS:
+            raise ValueError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[preset], **(overrides or {})})
 
     @classmethod
     def from_dict(cls, mapping: Mapping[str, Any]) -> GeneratorConfig:
@@ -145,6 +143,24 @@ class GeneratorConfig:
     def null_class(self) -> int:
         """The label index of the "no class" embedding used by classifier-free guidance."""
         return self.num_classes
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # A ~40k-parameter UNet that trains and samples in seconds (tests, smoke runs).
+    "tiny": {
+        "block_out_channels": (8, 16),
+        "norm_num_groups": 4,
+        "train_steps": 20,
+        "warmup_steps": 5,
+        "batch_size": 16,
+        "sampling_steps": 4,
+        "sample_batch_size": 16,
+        "train_precision": "fp32",
+        "sample_precision": "fp32",
+    },
+}
+"""Named starting points of a :class:`GeneratorConfig` (``conf/generator/*.yaml`` pick one)."""
 
 
 def _coerce_types(cfg: GeneratorConfig) -> None:

@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from generation.config import GeneratorConfig
+from task.images import IMAGE_SIDE
 
 SamplingScheduler = DDIMScheduler | DPMSolverMultistepScheduler
 
-IMAGE_SIZE = 28
+IMAGE_SIZE = IMAGE_SIDE
+"""The data set's image side; ``cfg.image_size`` may pad it (e.g. to 32)."""
 
 
 def build_unet(cfg: GeneratorConfig) -> UNet2DModel:

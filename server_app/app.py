@@ -8,38 +8,25 @@ model on the global test set, and writes the results directory.
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import asdict
 from logging import INFO
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from client_app.data import load_dataset, market_split
-from client_app.task import Net, evaluate, set_threads, to_tensor
-from server_app.config import compose_config
+from server_app.config import compose_config, game_settings, server_cache, silo_settings
 from server_app.generator_stage import prepare_generator
 from server_app.plots import plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
+from strategy import protocol
 from strategy.fedgame import GameFedAvg
 from strategy.ledger import Ledger
-from strategy.policies import mechanism_from_dict
-from strategy.profiles import GameSettings
-from strategy.scenario import LossCurve, build_scenario
-
-
-def game_settings(cfg: DictConfig) -> GameSettings:
-    """The game's parameters from conf/game, conf/mechanism and conf/policy, validated now."""
-    game = cfg.game
-    loss = LossCurve(**OmegaConf.to_container(game.loss))
-    build_scenario(n=[1], skew=[0], cost=[1], value=[1], capacity=[0], gamma=game.gamma, loss=loss,
-                   eta=game.eta, omega=game.omega)
-    return GameSettings(policy=cfg.policy.name, gamma=float(game.gamma), loss=loss, eta=float(game.eta),
-                        omega=float(game.omega), mechanism=mechanism_from_dict(OmegaConf.to_container(cfg.mechanism)),
-                        seed=int(cfg.seed))
+from task.data import load_dataset, market_split
+from task.model import Net, Scores, evaluate, set_threads, to_tensor
 
 
 def wait_for_nodes(grid: Grid, wanted: int, seconds: float, minimum: int) -> list[int]:
@@ -57,21 +44,18 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     """One complete run; returns the results directory."""
     started = time.perf_counter()
     game = game_settings(cfg)
+    settings = silo_settings(cfg)
     directory = results_directory(cfg)
     log(INFO, "Results: %s", directory)
-    settings = json.dumps(OmegaConf.to_container(cfg, resolve=True))
     federation = cfg.federation
     timeout = float(federation.reply_timeout_seconds)
     nodes = wait_for_nodes(grid, int(federation.num_orgs), float(federation.node_wait_seconds),
                            int(federation.min_orgs))
     warmup_started = time.perf_counter()
-    generator = prepare_generator(grid, nodes, cfg, settings)
+    generator = prepare_generator(grid, nodes, settings, server_cache(cfg), timeout)
     warmup_seconds = time.perf_counter() - warmup_started
-    query = RecordDict({"config": ConfigRecord({"settings": settings})})
-    if generator is not None:
-        query["generator"] = generator
     ledger = Ledger(directory)
-    strategy = GameFedAvg(game, query, ledger, timeout, min_orgs=int(federation.min_orgs))
+    strategy = GameFedAvg(game, settings, generator, ledger, timeout, min_orgs=int(federation.min_orgs))
     strategy.refresh_profiles(grid)
     if len(strategy.profiles) < int(federation.min_orgs):
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
@@ -79,19 +63,21 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     set_threads(2)
     test_images, test_labels = _global_test_set(cfg)
 
-    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def global_scores(arrays: ArrayRecord) -> Scores:
         model = Net()
         model.load_state_dict(arrays.to_torch_state_dict())
-        metrics = evaluate(model, test_images, test_labels)
-        ledger.annotate(server_round, global_test_accuracy=metrics["accuracy"], global_test_loss=metrics["loss"])
-        return MetricRecord(metrics)
+        return evaluate(model, test_images, test_labels)
+
+    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        scores = global_scores(arrays)
+        ledger.annotate(server_round, global_test_accuracy=scores.accuracy, global_test_loss=scores.loss)
+        return MetricRecord(asdict(scores))
 
     torch.manual_seed(int(cfg.seed))
-    round_config = ConfigRecord({"settings": settings})
     result = strategy.start(grid, ArrayRecord(Net().state_dict()), num_rounds=int(federation.rounds),
-                            timeout=timeout, train_config=round_config, evaluate_config=ConfigRecord(round_config),
+                            timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                             evaluate_fn=evaluate_global)
-    final_accuracy = float(evaluate_global(-1, result.arrays)["accuracy"])
+    final_accuracy = global_scores(result.arrays).accuracy
     summary = summarise(cfg, ledger.rows, final_accuracy, time.perf_counter() - started, warmup_seconds)
     write_summary(directory, summary)
     plot_run(ledger.rows, directory)
@@ -103,7 +89,7 @@ def _global_test_set(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The official test split minus the market validation set."""
     dataset = cfg.dataset
     _, test = load_dataset(dataset.name, root=dataset.root, download=bool(dataset.download),
-                           cache_dir=f"{cfg.cache_dir}/data")
+                           cache_dir=str(server_cache(cfg) / "data"))
     _, rest = market_split(test, int(dataset.market_size), int(cfg.seed))
     return to_tensor(rest.images), torch.from_numpy(rest.labels)
 
@@ -125,4 +111,4 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """``flwr run``: the config is conf/ plus the ``overrides`` run-config string."""
-    run_experiment(grid, compose_config(str(context.run_config.get("overrides", ""))))
+    run_experiment(grid, compose_config(str(context.run_config.get(protocol.RUN_CONFIG_OVERRIDES, ""))))

@@ -9,13 +9,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from server_app.config import results_root
 from strategy.ledger import write_atomically
 
 
 def results_directory(cfg: DictConfig) -> Path:
     """A new folder ``<results_root>/<time>-<policy>`` holding ``config.yaml``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    root = Path(cfg.results_root)
+    root = results_root(cfg)
     directory = root / f"{stamp}-{cfg.policy.name}"
     suffix = 1
     while directory.exists():

@@ -2,6 +2,6 @@
 
 import sys
 
-from strategy.cli import main
+from strategy.game.cli import main
 
 sys.exit(main())

@@ -10,6 +10,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client_app.app import evaluate_global, report_profile, train_silo
+from strategy import protocol
 
 app = ClientApp()
 
@@ -21,17 +22,17 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    partition = int(context.node_config["partition-id"])
-    if msg.content.config_records["config"]["stage"] != "task":
+    partition = protocol.read_node_config(context.node_config).partition_id
+    if protocol.read_stage(msg.content) != protocol.STAGE_TASK:
         return train_silo(msg, context)
     if partition == 1:
         raise RuntimeError("injected failure")
     reply = train_silo(msg, context)
-    metrics = reply.content.metric_records["metrics"]
+    metrics = reply.content.metric_records[protocol.METRICS]
     if partition == 2:
-        metrics["accuracy"] = float("nan")
+        metrics[protocol.wire_key("accuracy")] = float("nan")
     if partition == 3:
-        del metrics["loss"]
+        del metrics[protocol.wire_key("loss")]
     return reply
 
 

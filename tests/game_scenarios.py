@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import strategies as st
 
-from strategy.scenario import LossCurve, Scenario, build_scenario, scenario_from_dict
+from strategy.game.scenario import LossCurve, Scenario, build_scenario, scenario_from_dict
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "five_orgs.json"
 

@@ -9,16 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from flwr.simulation import run_simulation
 
 from client_app.app import app as client_app
 from faulty_client import app as faulty_client_app
-from server_app.app import game_settings, make_server_app
-from server_app.config import compose_config
-from strategy.policies import solve
-from strategy.profiles import OrgProfile, round_scenario
+from server_app.app import make_server_app
+from server_app.config import compose_config, game_settings
+from strategy.game.policies import solve
+from strategy.profiles import round_scenario
+from strategy.protocol import Profile, round_seed
+from task.paths import CACHE_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}}
@@ -28,7 +29,11 @@ RESULT_FILES = ("config.yaml", "rounds.csv", "ledger.json", "summary.json",
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+    """One cache for the server (config ``cache_dir``) and the simulated silos (environment)."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_VARIABLE, str(cache))
+        yield cache
 
 
 def simulate(overrides: list[str], results: Path, cache: Path, client=client_app):
@@ -44,11 +49,10 @@ def test_quotas_follow_the_game_and_the_ledger_balances(tmp_path, cache_dir):
     assert [row["round"] for row in rows] == [1, 2]
     game = game_settings(cfg)
     for row in rows:
-        profiles = [OrgProfile(node_id=0, partition_id=p["partition_id"], n=p["n"],
-                               label_counts=np.array(p["label_counts"]), seconds_per_image=p["seconds_per_image"],
-                               cost=p["cost"], value=p["value"], capacity=p["capacity"]) for p in row["reported"]]
+        profiles = [Profile(**{**p, "label_counts": tuple(p["label_counts"])}) for p in row["reported"]]
         scenario, _ = round_scenario(profiles, game)
-        expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, game.seed + row["round"]).quotas]
+        seed = round_seed(game.seed, row["round"], "game")
+        expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, seed).quotas]
         assert row["quotas"] == expected
         assert row["received_quotas"] == expected
         assert row["images"] == expected

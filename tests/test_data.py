@@ -1,4 +1,4 @@
-"""Tests of client_app.data: loading, partitioning, the market split, and the CLI."""
+"""Tests of task.data: loading, partitioning, the market split, and the partition CLIs."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-import strategy.scenario
-from client_app.data import (
+from strategy.game.scenario import label_skew
+from task.data import (
     DatasetNotFoundError,
     IdxFormatError,
     ImageSet,
-    label_skew,
     load_dataset,
     market_split,
     partition_dataset,
@@ -234,19 +233,13 @@ def test_market_size_is_validated(tagged: tuple[ImageSet, ImageSet]) -> None:
         market_split(tagged[1], market_size=len(tagged[1]))
 
 
-def test_label_skew_is_the_game_packages() -> None:
-    assert label_skew is strategy.scenario.label_skew
-    target, skew = label_skew(np.array([[3, 1], [1, 3]]))
-    assert np.allclose(target, [0.5, 0.5]) and np.allclose(skew, [0.25, 0.25])
-
-
 # --- CLI ------------------------------------------------------------------------------
 
 
 def _cli(cache_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"COCOGEN_CACHE": str(cache_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "client_app.data", "describe", *args],
+        [sys.executable, "-m", "server_app.describe", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 

@@ -73,7 +73,7 @@ def federation(tmp_path_factory):
     run = lambda args: subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=True)
     silos = [f"silo-{i}" for i in range(SILOS)]
     run([str(DEPLOY / "make_credentials.sh"), str(base / "creds"), "localhost", *silos, "intruder"])
-    run([sys.executable, "-m", "client_app.data", "export", "--orgs", str(SILOS), "--samples-per-org", "300",
+    run([sys.executable, "-m", "task.data", "export", "--orgs", str(SILOS), "--samples-per-org", "300",
          "--market-size", "200", "--seed", "0", "--out", str(base / "data")])
     port = _free_port()
     processes = Processes(env)

@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from game_scenarios import example_scenario, random_profile, scenarios
-from strategy.certificate import nash_gap
-from strategy.competition import DenseCompetition
-from strategy.equilibrium import fixed_points
-from strategy.game import game_coefficients, potential, social_welfare, utilities
-from strategy.mechanism import Redistribution, welfare_curve
-from strategy.policies import POLICIES, MechanismConfig, payoffs_under, solve
-from strategy.scenario import build_scenario, label_skew, LossCurve
+from strategy.game.certificate import nash_gap
+from strategy.game.competition import DenseCompetition
+from strategy.game.equilibrium import fixed_points
+from strategy.game.coefficients import game_coefficients, potential, social_welfare, utilities
+from strategy.game.mechanism import Redistribution, welfare_curve
+from strategy.game.mechanism import MechanismConfig
+from strategy.game.policies import POLICIES, payoffs_under, solve
+from strategy.game.scenario import build_scenario, label_skew, LossCurve
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -70,7 +71,7 @@ def test_transfers_are_budget_balanced(scenario, seed, rate, mix):
 
 
 @PROPERTY
-@given(scenarios(max_orgs=5), st.sampled_from(POLICIES))
+@given(scenarios(max_orgs=5), st.sampled_from(list(POLICIES)))
 def test_no_policy_beats_the_social_optimum(scenario, policy):
     coefficients = game_coefficients(scenario)
     assume(coefficients.is_potential_game)

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from game_scenarios import EXAMPLE, example_spec
-from strategy.cli import solve_spec
-from strategy.scenario import ScenarioError
+from strategy.game.cli import solve_spec
+from strategy.game.scenario import ScenarioError
 
 BAD_INPUTS = [
     ({"n": [1200, 800, 0, 600, 1000]}, "n", 2),

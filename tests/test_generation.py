@@ -28,7 +28,7 @@ from generation.model import resolve_precision
 
 torch.set_num_threads(1)
 
-CFG = GeneratorConfig.tiny()
+CFG = GeneratorConfig.from_preset("tiny")
 
 
 def toy_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

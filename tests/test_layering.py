@@ -1,18 +1,138 @@
-"""The game and mechanism maths import neither Flower nor torch (docs/model.md)."""
+"""The project's import graph, computed from the source: layers point one way, the game
+maths stays free of Flower and torch, and only the contract module spells wire keys."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
-PURE_MODULES = ("strategy", "strategy.scenario", "strategy.competition", "strategy.game", "strategy.equilibrium",
-                "strategy.certificate", "strategy.mechanism", "strategy.policies", "strategy.realised",
-                "strategy.profiles", "strategy.ledger", "strategy.cli")
+import pytest
+
+from strategy import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPONENTS = ("strategy.game", "strategy", "task", "generation", "client_app", "server_app")
+LAYER = {"task": 0, "strategy.game": 0, "generation": 1, "strategy": 1, "client_app": 2, "server_app": 2}
+"""A module may import its own component and components of lower layers only."""
+COMPOSITION_ROOTS = {("server_app.sweep", "client_app.app")}
+"""Declared exceptions: the in-process simulation runner hands both apps to Flower."""
+SHIPPED = ("strategy", "task", "generation", "client_app", "server_app", "benchmarks")
 
 
-def test_the_maths_imports_neither_flower_nor_torch():
-    probe = (f"import sys; import {', '.join(PURE_MODULES)}; "
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of its code (absolute imports only)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _component(module: str) -> str | None:
+    return next((c for c in COMPONENTS if module == c or module.startswith(c + ".")), None)
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for package in COMPONENTS if "." not in package for p in (ROOT / package).rglob("*.py")]
+    return {_module_name(path): _imports(path) for path in files}
+
+
+GRAPH = _graph()
+
+
+def test_the_graph_covers_every_component():
+    assert {_component(m) for m in GRAPH} == set(COMPONENTS)
+    assert len(GRAPH) > 40
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_point_down_the_layers(module):
+    own = _component(module)
+    for imported in GRAPH[module]:
+        other = _component(imported)
+        declared = any(module == root and (imported == target or imported.startswith(target + "."))
+                       for root, target in COMPOSITION_ROOTS)
+        if other is None or other == own or declared:
+            continue
+        assert LAYER[other] < LAYER[own], f"{module} imports {imported}: {own} may not depend on {other}"
+
+
+def test_the_game_package_imports_only_numpy_scipy_and_the_standard_library():
+    for module, imported in GRAPH.items():
+        if _component(module) != "strategy.game":
+            continue
+        third_party = {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names) - {"strategy"}
+        assert third_party <= {"numpy", "scipy"}, f"{module} imports {sorted(third_party)}"
+
+
+def test_the_maths_loads_neither_flower_nor_torch():
+    game_modules = sorted(m for m in GRAPH if _component(m) == "strategy.game")
+    probe = (f"import sys; import {', '.join(game_modules)}; "
              "print(sorted(m for m in ('flwr', 'torch', 'diffusers') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# --- the wire contract --------------------------------------------------------------
+
+PARTS = (protocol.SiloSettings, protocol.Profile, protocol.WarmupOrder, protocol.TrainOrder, protocol.EvaluateOrder,
+         protocol.WarmupReport, protocol.TrainReport, protocol.EvaluateReport, protocol.NodeConfig)
+RECORD_ACCESSORS = {"config_records", "metric_records", "array_records", "node_config", "run_config", "content"}
+RECORD_TYPES = {"ConfigRecord", "MetricRecord", "RecordDict"}
+
+
+def _wire_keys() -> set[str]:
+    keys = {protocol.wire_key(f.name) for part in PARTS for f in dataclasses.fields(part)}
+    return keys | {v for k, v in vars(protocol).items() if k.isupper() and isinstance(v, str)}
+
+
+def _key_literals(path: Path) -> list[str]:
+    """String constants used as keys of Flower records: ``x.config_records["k"]``,
+    ``node_config.get("k")``, ``ConfigRecord({"k": ...})``, and hyphenated wire keys anywhere."""
+    hyphenated = {key for key in _wire_keys() if "-" in key}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        target = None
+        if isinstance(node, ast.Subscript):
+            target, key = node.value, node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and node.args:
+            target, key = node.func.value, node.args[0]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in RECORD_TYPES \
+                and node.args and isinstance(node.args[0], ast.Dict):
+            found += [f"{node.lineno}: {k.value!r}" for k in node.args[0].keys
+                      if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        elif isinstance(node, ast.Constant) and node.value in hyphenated:
+            found.append(f"{node.lineno}: {node.value!r}")
+        if target is not None and isinstance(key, ast.Constant) and isinstance(key.value, str):
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+            if name in RECORD_ACCESSORS:
+                found.append(f"{node.lineno}: {key.value!r}")
+    return found
+
+
+def test_no_shipped_file_but_the_contract_spells_a_wire_key():
+    offenders = {}
+    for package in SHIPPED:
+        for path in (ROOT / package).rglob("*.py"):
+            if path != ROOT / "strategy" / "protocol.py" and (hits := _key_literals(path)):
+                offenders[str(path.relative_to(ROOT))] = hits
+    assert offenders == {}
+
+
+def test_the_scan_finds_a_spelled_key(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('m.content.config_records["quota"]\nnode_config.get("data-path")\n'
+                      'ConfigRecord({"stage": "task"})\nx = "images-generated"\n')
+    assert {hit.split(":")[0] for hit in _key_literals(sample)} == {"1", "2", "3", "4"}

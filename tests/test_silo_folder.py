@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client_app.data import ImageSet, OrgData, SiloFolderError, export_silos, read_silo_folder
+from task.data import ImageSet, OrgData, SiloFolderError, export_silos, read_silo_folder
 
 
 def _images(n: int, seed: int) -> ImageSet:

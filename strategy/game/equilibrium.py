@@ -1,6 +1,6 @@
 """Best responses in closed form and equilibria as 1-D fixed points on the aggregate.
 
-Implements docs/model.md section 4 for any :class:`~strategy.game.Coefficients`
+Implements docs/model.md section 4 for any :class:`~strategy.game.coefficients.Coefficients`
 (the game's own, a mechanism's, or the planner's team coefficients).
 """
 
@@ -11,8 +11,8 @@ from collections import deque
 import numpy as np
 from scipy.optimize import brentq
 
-from strategy.game import Coefficients, private_gain, shared_gain_slope
-from strategy.scenario import Scenario
+from strategy.game.coefficients import Coefficients, private_gain, shared_gain_slope
+from strategy.game.scenario import Scenario
 
 SCAN_POINTS = 2049
 """Grid size of the root scan used when the game is not a potential game."""

@@ -14,7 +14,7 @@ import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner, PathologicalPartitioner
 
-from client_app.data.imageset import NUM_CLASSES, ImageSet
+from task.images import NUM_CLASSES, ImageSet
 
 PARTITIONERS = ("iid", "dirichlet", "pathological")
 

@@ -1,4 +1,8 @@
-"""The in-memory image container shared by the loader, the partitioner and the task."""
+"""Labelled images: the data set's constants (classes, image shape) and the in-memory container.
+
+The one place that states how many classes there are and how large an image is;
+the loader, the partitioner, the classifier and the generator read them here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28)
+"""Label classes of the data set (Fashion-MNIST and MNIST alike)."""
+IMAGE_SIDE = 28
+IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
+"""Height and width of one grayscale image."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,7 +32,7 @@ class ImageSet:
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 3 or self.images.shape[1:] != IMAGE_SHAPE:
             raise ValueError(
-                f"images must be uint8 of shape (N, 28, 28), got {self.images.dtype} {self.images.shape}"
+                f"images must be uint8 of shape (N, *{IMAGE_SHAPE}), got {self.images.dtype} {self.images.shape}"
             )
         if not np.issubdtype(self.labels.dtype, np.integer) or self.labels.ndim != 1:
             raise ValueError(f"labels must be a 1-D integer array, got {self.labels.dtype} {self.labels.shape}")

@@ -9,13 +9,13 @@ applies, the organisation index.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from strategy.competition import Competition, DenseCompetition, UniformCompetition
+from strategy.game.competition import Competition, DenseCompetition, UniformCompetition
 
 
 class ScenarioError(ValueError):
@@ -35,6 +35,20 @@ class LossCurve:
     a: float = 5.0
     b: float = 0.3
     kappa: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelParameters:
+    """The model's shared constants and their defaults (model.md section 2): the one
+    source for the CLI and the Hydra config (``conf/game``) alike."""
+
+    loss: LossCurve = LossCurve()
+    eta: float = 1.0
+    omega: float = 0.5
+
+    def to_spec(self) -> dict[str, Any]:
+        """The scenario schema's ``loss``, ``eta`` and ``omega`` (docs/cli.md)."""
+        return {"loss": asdict(self.loss), "eta": self.eta, "omega": self.omega}
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,7 +191,7 @@ def scenario_from_dict(spec: Mapping[str, Any]) -> Scenario:
         raise ScenarioError("loss", "must be an object with keys a, b, kappa")
     for key in sorted(set(loss_spec) - {"a", "b", "kappa"}):
         raise ScenarioError(f"loss.{key}", "unknown key (allowed: a, b, kappa)")
-    defaults = LossCurve()
+    defaults = ModelParameters()
     return build_scenario(
         n=n,
         skew=skew,
@@ -185,13 +199,9 @@ def scenario_from_dict(spec: Mapping[str, Any]) -> Scenario:
         value=_required(spec, "value"),
         capacity=_required(spec, "capacity"),
         gamma=spec.get("gamma", 0.0),
-        loss=LossCurve(
-            a=loss_spec.get("a", defaults.a),
-            b=loss_spec.get("b", defaults.b),
-            kappa=loss_spec.get("kappa", defaults.kappa),
-        ),
-        eta=spec.get("eta", 1.0),
-        omega=spec.get("omega", 0.5),
+        loss=LossCurve(**{**asdict(defaults.loss), **loss_spec}),
+        eta=spec.get("eta", defaults.eta),
+        omega=spec.get("omega", defaults.omega),
     )
 
 

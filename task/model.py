@@ -7,12 +7,15 @@ so real and synthetic images can be concatenated and trained on together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-NUM_CLASSES = 10
+from task.images import IMAGE_SIDE, NUM_CLASSES
+
 
 
 def set_threads(n: int) -> None:
@@ -37,7 +40,7 @@ class Net(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
-        self.fc1 = nn.Linear(32 * 7 * 7, 64)
+        self.fc1 = nn.Linear(32 * (IMAGE_SIDE // 4) ** 2, 64)
         self.fc2 = nn.Linear(64, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +80,16 @@ def train(
     return total_loss / len(labels)
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> dict[str, float]:
-    """Mean cross-entropy ``"loss"`` and ``"accuracy"`` of ``model`` on the given images."""
+@dataclass(frozen=True)
+class Scores:
+    """Mean cross-entropy and accuracy of a model on a labelled set."""
+
+    loss: float
+    accuracy: float
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> Scores:
+    """Mean cross-entropy and accuracy of ``model`` on the given images."""
     _check_batch(images, labels)
     model.eval()
     total_loss, correct = 0.0, 0
@@ -87,7 +98,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
             logits = model(batch_images)
             total_loss += F.cross_entropy(logits, batch_labels, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == batch_labels).sum())
-    return {"loss": total_loss / len(labels), "accuracy": correct / len(labels)}
+    return Scores(loss=total_loss / len(labels), accuracy=correct / len(labels))
 
 
 def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client_app.data.imageset import NUM_CLASSES, ImageSet
-from client_app.data.partition import OrgData
+from task.images import NUM_CLASSES, ImageSet
+from task.data.partition import OrgData
 
 SPLITS = ("train", "val", "market")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client_app.data.imageset import IMAGE_SHAPE, NUM_CLASSES, ImageSet
+from task.images import IMAGE_SHAPE, NUM_CLASSES, ImageSet
+from task.paths import cache_root
 
 _SPLIT_PREFIXES = ("train", "t10k")
 _UNSIGNED_BYTE = 0x08
@@ -70,7 +71,7 @@ def load_dataset(
     for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (gzipped or not); ``root``
     defaults to ``/usr/share/datasets/<name>/``. With ``download=True`` (which needs
     ``root``) a missing copy is fetched by torchvision into ``root``.
-    ``cache_dir`` defaults to ``$COCOGEN_CACHE`` or ``~/.cache/cocogen/data``.
+    ``cache_dir`` defaults to ``data/`` in the cache root (:func:`task.paths.cache_root`).
 
     Raises:
         ValueError: unknown ``name``, or ``download=True`` without ``root``.
@@ -99,10 +100,8 @@ def load_dataset(
 
 
 def _cache_root(cache_dir: str | None) -> Path:
-    """The cache folder: the argument, else ``$COCOGEN_CACHE``, else ``~/.cache/cocogen/data``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("COCOGEN_CACHE") or Path.home() / ".cache" / "cocogen" / "data")
+    """The cache folder: the argument, else ``data/`` under :func:`task.paths.cache_root`."""
+    return Path(cache_dir) if cache_dir is not None else cache_root() / "data"
 
 
 def _file_names(prefix: str) -> tuple[str, str]:

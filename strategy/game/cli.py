@@ -11,8 +11,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from strategy.policies import mechanism_from_dict, solve
-from strategy.scenario import ScenarioError, scenario_from_dict
+from strategy.game.mechanism import mechanism_from_dict
+from strategy.game.policies import solve
+from strategy.game.scenario import ScenarioError, scenario_from_dict
 
 INPUT_KEYS = frozenset({
     "n", "label_counts", "skew", "target", "cost", "value", "capacity", "gamma",

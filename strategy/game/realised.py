@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strategy.mechanism import Redistribution
-from strategy.scenario import Scenario
+from strategy.game.mechanism import Redistribution
+from strategy.game.scenario import Scenario
 
 
 @dataclass(frozen=True, eq=False)

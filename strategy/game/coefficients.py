@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strategy.scenario import Scenario
+from strategy.game.scenario import Scenario
 
 
 def loss_proxy(scenario: Scenario, aggregate: np.ndarray | float) -> np.ndarray | float:

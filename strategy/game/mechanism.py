@@ -4,23 +4,28 @@ Transfers ``t_i = rho (m_i(s) - mean_j m_j(s))`` with merit
 ``m_i = lambda pi s_i + (1 - lambda) ell_i(s)``: a per-sample contribution reward
 (price ``pi``) mixed with compensation of the competition-caused loss ``ell_i``.
 Transfers are affine in ``(G(M), g_j(s_j), s_j)``, so the mechanism is a map on
-:class:`~strategy.game.Coefficients` and the same fixed-point solver finds the
+:class:`~strategy.game.coefficients.Coefficients` and the same fixed-point solver finds the
 induced equilibrium.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from strategy.equilibrium import fixed_points
-from strategy.game import Coefficients, competition_loss, game_coefficients, quality, social_welfare
-from strategy.scenario import Scenario
+from strategy.game.equilibrium import fixed_points
+from strategy.game.coefficients import Coefficients, competition_loss, game_coefficients, quality, social_welfare
+from strategy.game.scenario import Scenario, ScenarioError
 
 RATE_GRID_POINTS = 41
 """Grid of the bounded search for ``rho*`` before the Brent refinement."""
+
+AUTO = "auto"
+"""The spelling of "search this parameter" in scenario files and the Hydra config."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,58 @@ class Redistribution:
             private=coefficients.private - compensated * harm / size,
             cost=coefficients.cost - self.rate * self.mix * self.price * (1.0 - 1.0 / size),
         )
+
+
+@dataclass(frozen=True)
+class MechanismConfig:
+    """CoCoGen+ settings: ``rate`` (rho; ``None`` = search ``rho*``), ``mix`` (lambda),
+    ``price`` (pi; ``None`` = mean cost), ``rate_max`` (upper end of the search).
+
+    The one source of the mechanism's defaults: the CLI and the Hydra config
+    (``conf/mechanism``) both start from :meth:`to_spec` of ``MechanismConfig()``.
+    """
+
+    rate: float | None = None
+    mix: float = 0.5
+    price: float | None = None
+    rate_max: float = 1.0
+
+    def rule(self, scenario: Scenario, rate: float) -> Redistribution:
+        price = float(scenario.cost.mean()) if self.price is None else self.price
+        return Redistribution(rate=rate, mix=self.mix, price=price)
+
+    def to_spec(self) -> dict[str, Any]:
+        """The ``mechanism`` object of the scenario schema (docs/cli.md) for these settings."""
+        return {"rho": AUTO if self.rate is None else self.rate, "lambda": self.mix, "price": self.price,
+                "rho_max": self.rate_max}
+
+
+def mechanism_from_dict(spec: Mapping[str, Any] | None) -> MechanismConfig:
+    """Parse and validate a ``mechanism`` object; missing keys take :class:`MechanismConfig`'s defaults."""
+    defaults = MechanismConfig().to_spec()
+    if spec is None:
+        return MechanismConfig()
+    if not isinstance(spec, Mapping):
+        raise ScenarioError("mechanism", "must be an object")
+    for key in sorted(set(spec) - set(defaults)):
+        raise ScenarioError(f"mechanism.{key}", f"unknown key (allowed: {', '.join(defaults)})")
+    spec = {**defaults, **spec}
+    rate_max = _number(spec, "rho_max", lambda v: v >= 0, "must be >= 0")
+    rate = None
+    if spec["rho"] != AUTO:
+        rate = _number(spec, "rho", lambda v: 0 <= v <= rate_max, f"must be {AUTO!r} or in [0, rho_max={rate_max}]")
+    price = None if spec["price"] is None else _number(spec, "price", lambda v: v >= 0, "must be >= 0")
+    mix = _number(spec, "lambda", lambda v: 0 <= v <= 1, "must lie in [0, 1]")
+    return MechanismConfig(rate=rate, mix=mix, price=price, rate_max=rate_max)
+
+
+def _number(spec: Mapping[str, Any], key: str, ok: Any, problem: str) -> float:
+    raw = spec[key]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not np.isfinite(raw):
+        raise ScenarioError(f"mechanism.{key}", f"must be a finite number, got {raw!r}")
+    if not ok(float(raw)):
+        raise ScenarioError(f"mechanism.{key}", f"{problem} (got {raw})")
+    return float(raw)
 
 
 def induced_equilibrium(scenario: Scenario, rule: Redistribution) -> np.ndarray:

@@ -1,0 +1,443 @@
+"""The wire contract between the ServerApp and the silos' ClientApps (docs/protocol.md).
+
+Every record name, key and metric name that travels in a Flower message is stated
+here and nowhere else. A message part is a frozen dataclass whose field names are its
+keys (``images_generated`` travels as ``images-generated``); :func:`write` turns it into
+a Flower record and :func:`read` turns a record back into it, checking the exact key
+set, each value's type, finiteness and domain. Whole messages are built and read by
+the ``*_content`` / ``read_*`` pairs below; every reader raises :class:`ProtocolError`
+naming the record and key at fault, so a receiver can drop a bad message with a reason.
+
+Imports Flower's record types and numpy; no torch, nothing of the project's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar, get_type_hints
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+SETTINGS_VERSION = 1
+"""Version of :class:`SiloSettings`; a silo refuses settings of another version."""
+
+# Record names inside a message's RecordDict.
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+SETTINGS = "settings"
+PROFILE = "profile"
+GENERATOR = "generator"
+
+STAGE_GENERATOR = "generator"
+STAGE_TASK = "task"
+STAGE_KEY = "stage"
+
+NUM_EXAMPLES = "num-examples"
+"""The metric FedAvg weights by (Flower's ``weighted_by_key``)."""
+
+
+class ProtocolError(ValueError):
+    """A message or node config that breaks the contract; ``field`` names the culprit."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.field = where
+        super().__init__(f"{where}: {problem}")
+
+
+# --- the codec ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """A domain check of one field: ``holds(value)`` or the message says ``problem``."""
+
+    holds: Callable[[Any], bool]
+    problem: str
+
+
+def checked(holds: Callable[[Any], bool], problem: str, default: Any = MISSING) -> Any:
+    """A dataclass field whose value must satisfy ``holds`` when read from the wire."""
+    return field(default=default, metadata={"rule": Rule(holds, problem)})
+
+
+def wire_key(name: str) -> str:
+    """The key a dataclass field travels under: ``images_generated`` -> ``images-generated``."""
+    return name.replace("_", "-")
+
+
+Part = TypeVar("Part")
+
+
+def write(part: Any, record_type: type[ConfigRecord] | type[MetricRecord] = ConfigRecord) -> Any:
+    """The Flower record holding every field of the dataclass ``part``."""
+    return record_type({wire_key(f.name): _plain(getattr(part, f.name)) for f in fields(part)})
+
+
+def read(kind: type[Part], record: Mapping[str, Any], where: str) -> Part:
+    """The dataclass ``kind`` read from ``record`` (named ``where`` in errors).
+
+    The record must hold exactly the fields' keys; each value must have the field's type
+    (``int``, ``float``, ``bool``, ``str`` or a ``tuple`` of ``int``/``float``), numbers
+    must be finite, and the field's :class:`Rule` must hold.
+    """
+    hints = get_type_hints(kind)
+    expected = {wire_key(f.name): f for f in fields(kind)}
+    keys = set(record.keys())
+    if keys != set(expected):
+        missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+        raise ProtocolError(where, f"missing keys {missing}, unexpected keys {unexpected}")
+    values = {}
+    for key, spec in expected.items():
+        value = _typed(hints[spec.name], record[key], f"{where}.{key}")
+        rule = spec.metadata.get("rule")
+        if rule is not None and not rule.holds(value):
+            raise ProtocolError(f"{where}.{key}", f"{rule.problem} (got {_short(value)})")
+        values[spec.name] = value
+    return kind(**values)
+
+
+def _typed(hint: Any, raw: Any, where: str) -> Any:
+    if hint in (tuple[int, ...], tuple[float, ...]):
+        if not isinstance(raw, (list, tuple)):
+            raise ProtocolError(where, f"must be a list, got {type(raw).__name__}")
+        return tuple(_typed(hint.__args__[0], item, f"{where}[{k}]") for k, item in enumerate(raw))
+    if hint is bool:
+        ok = isinstance(raw, bool)
+    elif hint is int:
+        ok = isinstance(raw, int) and not isinstance(raw, bool)
+    elif hint is float:
+        ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw)
+        raw = float(raw) if ok else raw
+    elif hint is str:
+        ok = isinstance(raw, str)
+    else:
+        raise TypeError(f"unsupported field type {hint!r}")
+    if not ok:
+        raise ProtocolError(where, f"must be a finite {hint.__name__}, got {_short(raw)}")
+    return raw
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _fraction(value: float) -> bool:
+    return 0 <= value <= 1
+
+
+def _all_non_negative(values: tuple[float, ...]) -> bool:
+    return len(values) > 0 and all(v >= 0 for v in values)
+
+
+# --- message parts --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SiloSettings:
+    """What a silo needs from the run, sent with every order (never the server's config).
+
+    ``dataset`` ... ``num_orgs`` say how a *simulated* silo cuts its partition from the
+    shared copy; a SuperNode with a ``data-path`` node config reads its own folder and
+    ignores them. ``value``, ``capacity`` and ``price_per_second`` are per partition id
+    (the last entry repeats); a SuperNode's node config overrides its own.
+    """
+
+    version: int = checked(lambda v: v == SETTINGS_VERSION, f"this silo speaks settings version {SETTINGS_VERSION}")
+    seed: int = checked(_non_negative, "must be >= 0")
+    dataset: str = checked(bool, "must name a data set")
+    dataset_root: str  # "": the data set's default folder
+    download: bool
+    market_size: int = checked(_positive, "must be >= 1")
+    partitioner: str = checked(bool, "must name a partitioner")
+    alpha: float = checked(_positive, "must be > 0")
+    classes_per_org: int = checked(_positive, "must be >= 1")
+    samples_per_org: int = checked(_non_negative, "must be >= 0 (0: no cap)")
+    val_fraction: float = checked(lambda v: 0 <= v < 1, "must lie in [0, 1)")
+    min_partition_size: int = checked(_non_negative, "must be >= 0")
+    num_orgs: int = checked(_positive, "must be >= 1")
+    local_epochs: int = checked(_positive, "must be >= 1")
+    learning_rate: float = checked(_positive, "must be > 0")
+    batch_size: int = checked(_positive, "must be >= 1")
+    threads: int = checked(_positive, "must be >= 1")
+    generator_source: str = checked(lambda v: v in ("federated", "local", "pretrained"),
+                                    "must be federated, local or pretrained")
+    generator_path: str  # "": none (generator_source pretrained needs one)
+    generator_preset: str = checked(bool, "must name a preset")
+    generator_overrides: str = checked(lambda v: _is_json_object(v), "must be a JSON object of GeneratorConfig fields")
+    generator_warmup_rounds: int = checked(_non_negative, "must be >= 0")
+    generator_steps_per_round: int = checked(_non_negative, "must be >= 0")
+    value: tuple[float, ...] = checked(lambda v: len(v) > 0 and all(x > 0 for x in v), "must be a list of numbers > 0")
+    capacity: tuple[float, ...] = checked(_all_non_negative, "must be a list of numbers >= 0")
+    price_per_second: tuple[float, ...] = checked(lambda v: len(v) > 0 and all(x > 0 for x in v),
+                                                  "must be a list of numbers > 0")
+
+    @property
+    def generator_fields(self) -> dict[str, Any]:
+        """The GeneratorConfig fields that override the preset."""
+        return json.loads(self.generator_overrides)
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A silo's answer to the parameter query: who it is and what the game needs of it."""
+
+    partition_id: int = checked(_non_negative, "must be >= 0")
+    n: int = checked(_positive, "must be >= 1")
+    label_counts: tuple[int, ...] = checked(lambda v: _all_non_negative(v) and sum(v) > 0,
+                                            "must be non-negative counts with a positive sum")
+    seconds_per_image: float = checked(_positive, "must be > 0")
+    cost: float = checked(_positive, "must be > 0")
+    value: float = checked(_positive, "must be > 0")
+    capacity: float = checked(_non_negative, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class WarmupOrder:
+    """One federated warm-up step of the generator (a train message, stage ``generator``)."""
+
+    server_round: int = checked(_positive, "must be >= 1")
+    stage: str = checked(lambda v: v == STAGE_GENERATOR, f"must be {STAGE_GENERATOR!r}", default=STAGE_GENERATOR)
+
+
+@dataclass(frozen=True)
+class TrainOrder:
+    """A game round's order to a silo: its quota and the target label mix (stage ``task``)."""
+
+    server_round: int = checked(_positive, "must be >= 1")
+    quota: int = checked(_non_negative, "must be >= 0")
+    target: tuple[float, ...] = checked(lambda v: _all_non_negative(v) and sum(v) > 0,
+                                        "must be non-negative shares with a positive sum")
+    stage: str = checked(lambda v: v == STAGE_TASK, f"must be {STAGE_TASK!r}", default=STAGE_TASK)
+
+
+@dataclass(frozen=True)
+class EvaluateOrder:
+    """Evaluate the global model on the market set."""
+
+    server_round: int = checked(_non_negative, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    """A silo's generator warm-up reply (with the trained generator's arrays)."""
+
+    num_examples: int = checked(_positive, "must be >= 1")
+    loss: float = checked(_non_negative, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """A silo's game-round reply (with the trained classifier's arrays)."""
+
+    num_examples: int = checked(_positive, "must be >= 1")
+    accuracy: float = checked(_fraction, "must lie in [0, 1]")
+    loss: float = checked(_non_negative, "must be >= 0")
+    images_generated: int = checked(_non_negative, "must be >= 0")
+    generation_seconds: float = checked(_non_negative, "must be >= 0")
+    quota: int = checked(_non_negative, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvaluateReport:
+    """A silo's evaluation of the global model on the market set."""
+
+    num_examples: int = checked(_positive, "must be >= 1")
+    accuracy: float = checked(_fraction, "must lie in [0, 1]")
+    loss: float = checked(_non_negative, "must be >= 0")
+
+
+# --- whole messages -------------------------------------------------------------------
+
+def query_content(settings: SiloSettings, generator: ArrayRecord | None) -> RecordDict:
+    """The parameter query: the run's silo settings and, when federated, the generator."""
+    content = RecordDict({SETTINGS: write(settings)})
+    if generator is not None:
+        content[GENERATOR] = generator
+    return content
+
+
+def read_query(content: RecordDict) -> tuple[SiloSettings, ArrayRecord | None]:
+    _expect_records(content, {SETTINGS}, optional={GENERATOR})
+    generator = content.array_records[GENERATOR] if GENERATOR in content.array_records else None
+    return read_settings(content), generator
+
+
+def profile_content(profile: Profile) -> RecordDict:
+    return RecordDict({PROFILE: write(profile)})
+
+
+def read_profile(content: RecordDict) -> Profile:
+    _expect_records(content, {PROFILE})
+    return read(Profile, content.config_records[PROFILE], PROFILE)
+
+
+def order_content(settings: SiloSettings, order: Any, arrays: ArrayRecord | None = None) -> RecordDict:
+    """An order (warm-up, train or evaluate) with the settings and the model it is about."""
+    content = RecordDict({SETTINGS: write(settings), CONFIG: write(order)})
+    if arrays is not None:
+        content[ARRAYS] = arrays
+    return content
+
+
+def read_stage(content: RecordDict) -> str:
+    """The stage of a train message (:data:`STAGE_GENERATOR` or :data:`STAGE_TASK`)."""
+    config = content.config_records.get(CONFIG)
+    stage = config.get(STAGE_KEY) if config is not None else None
+    if stage not in (STAGE_GENERATOR, STAGE_TASK):
+        raise ProtocolError(f"{CONFIG}.{STAGE_KEY}", f"must be {STAGE_GENERATOR!r} or {STAGE_TASK!r}, got {stage!r}")
+    return stage
+
+
+def read_order(kind: type[Part], content: RecordDict, with_arrays: bool = True) -> tuple[SiloSettings, Part]:
+    """The settings and the order of kind ``kind`` (the model, if any, is ``content[ARRAYS]``)."""
+    _expect_records(content, {SETTINGS, CONFIG} | ({ARRAYS} if with_arrays else set()))
+    return read_settings(content), read(kind, content.config_records[CONFIG], CONFIG)
+
+
+def read_settings(content: RecordDict) -> SiloSettings:
+    return read(SiloSettings, content.config_records[SETTINGS], SETTINGS)
+
+
+def report_content(report: Any, arrays: ArrayRecord | None = None) -> RecordDict:
+    """A reply: the report as the one MetricRecord and, for training, the one ArrayRecord."""
+    content = RecordDict({METRICS: write(report, MetricRecord)})
+    if arrays is not None:
+        content[ARRAYS] = arrays
+    return content
+
+
+def read_report(kind: type[Part], content: RecordDict, reference: ArrayRecord | None = None) -> Part:
+    """A reply's report; with ``reference``, its arrays must match it in keys, shapes, dtypes,
+    and be finite (what Flower's aggregation needs, checked before it can raise)."""
+    _expect_records(content, {METRICS} | ({ARRAYS} if reference is not None else set()))
+    report = read(kind, content.metric_records[METRICS], METRICS)
+    if reference is not None:
+        check_arrays(content.array_records[ARRAYS], reference)
+    return report
+
+
+def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
+    """Raise unless ``arrays`` has ``reference``'s keys, shapes and dtypes, and only finite values."""
+    if set(arrays.keys()) != set(reference.keys()):
+        raise ProtocolError(ARRAYS, "array keys differ from the global model's")
+    for key, expected in reference.items():
+        got = arrays[key]
+        if tuple(got.shape) != tuple(expected.shape) or got.dtype != expected.dtype:
+            raise ProtocolError(f"{ARRAYS}.{key}", f"has shape {tuple(got.shape)} {got.dtype}, "
+                                                   f"expected {tuple(expected.shape)} {expected.dtype}")
+        if not np.all(np.isfinite(got.numpy())):
+            raise ProtocolError(f"{ARRAYS}.{key}", "holds NaN or inf")
+
+
+def _expect_records(content: RecordDict, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> None:
+    names = set(content.keys())
+    if not required <= names <= required | set(optional):
+        raise ProtocolError("message", f"expected records {sorted(required)} (optional {sorted(optional)}), "
+                                       f"got {sorted(names)}")
+    kinds = {**{n: ArrayRecord for n in content.array_records}, **{n: ConfigRecord for n in content.config_records},
+             **{n: MetricRecord for n in content.metric_records}}
+    for name in names:
+        wanted = _RECORD_TYPES[name]
+        if kinds.get(name) is not wanted:
+            raise ProtocolError(name, f"must be a {wanted.__name__}")
+
+
+_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, CONFIG: ConfigRecord, SETTINGS: ConfigRecord,
+                 PROFILE: ConfigRecord, METRICS: MetricRecord}
+
+
+# --- run config and node config ------------------------------------------------------
+
+RUN_CONFIG_OVERRIDES = "overrides"
+"""The run-config key (``[tool.flwr.app.config]``) carrying Hydra overrides to the ServerApp."""
+
+
+NODE_PARTITION_ID = "partition-id"
+NODE_DATA_PATH = "data-path"
+NODE_CACHE_DIR = "cache-dir"
+NODE_VALUE = "value"
+NODE_CAPACITY = "capacity"
+NODE_PRICE_PER_SECOND = "price-per-second"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A silo's own settings from its SuperNode's ``--node-config`` (or the simulation)."""
+
+    partition_id: int
+    data_path: str | None
+    cache_dir: str | None
+    value: float | None
+    capacity: float | None
+    price_per_second: float | None
+
+
+def read_node_config(node_config: Mapping[str, Any]) -> NodeConfig:
+    """Validate a node config: ``partition-id`` (required, >= 0) and the optional keys."""
+    pid = node_config.get(NODE_PARTITION_ID)
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
+        raise ProtocolError(f"node-config.{NODE_PARTITION_ID}", f"must be an integer >= 0, got {pid!r}")
+
+    def text(key: str) -> str | None:
+        raw = node_config.get(key)
+        if raw is not None and not isinstance(raw, str):
+            raise ProtocolError(f"node-config.{key}", f"must be a string, got {raw!r}")
+        return raw
+
+    def number(key: str, holds: Callable[[float], bool], problem: str) -> float | None:
+        if key not in node_config:
+            return None
+        value = _typed(float, node_config[key], f"node-config.{key}")
+        if not holds(value):
+            raise ProtocolError(f"node-config.{key}", f"{problem} (got {value})")
+        return value
+
+    return NodeConfig(
+        partition_id=pid, data_path=text(NODE_DATA_PATH), cache_dir=text(NODE_CACHE_DIR),
+        value=number(NODE_VALUE, _positive, "must be > 0"),
+        capacity=number(NODE_CAPACITY, _non_negative, "must be >= 0"),
+        price_per_second=number(NODE_PRICE_PER_SECOND, _positive, "must be > 0"),
+    )
+
+
+# --- seeds ----------------------------------------------------------------------------
+
+SEED_STREAMS = ("game", "warmup", "sampling", "training")
+"""What a derived seed is for; each gets its own stream."""
+
+
+def round_seed(seed: int, server_round: int, stream: str, partition_id: int = -1) -> int:
+    """A 63-bit seed for ``(run seed, round, stream, partition)``, the same on both sides.
+
+    Distinct tuples give independent seeds (numpy's ``SeedSequence`` hashes the whole
+    tuple; a collision has probability ~2^-63), unlike sums such as ``seed + round``,
+    where seed 0 round 11 would equal seed 1 round 1.
+    """
+    entropy = [seed, server_round, SEED_STREAMS.index(stream), partition_id + 1]
+    if min(entropy) < 0:
+        raise ValueError(f"seed, round and partition must be >= 0, got {seed}, {server_round}, {partition_id}")
+    high, low = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
+    return int(high & 0x7FFFFFFF) << 32 | int(low)
