@@ -2,9 +2,8 @@
 
 - ``query``: install the generator weights the server ships, measure generation speed,
   and report the organisation's profile (identity, data, cost, value, capacity).
-- ``train``, stage ``generator``: a federated warm-up step of the generator on this
-  silo's real data.
-- ``train``, stage ``task``: allocate the quota across classes, generate it, train
+- ``train.warmup``: a federated warm-up step of the generator on this silo's real data.
+- ``train``: a game round: allocate the quota across classes, generate it, train
   the classifier on real + synthetic data, evaluate the deployed model on the market set.
 - ``evaluate``: the global classifier on the market set.
 
@@ -89,15 +88,9 @@ def _seconds_per_image(settings: SiloSettings, silo: SiloData, node: NodeConfig,
     return float(speed[key])
 
 
-@app.train()
-def train_silo(msg: Message, context: Context) -> Message:
-    """Dispatch on the stage: generator warm-up or a game round."""
-    if protocol.read_stage(msg.content) == protocol.STAGE_GENERATOR:
-        return _train_generator(msg, context)
-    return _train_task(msg, context)
-
-
-def _train_generator(msg: Message, context: Context) -> Message:
+@app.train(protocol.WARMUP_ACTION)
+def train_generator_step(msg: Message, context: Context) -> Message:
+    """A federated warm-up step: train the shipped generator on this silo's real data."""
     settings, order = protocol.read_order(WarmupOrder, msg.content)
     node = _node(context, settings)
     silo = load_silo(settings, node)
@@ -113,7 +106,9 @@ def _train_generator(msg: Message, context: Context) -> Message:
     return Message(protocol.report_content(report, ArrayRecord(unet.state_dict())), reply_to=msg)
 
 
-def _train_task(msg: Message, context: Context) -> Message:
+@app.train()
+def train_silo(msg: Message, context: Context) -> Message:
+    """A game round: generate the quota, train on real + synthetic, score on the market set."""
     settings, order = protocol.read_order(TrainOrder, msg.content)
     node = _node(context, settings)
     silo = load_silo(settings, node)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from logging import INFO, WARNING
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Message, MessageType
+from flwr.app import ArrayRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -59,7 +59,7 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
     rounds = settings.generator_warmup_rounds
     for server_round in range(1, rounds + 1):
         content = protocol.order_content(settings, WarmupOrder(server_round=server_round), arrays)
-        messages = [Message(content, dst_node_id=node, message_type=MessageType.TRAIN) for node in node_ids]
+        messages = [Message(content, dst_node_id=node, message_type=protocol.WARMUP) for node in node_ids]
         reference = arrays
         screened = screen_replies(grid.send_and_receive(messages, timeout=timeout),
                                   lambda reply: protocol.read_report(WarmupReport, reply, reference))

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_type_hints
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 SETTINGS_VERSION = 1
 """Version of :class:`SiloSettings`; a silo refuses settings of another version."""
@@ -33,9 +33,11 @@ SETTINGS = "settings"
 PROFILE = "profile"
 GENERATOR = "generator"
 
-STAGE_GENERATOR = "generator"
-STAGE_TASK = "task"
-STAGE_KEY = "stage"
+# Message types beyond Flower's plain ``query``, ``train`` and ``evaluate``: a ClientApp
+# routes ``train.<action>`` to the function registered with ``@app.train(<action>)``.
+WARMUP_ACTION = "warmup"
+WARMUP = f"{MessageType.TRAIN}.{WARMUP_ACTION}"
+"""A federated warm-up step of the generator."""
 
 NUM_EXAMPLES = "num-examples"
 """The metric FedAvg weights by (Flower's ``weighted_by_key``)."""
@@ -59,9 +61,9 @@ class Rule:
     problem: str
 
 
-def checked(holds: Callable[[Any], bool], problem: str, default: Any = MISSING) -> Any:
+def checked(holds: Callable[[Any], bool], problem: str) -> Any:
     """A dataclass field whose value must satisfy ``holds`` when read from the wire."""
-    return field(default=default, metadata={"rule": Rule(holds, problem)})
+    return field(metadata={"rule": Rule(holds, problem)})
 
 
 def wire_key(name: str) -> str:
@@ -216,21 +218,19 @@ class Profile:
 
 @dataclass(frozen=True)
 class WarmupOrder:
-    """One federated warm-up step of the generator (a train message, stage ``generator``)."""
+    """One federated warm-up step of the generator (message type :data:`WARMUP`)."""
 
     server_round: int = checked(_positive, "must be >= 1")
-    stage: str = checked(lambda v: v == STAGE_GENERATOR, f"must be {STAGE_GENERATOR!r}", default=STAGE_GENERATOR)
 
 
 @dataclass(frozen=True)
 class TrainOrder:
-    """A game round's order to a silo: its quota and the target label mix (stage ``task``)."""
+    """A game round's order to a silo: its quota and the target label mix (a plain train message)."""
 
     server_round: int = checked(_positive, "must be >= 1")
     quota: int = checked(_non_negative, "must be >= 0")
     target: tuple[float, ...] = checked(lambda v: _all_non_negative(v) and sum(v) > 0,
                                         "must be non-negative shares with a positive sum")
-    stage: str = checked(lambda v: v == STAGE_TASK, f"must be {STAGE_TASK!r}", default=STAGE_TASK)
 
 
 @dataclass(frozen=True)
@@ -300,15 +300,6 @@ def order_content(settings: SiloSettings, order: Any, arrays: ArrayRecord | None
     if arrays is not None:
         content[ARRAYS] = arrays
     return content
-
-
-def read_stage(content: RecordDict) -> str:
-    """The stage of a train message (:data:`STAGE_GENERATOR` or :data:`STAGE_TASK`)."""
-    config = content.config_records.get(CONFIG)
-    stage = config.get(STAGE_KEY) if config is not None else None
-    if stage not in (STAGE_GENERATOR, STAGE_TASK):
-        raise ProtocolError(f"{CONFIG}.{STAGE_KEY}", f"must be {STAGE_GENERATOR!r} or {STAGE_TASK!r}, got {stage!r}")
-    return stage
 
 
 def read_order(kind: type[Part], content: RecordDict, with_arrays: bool = True) -> tuple[SiloSettings, Part]:

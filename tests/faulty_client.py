@@ -9,7 +9,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client_app.app import evaluate_global, report_profile, train_silo
+from client_app.app import evaluate_global, report_profile, train_generator_step, train_silo
 from strategy import protocol
 
 app = ClientApp()
@@ -23,8 +23,6 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     partition = protocol.read_node_config(context.node_config).partition_id
-    if protocol.read_stage(msg.content) != protocol.STAGE_TASK:
-        return train_silo(msg, context)
     if partition == 1:
         raise RuntimeError("injected failure")
     reply = train_silo(msg, context)
@@ -34,6 +32,11 @@ def train(msg: Message, context: Context) -> Message:
     if partition == 3:
         del metrics[protocol.wire_key("loss")]
     return reply
+
+
+@app.train(protocol.WARMUP_ACTION)
+def warmup(msg: Message, context: Context) -> Message:
+    return train_generator_step(msg, context)
 
 
 @app.evaluate()
