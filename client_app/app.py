@@ -4,7 +4,9 @@
   and report the organisation's profile (identity, data, cost, value, capacity).
 - ``train.warmup``: a federated warm-up step of the generator on this silo's real data.
 - ``train``: a game round: allocate the quota across classes, generate it, train
-  the classifier on real + synthetic data, evaluate the deployed model on the market set.
+  the classifier on real + synthetic data, evaluate the deployed model on the market set;
+  train and evaluate the counterfactual twin (real data only) alongside.
+- ``train.pilot``: learning-curve points for the calibration (docs/model.md section 8).
 - ``evaluate``: the global classifier on the market set.
 
 Every message is read and every reply written through :mod:`strategy.protocol`.
@@ -34,6 +36,8 @@ from strategy.protocol import (
     EvaluateOrder,
     EvaluateReport,
     NodeConfig,
+    PilotOrder,
+    PilotReport,
     Profile,
     SiloSettings,
     TrainOrder,
@@ -41,6 +45,7 @@ from strategy.protocol import (
     WarmupOrder,
     WarmupReport,
 )
+from task.images import IMAGE_SHAPE
 from task.model import Net, Scores, evaluate, set_threads, to_tensor, train
 
 app = ClientApp()
@@ -62,14 +67,13 @@ def report_profile(msg: Message, context: Context) -> Message:
     silo = load_silo(settings, node)
     if generator is not None:
         context.state[GENERATOR_STATE] = generator
-    seconds_per_image = _seconds_per_image(settings, silo, node, context)
     params = org_parameters(settings, node)
     profile = Profile(
         partition_id=node.partition_id,
         n=len(silo.org.train),
         label_counts=tuple(int(c) for c in silo.org.label_counts),
-        seconds_per_image=seconds_per_image,
-        cost=seconds_per_image * params.price_per_second,
+        seconds_per_image=_seconds_per_image(settings, silo, node, context),
+        price_per_second=params.price_per_second,
         value=params.value,
         capacity=params.capacity,
     )
@@ -77,13 +81,16 @@ def report_profile(msg: Message, context: Context) -> Message:
 
 
 def _seconds_per_image(settings: SiloSettings, silo: SiloData, node: NodeConfig, context: Context) -> float:
-    """Generation seconds per image, measured once per generator on this machine."""
+    """The simulation's compute profile entry for this silo, else this machine's own
+    median timing (measured once per generator and kept in the context state)."""
+    if settings.seconds_per_image:
+        return settings.seconds_per_image[min(node.partition_id, len(settings.seconds_per_image) - 1)]
     cfg = generator_config(settings)
     key = f"{settings.generator_source}-{cfg.fingerprint()}"
     speed = context.state.get(SPEED_STATE)
     if speed is None or key not in speed:
         unet = silo_generator(settings, context.state.get(GENERATOR_STATE), silo, node)
-        speed = ConfigRecord({key: measure_seconds_per_image(unet, cfg, n=min(64, cfg.sample_batch_size))})
+        speed = ConfigRecord({key: measure_seconds_per_image(unet, cfg)})
         context.state[SPEED_STATE] = speed
     return float(speed[key])
 
@@ -108,30 +115,85 @@ def train_generator_step(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train_silo(msg: Message, context: Context) -> Message:
-    """A game round: generate the quota, train on real + synthetic, score on the market set."""
+    """A game round: generate the quota, train on real + synthetic, score on the market set;
+    train the twin on the real images alone (same seed and epochs), score it too."""
     settings, order = protocol.read_order(TrainOrder, msg.content)
     node = _node(context, settings)
     silo = load_silo(settings, node)
-    per_class = allocate(order.quota, silo.org.label_counts, np.asarray(order.target, dtype=float))
+    real_images, real_labels = training_tensors(silo)
+    synthetic_images, synthetic_labels, generation_seconds = _synthetic(
+        settings, silo, node, context, order.quota, order.target,
+        protocol.round_seed(settings.seed, order.server_round, "sampling", node.partition_id))
+    seed = protocol.round_seed(settings.seed, order.server_round, "training", node.partition_id)
+    model = _trained(settings, msg.content.array_records[protocol.ARRAYS],
+                     torch.cat([real_images, synthetic_images]), torch.cat([real_labels, synthetic_labels]), seed)
+    twin = _trained(settings, msg.content.array_records[protocol.TWIN], real_images, real_labels, seed)
+    market, twin_market = _market_scores(model, silo), _market_scores(twin, silo)
+    report = TrainReport(num_examples=len(real_labels) + len(synthetic_labels), accuracy=market.accuracy,
+                         loss=market.loss, images_generated=len(synthetic_labels),
+                         generation_seconds=generation_seconds, quota=order.quota,
+                         twin_accuracy=twin_market.accuracy, twin_loss=twin_market.loss)
+    content = protocol.report_content(report, ArrayRecord(model.state_dict()), ArrayRecord(twin.state_dict()))
+    return Message(content, reply_to=msg)
+
+
+@app.train(protocol.PILOT_ACTION)
+def pilot(msg: Message, context: Context) -> Message:
+    """Learning-curve points: the model sent, trained on nested subsets of the real data and
+    on all of it plus synthetic images; each one's market error (docs/model.md section 8)."""
+    settings, order = protocol.read_order(PilotOrder, msg.content)
+    node = _node(context, settings)
+    silo = load_silo(settings, node)
     images, labels = training_tensors(silo)
+    seed = protocol.round_seed(settings.seed, 0, "pilot", node.partition_id)
+    shuffled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    training_sets = [(images[shuffled[:size]], labels[shuffled[:size]])
+                     for size in sorted({max(1, round(f * len(labels))) for f in order.fractions})]
+    if order.multiples:
+        most = round(max(order.multiples) * len(labels))
+        pool_images, pool_labels, _ = _synthetic(settings, silo, node, context, most, order.target, seed)
+        for multiple in sorted(order.multiples):
+            extra = _nested_allocation(pool_labels, round(multiple * len(labels)), silo, order.target)
+            training_sets.append((torch.cat([images, pool_images[extra]]), torch.cat([labels, pool_labels[extra]])))
+    arrays = msg.content.array_records[protocol.ARRAYS]
+    counts, errors = [], []
+    for subset_images, subset_labels in training_sets:
+        model = _trained(settings, arrays, subset_images, subset_labels, seed)
+        counts += np.bincount(subset_labels.numpy(), minlength=len(silo.org.label_counts)).tolist()
+        errors.append(1.0 - _market_scores(model, silo).accuracy)
+    report = PilotReport(label_counts=tuple(counts), errors=tuple(errors))
+    return Message(protocol.report_content(report), reply_to=msg)
+
+
+def _synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, context: Context, quota: int,
+               target: tuple[float, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``quota`` synthetic images with labels allocated to move the silo's mix towards ``target``,
+    and the wall-clock seconds spent making them (0 for none)."""
+    per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))
+    wanted = np.repeat(np.arange(len(per_class)), per_class)
+    if quota == 0:
+        return torch.empty((0, 1, *IMAGE_SHAPE)), torch.from_numpy(wanted).long(), 0.0
     started = time.perf_counter()
-    if order.quota > 0:
-        unet = silo_generator(settings, context.state.get(GENERATOR_STATE), silo, node)
-        wanted = np.repeat(np.arange(len(per_class)), per_class)
-        seed = protocol.round_seed(settings.seed, order.server_round, "sampling", node.partition_id)
-        images = torch.cat([images, sample(unet, wanted, generator_config(settings), seed=seed)])
-        labels = torch.cat([labels, torch.from_numpy(wanted).long()])
-    generation_seconds = time.perf_counter() - started
+    unet = silo_generator(settings, context.state.get(GENERATOR_STATE), silo, node)
+    images = sample(unet, wanted, generator_config(settings), seed=seed)
+    return images, torch.from_numpy(wanted).long(), time.perf_counter() - started
+
+
+def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, target: tuple[float, ...]) -> torch.Tensor:
+    """Positions in the synthetic pool making up ``quota`` images allocated as :func:`allocate`
+    would (taking what the pool has where a class falls short)."""
+    per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))
+    return torch.cat([torch.nonzero(pool_labels == k).flatten()[:count] for k, count in enumerate(per_class)])
+
+
+def _trained(settings: SiloSettings, arrays: ArrayRecord, images: torch.Tensor, labels: torch.Tensor,
+             seed: int) -> Net:
+    """The model in ``arrays`` after this silo's local training on the given images."""
     model = Net()
-    model.load_state_dict(msg.content.array_records[protocol.ARRAYS].to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict())
     train(model, images, labels, epochs=settings.local_epochs, lr=settings.learning_rate,
-          batch_size=settings.batch_size,
-          seed=protocol.round_seed(settings.seed, order.server_round, "training", node.partition_id))
-    market = _market_scores(model, silo)
-    report = TrainReport(num_examples=len(labels), accuracy=market.accuracy, loss=market.loss,
-                         images_generated=int(per_class.sum()), generation_seconds=generation_seconds,
-                         quota=order.quota)
-    return Message(protocol.report_content(report, ArrayRecord(model.state_dict())), reply_to=msg)
+          batch_size=settings.batch_size, seed=seed)
+    return model
 
 
 @app.evaluate()

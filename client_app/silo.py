@@ -6,7 +6,6 @@ since a SuperNode may start a fresh ClientApp process for every message.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from diffusers import UNet2DModel
 from flwr.app import ArrayRecord
 
 from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, save_generator, train_generator
-from strategy.protocol import NodeConfig, SiloSettings
+from strategy.protocol import NodeConfig, SiloSettings, array_digest
 from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
 from task.model import to_tensor
 from task.paths import cache_root
@@ -123,22 +122,13 @@ _UNETS: dict[tuple[str, str], UNet2DModel] = {}
 
 def unet_from_record(cfg: GeneratorConfig, record: ArrayRecord) -> UNet2DModel:
     """A UNet holding the weights of ``record`` (kept for reuse while the weights stay the same)."""
-    key = (cfg.fingerprint(), record_digest(record))
+    key = (cfg.fingerprint(), array_digest(record))
     if key not in _UNETS:
         unet = build_unet(cfg)
         unet.load_state_dict(record.to_torch_state_dict())
         _UNETS.clear()
         _UNETS[key] = unet.eval()
     return _UNETS[key]
-
-
-def record_digest(record: ArrayRecord) -> str:
-    """A content hash of an ArrayRecord's arrays."""
-    digest = hashlib.blake2b(digest_size=16)
-    for key, array in record.items():
-        digest.update(key.encode())
-        digest.update(array.data)
-    return digest.hexdigest()
 
 
 def training_tensors(silo: SiloData) -> tuple[torch.Tensor, torch.Tensor]:

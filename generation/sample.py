@@ -53,15 +53,22 @@ def sample(
     return images.clamp_(-1.0, 1.0)
 
 
-def measure_seconds_per_image(unet: UNet2DModel, cfg: GeneratorConfig, n: int = 64) -> float:
-    """Wall-clock seconds per image of :func:`sample` for ``n`` images on this machine (after a warm-up)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    labels = np.arange(n) % cfg.num_classes
-    sample(unet, labels[: min(n, cfg.sample_batch_size)], cfg)  # warm-up: kernel selection for this shape
-    start = time.perf_counter()
-    sample(unet, labels, cfg, seed=1)
-    return (time.perf_counter() - start) / n
+def measure_seconds_per_image(unet: UNet2DModel, cfg: GeneratorConfig, batches: int = 5) -> float:
+    """Median wall-clock seconds per image of :func:`sample` over ``batches`` full batches
+    (``cfg.sample_batch_size`` images each) on this machine, after one warm-up batch.
+
+    The median of several batches shrugs off a batch slowed by something else running.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    labels = np.arange(cfg.sample_batch_size) % cfg.num_classes
+    sample(unet, labels, cfg)  # warm-up: kernel selection for this shape
+    seconds = []
+    for seed in range(1, batches + 1):
+        start = time.perf_counter()
+        sample(unet, labels, cfg, seed=seed)
+        seconds.append((time.perf_counter() - start) / len(labels))
+    return float(np.median(seconds))
 
 
 def guided_output(

@@ -8,9 +8,11 @@ model on the global test set, and writes the results directory.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from logging import INFO
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -18,15 +20,20 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig
 
+from server_app.compute import compute_profile
 from server_app.config import compose_config, game_settings, server_cache, silo_settings
+from server_app.evaluation import ServerData
 from server_app.generator_stage import prepare_generator
-from server_app.plots import plot_run
+from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
 from strategy import protocol
 from strategy.fedgame import GameFedAvg
-from strategy.ledger import Ledger
-from task.data import load_dataset, market_split
-from task.model import Net, Scores, evaluate, set_threads, to_tensor
+from strategy.game.calibration import Calibration
+from strategy.ledger import Ledger, write_atomically
+from strategy.pilot import run_pilot
+from strategy.profiles import round_scenario
+from strategy.protocol import PilotOrder
+from task.model import Net, set_threads
 
 
 def wait_for_nodes(grid: Grid, wanted: int, seconds: float, minimum: int) -> list[int]:
@@ -54,30 +61,32 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     warmup_started = time.perf_counter()
     generator = prepare_generator(grid, nodes, settings, server_cache(cfg), timeout)
     warmup_seconds = time.perf_counter() - warmup_started
+    settings = replace(settings, seconds_per_image=compute_profile(cfg, settings, generator, server_cache(cfg)))
+    set_threads(2)
+    data = ServerData(cfg)
     ledger = Ledger(directory)
-    strategy = GameFedAvg(game, settings, generator, ledger, timeout, min_orgs=int(federation.min_orgs))
+    strategy = GameFedAvg(game, settings, generator, ledger, timeout, judge=data.judge,
+                          min_orgs=int(federation.min_orgs))
     strategy.refresh_profiles(grid)
     if len(strategy.profiles) < int(federation.min_orgs):
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
+    torch.manual_seed(int(cfg.seed))
+    initial = ArrayRecord(Net().state_dict())
+    if cfg.calibration.pilot:
+        strategy.calibration = _pilot(grid, strategy, cfg, initial, directory, timeout)
 
-    set_threads(2)
-    test_images, test_labels = _global_test_set(cfg)
-
-    def global_scores(arrays: ArrayRecord) -> Scores:
-        model = Net()
-        model.load_state_dict(arrays.to_torch_state_dict())
-        return evaluate(model, test_images, test_labels)
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        scores = global_scores(arrays)
-        ledger.annotate(server_round, global_test_accuracy=scores.accuracy, global_test_loss=scores.loss)
-        return MetricRecord(asdict(scores))
+        main, twin = data.test_scores(arrays), data.test_scores(strategy.twin)
+        ledger.annotate(server_round, global_test_accuracy=main.accuracy, global_test_loss=main.loss,
+                        twin_global_test_accuracy=twin.accuracy, global_digest=protocol.array_digest(arrays),
+                        twin_digest=protocol.array_digest(strategy.twin))
+        return MetricRecord(asdict(main))
 
-    torch.manual_seed(int(cfg.seed))
-    result = strategy.start(grid, ArrayRecord(Net().state_dict()), num_rounds=int(federation.rounds),
+    result = strategy.start(grid, initial, num_rounds=int(federation.rounds),
                             timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                             evaluate_fn=evaluate_global)
-    final_accuracy = global_scores(result.arrays).accuracy
+    final_accuracy = data.test_scores(result.arrays).accuracy
     summary = summarise(cfg, ledger.rows, final_accuracy, time.perf_counter() - started, warmup_seconds)
     write_summary(directory, summary)
     plot_run(ledger.rows, directory)
@@ -85,13 +94,17 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     return str(directory)
 
 
-def _global_test_set(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official test split minus the market validation set."""
-    dataset = cfg.dataset
-    _, test = load_dataset(dataset.name, root=dataset.root, download=bool(dataset.download),
-                           cache_dir=str(server_cache(cfg) / "data"))
-    _, rest = market_split(test, int(dataset.market_size), int(cfg.seed))
-    return to_tensor(rest.images), torch.from_numpy(rest.labels)
+def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayRecord, directory: Path,
+           timeout: float) -> Calibration:
+    """Run the calibration pilot on every organisation with a profile; write ``pilot.json``."""
+    _, target = round_scenario([strategy.profiles[n] for n in strategy.profiles], strategy.game)
+    order = PilotOrder(fractions=tuple(cfg.calibration.fractions), multiples=tuple(cfg.calibration.multiples),
+                       target=tuple(map(float, target)))
+    pilot = run_pilot(grid, strategy.profiles, strategy.settings, order, initial, strategy.game.loss, timeout)
+    record = pilot.to_json()
+    write_atomically(directory / "pilot.json", json.dumps(record, indent=1))
+    plot_learning_curve(record, directory / "learning_curve.png")
+    return Calibration(pilot.fit, strategy.game.eta)
 
 
 def make_server_app(cfg: DictConfig) -> ServerApp:

@@ -101,5 +101,6 @@ def silo_settings(cfg: DictConfig) -> SiloSettings:
         value=tuple(game.value),
         capacity=tuple(game.capacity),
         price_per_second=tuple(game.price_per_second),
+        seconds_per_image=(),
     )
     return protocol.read(SiloSettings, protocol.write(settings), "config")

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -27,8 +28,58 @@ def plot_run(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
         _per_org(directory / "quotas.png", "Quota per organisation", rows, "orgs", "quotas", "synthetic images"),
         _per_org(directory / "transfers.png", "Transfer per organisation", rows, "responders", "transfers",
                  "transfer"),
+        _calibration(directory / "calibration.png", rows),
     ]
     return written
+
+
+def _calibration(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Predicted against realised utility, one point per organisation and round, with the diagonal."""
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    everything = []
+    for row in rows:
+        if "realised_utilities" in row:
+            predicted, realised = row["predicted_utilities"], row["realised_utilities"]
+            axes.scatter(predicted, realised, label=f"round {row['round']}", s=30)
+            everything += predicted + realised
+    if everything:
+        low, high = min(everything), max(everything)
+        pad = 0.05 * (high - low or 1.0)
+        axes.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=0.8,
+                  label="predicted = realised")
+    axes.set(title="Utility per organisation: predicted vs realised", xlabel="predicted utility (money/round)",
+             ylabel="realised utility (money/round)")
+    axes.legend(fontsize="small")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_learning_curve(pilot: dict[str, Any], path: Path) -> Path:
+    """The pilot's points (market error over training-set size, coloured by skew ``H/M``) and
+    the fitted curve ``e(M, H)`` at the smallest, median and largest skew seen."""
+    points, fit = pilot["points"], pilot["fit"]
+    sizes = np.array([p["size"] for p in points])
+    skews = np.array([p["skew_mass"] / p["size"] for p in points]) if points else np.array([])
+    figure, axes = plt.subplots(figsize=(6, 4))
+    if points:
+        shown = axes.scatter(sizes, [p["error"] for p in points], c=skews, cmap="viridis", s=25)
+        figure.colorbar(shown, label="skew H / M of the training set")
+        grid = np.geomspace(sizes.min(), sizes.max(), 100)
+        for skew in sorted({float(skews.min()), float(np.median(skews)), float(skews.max())}):
+            error = fit["floor"] + fit["a"] * grid ** (-fit["b"]) + fit["kappa"] * skew
+            axes.plot(grid, error, label=f"fit at H/M = {skew:.2f}")
+    state = f"R² = {fit['r2']:.3f}" if fit["fitted"] else f"prior kept: {fit['reason']}"
+    axes.set(xscale="log", title=f"Learning curve e(M, H) from the pilot ({state})",
+             xlabel="training images M", ylabel="market error")
+    axes.legend(fontsize="small")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[str, list]) -> Path:
@@ -38,6 +89,7 @@ def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[
         if points:
             axes.plot(*zip(*points), marker="o", label=label)
     axes.set(title=title, xlabel="round", ylabel=ylabel)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()

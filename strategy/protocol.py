@@ -13,6 +13,7 @@ Imports Flower's record types and numpy; no torch, nothing of the project's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -32,12 +33,17 @@ METRICS = "metrics"
 SETTINGS = "settings"
 PROFILE = "profile"
 GENERATOR = "generator"
+TWIN = "twin"
+"""The counterfactual twin's model: trained on real images only (docs/model.md section 8)."""
 
 # Message types beyond Flower's plain ``query``, ``train`` and ``evaluate``: a ClientApp
 # routes ``train.<action>`` to the function registered with ``@app.train(<action>)``.
 WARMUP_ACTION = "warmup"
 WARMUP = f"{MessageType.TRAIN}.{WARMUP_ACTION}"
 """A federated warm-up step of the generator."""
+PILOT_ACTION = "pilot"
+PILOT = f"{MessageType.TRAIN}.{PILOT_ACTION}"
+"""The calibration pilot: learning-curve points from each silo."""
 
 NUM_EXAMPLES = "num-examples"
 """The metric FedAvg weights by (Flower's ``weighted_by_key``)."""
@@ -158,6 +164,9 @@ class SiloSettings:
     shared copy; a SuperNode with a ``data-path`` node config reads its own folder and
     ignores them. ``value``, ``capacity`` and ``price_per_second`` are per partition id
     (the last entry repeats); a SuperNode's node config overrides its own.
+    ``seconds_per_image`` is the simulation's compute profile, per partition id: a
+    simulated silo reports its entry instead of timing itself on cores it shares; empty
+    means every silo times its own sampler (deployment).
     """
 
     version: int = checked(lambda v: v == SETTINGS_VERSION, f"this silo speaks settings version {SETTINGS_VERSION}")
@@ -188,6 +197,7 @@ class SiloSettings:
     capacity: tuple[float, ...] = checked(_all_non_negative, "must be a list of numbers >= 0")
     price_per_second: tuple[float, ...] = checked(lambda v: len(v) > 0 and all(x > 0 for x in v),
                                                   "must be a list of numbers > 0")
+    seconds_per_image: tuple[float, ...] = checked(lambda v: all(x > 0 for x in v), "must be numbers > 0")
 
     @property
     def generator_fields(self) -> dict[str, Any]:
@@ -211,9 +221,14 @@ class Profile:
     label_counts: tuple[int, ...] = checked(lambda v: _all_non_negative(v) and sum(v) > 0,
                                             "must be non-negative counts with a positive sum")
     seconds_per_image: float = checked(_positive, "must be > 0")
-    cost: float = checked(_positive, "must be > 0")
+    price_per_second: float = checked(_positive, "must be > 0")
     value: float = checked(_positive, "must be > 0")
     capacity: float = checked(_non_negative, "must be >= 0")
+
+    @property
+    def cost(self) -> float:
+        """``c_i``: money per synthetic image = seconds per image x price per second."""
+        return self.seconds_per_image * self.price_per_second
 
 
 @dataclass(frozen=True)
@@ -258,6 +273,38 @@ class TrainReport:
     images_generated: int = checked(_non_negative, "must be >= 0")
     generation_seconds: float = checked(_non_negative, "must be >= 0")
     quota: int = checked(_non_negative, "must be >= 0")
+    twin_accuracy: float = checked(_fraction, "must lie in [0, 1]")
+    twin_loss: float = checked(_non_negative, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PilotOrder:
+    """Learning-curve points: train the model sent on nested subsets of the silo's real
+    data (``fractions`` of it) and on all of it plus ``multiples`` x n synthetic images
+    drawn towards ``target``; report each model's market error."""
+
+    fractions: tuple[float, ...] = checked(lambda v: len(v) > 0 and all(0 < x <= 1 for x in v),
+                                           "must be fractions in (0, 1]")
+    multiples: tuple[float, ...] = checked(lambda v: all(x > 0 for x in v), "must be numbers > 0")
+    target: tuple[float, ...] = checked(lambda v: _all_non_negative(v) and sum(v) > 0,
+                                        "must be non-negative shares with a positive sum")
+
+
+@dataclass(frozen=True)
+class PilotReport:
+    """One learning-curve point per model: its training set's label counts (``points`` rows
+    of K, flattened) and its market error."""
+
+    label_counts: tuple[int, ...] = checked(lambda v: all(x >= 0 for x in v), "must be counts >= 0")
+    errors: tuple[float, ...] = checked(lambda v: len(v) > 0 and all(0 <= x <= 1 for x in v),
+                                        "must be errors in [0, 1]")
+
+    def points(self, classes: int) -> list[tuple[int, ...]]:
+        """The label counts of each point's training set: ``len(errors)`` rows of ``classes``."""
+        if len(self.label_counts) != classes * len(self.errors):
+            raise ProtocolError(f"{METRICS}.{wire_key('label_counts')}",
+                                f"{len(self.label_counts)} counts are not {len(self.errors)} rows of {classes}")
+        return [self.label_counts[k * classes:(k + 1) * classes] for k in range(len(self.errors))]
 
 
 @dataclass(frozen=True)
@@ -294,17 +341,21 @@ def read_profile(content: RecordDict) -> Profile:
     return read(Profile, content.config_records[PROFILE], PROFILE)
 
 
-def order_content(settings: SiloSettings, order: Any, arrays: ArrayRecord | None = None) -> RecordDict:
-    """An order (warm-up, train or evaluate) with the settings and the model it is about."""
+def order_content(settings: SiloSettings, order: Any, arrays: ArrayRecord | None = None,
+                  twin: ArrayRecord | None = None) -> RecordDict:
+    """An order (warm-up, pilot, train or evaluate) with the settings and the model(s) it is about."""
     content = RecordDict({SETTINGS: write(settings), CONFIG: write(order)})
     if arrays is not None:
         content[ARRAYS] = arrays
+    if twin is not None:
+        content[TWIN] = twin
     return content
 
 
-def read_order(kind: type[Part], content: RecordDict, with_arrays: bool = True) -> tuple[SiloSettings, Part]:
-    """The settings and the order of kind ``kind`` (the model, if any, is ``content[ARRAYS]``)."""
-    _expect_records(content, {SETTINGS, CONFIG} | ({ARRAYS} if with_arrays else set()))
+def read_order(kind: type[Part], content: RecordDict) -> tuple[SiloSettings, Part]:
+    """The settings and the order of kind ``kind``; the model is ``content[ARRAYS]`` (and,
+    for a game round, the twin's is ``content[TWIN]``)."""
+    _expect_records(content, {SETTINGS, CONFIG, ARRAYS} | ({TWIN} if kind is TrainOrder else set()))
     return read_settings(content), read(kind, content.config_records[CONFIG], CONFIG)
 
 
@@ -312,35 +363,50 @@ def read_settings(content: RecordDict) -> SiloSettings:
     return read(SiloSettings, content.config_records[SETTINGS], SETTINGS)
 
 
-def report_content(report: Any, arrays: ArrayRecord | None = None) -> RecordDict:
-    """A reply: the report as the one MetricRecord and, for training, the one ArrayRecord."""
+def report_content(report: Any, arrays: ArrayRecord | None = None, twin: ArrayRecord | None = None) -> RecordDict:
+    """A reply: the report as the one MetricRecord and, for training, the trained model(s)."""
     content = RecordDict({METRICS: write(report, MetricRecord)})
     if arrays is not None:
         content[ARRAYS] = arrays
+    if twin is not None:
+        content[TWIN] = twin
     return content
 
 
 def read_report(kind: type[Part], content: RecordDict, reference: ArrayRecord | None = None) -> Part:
-    """A reply's report; with ``reference``, its arrays must match it in keys, shapes, dtypes,
-    and be finite (what Flower's aggregation needs, checked before it can raise)."""
-    _expect_records(content, {METRICS} | ({ARRAYS} if reference is not None else set()))
-    report = read(kind, content.metric_records[METRICS], METRICS)
+    """A reply's report; with ``reference``, its arrays (and a train report's twin) must match
+    it in keys, shapes and dtypes, and be finite (what Flower's aggregation needs, checked
+    before it can raise)."""
+    models = set()
     if reference is not None:
-        check_arrays(content.array_records[ARRAYS], reference)
+        models = {ARRAYS, TWIN} if kind is TrainReport else {ARRAYS}
+    _expect_records(content, {METRICS} | models)
+    report = read(kind, content.metric_records[METRICS], METRICS)
+    for name in sorted(models):
+        check_arrays(content.array_records[name], reference, name)
     return report
 
 
-def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> None:
+def array_digest(record: ArrayRecord) -> str:
+    """A content hash of an ArrayRecord's keys and bytes (equal models, equal digests)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key, array in record.items():
+        digest.update(key.encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def check_arrays(arrays: ArrayRecord, reference: ArrayRecord, name: str = ARRAYS) -> None:
     """Raise unless ``arrays`` has ``reference``'s keys, shapes and dtypes, and only finite values."""
     if set(arrays.keys()) != set(reference.keys()):
-        raise ProtocolError(ARRAYS, "array keys differ from the global model's")
+        raise ProtocolError(name, "array keys differ from the global model's")
     for key, expected in reference.items():
         got = arrays[key]
         if tuple(got.shape) != tuple(expected.shape) or got.dtype != expected.dtype:
-            raise ProtocolError(f"{ARRAYS}.{key}", f"has shape {tuple(got.shape)} {got.dtype}, "
-                                                   f"expected {tuple(expected.shape)} {expected.dtype}")
+            raise ProtocolError(f"{name}.{key}", f"has shape {tuple(got.shape)} {got.dtype}, "
+                                                 f"expected {tuple(expected.shape)} {expected.dtype}")
         if not np.all(np.isfinite(got.numpy())):
-            raise ProtocolError(f"{ARRAYS}.{key}", "holds NaN or inf")
+            raise ProtocolError(f"{name}.{key}", "holds NaN or inf")
 
 
 def _expect_records(content: RecordDict, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> None:
@@ -356,7 +422,7 @@ def _expect_records(content: RecordDict, required: set[str], optional: frozenset
             raise ProtocolError(name, f"must be a {wanted.__name__}")
 
 
-_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, CONFIG: ConfigRecord, SETTINGS: ConfigRecord,
+_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, TWIN: ArrayRecord, CONFIG: ConfigRecord, SETTINGS: ConfigRecord,
                  PROFILE: ConfigRecord, METRICS: MetricRecord}
 
 
@@ -416,7 +482,7 @@ def read_node_config(node_config: Mapping[str, Any]) -> NodeConfig:
 
 # --- seeds ----------------------------------------------------------------------------
 
-SEED_STREAMS = ("game", "warmup", "sampling", "training")
+SEED_STREAMS = ("game", "warmup", "sampling", "training", "pilot")
 """What a derived seed is for; each gets its own stream."""
 
 

@@ -7,7 +7,10 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from flwr.simulation import run_simulation
@@ -17,14 +20,15 @@ from faulty_client import app as faulty_client_app
 from server_app.app import make_server_app
 from server_app.config import compose_config, game_settings
 from strategy.game.policies import solve
+from strategy.game.scenario import LossCurve
 from strategy.profiles import round_scenario
 from strategy.protocol import Profile, round_seed
 from task.paths import CACHE_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}}
-RESULT_FILES = ("config.yaml", "rounds.csv", "ledger.json", "summary.json",
-                "accuracy.png", "welfare.png", "quotas.png", "transfers.png")
+RESULT_FILES = ("config.yaml", "rounds.csv", "ledger.json", "summary.json", "pilot.json",
+                "accuracy.png", "welfare.png", "quotas.png", "transfers.png", "calibration.png", "learning_curve.png")
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +48,71 @@ def simulate(overrides: list[str], results: Path, cache: Path, client=client_app
     return cfg, json.loads((run / "ledger.json").read_text()), json.loads((run / "summary.json").read_text()), run
 
 
-def test_quotas_follow_the_game_and_the_ledger_balances(tmp_path, cache_dir):
-    cfg, rows, summary, run = simulate(["game.capacity=[1000.0]", "game.price_per_second=[10.0]"], tmp_path, cache_dir)
+INTERIOR = ["game.capacity=[1000.0]"]
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory, cache_dir):
+    """The tiny configuration under cocogen_plus, with the pilot and the twin."""
+    return simulate(INTERIOR, tmp_path_factory.mktemp("results"), cache_dir)
+
+
+def _profiles(row: dict) -> list[Profile]:
+    return [Profile(**{k: v for k, v in p.items() if k != "cost"} | {"label_counts": tuple(p["label_counts"])})
+            for p in row["reported"]]
+
+
+def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_run):
+    cfg, rows, summary, run = calibrated_run
     assert [row["round"] for row in rows] == [1, 2]
     game = game_settings(cfg)
     for row in rows:
-        profiles = [Profile(**{**p, "label_counts": tuple(p["label_counts"])}) for p in row["reported"]]
-        scenario, _ = round_scenario(profiles, game)
+        calibration = row["calibration"]
+        curve = LossCurve(**{k: calibration["curve"][k] for k in ("a", "b", "kappa")})
+        scales = calibration["scales_used"]
+        solved_with = replace(game, loss=LossCurve(curve.a * scales["shared"], curve.b,
+                                                   curve.kappa * scales["shared"]), eta=scales["private"])
+        scenario, _ = round_scenario(_profiles(row), solved_with)
         seed = round_seed(game.seed, row["round"], "game")
         expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, seed).quotas]
-        assert row["quotas"] == expected
-        assert row["received_quotas"] == expected
-        assert row["images"] == expected
+        assert row["quotas"] == row["received_quotas"] == row["images"] == expected
         assert 0 < sum(expected) < 3 * 1000  # an interior equilibrium, not capacity
         assert abs(row["transfer_sum"]) <= 1e-9
         assert row["solution"]["rho"] is not None and row["nash_gap"] <= 1e-9
         assert 0 < row["strategy_share"] < 1
         assert all(math.isfinite(v) for v in row["realised_utilities"] + row["transfers"])
+    assert rows[1]["calibration"]["scales_used"] == rows[0]["calibration"]["scales_next"]
+    assert rows[0]["calibration"]["scales_next"]["fitted"]  # round 2 ran on what round 1 measured
     for name in RESULT_FILES:
         assert (run / name).stat().st_size > 0, name
     assert all(math.isfinite(summary[k]) for k in ("final_accuracy", "total_welfare", "wall_seconds"))
     assert summary["total_images_generated"] == sum(sum(row["images"]) for row in rows)
     assert summary["final_accuracy"] > 0.2  # better than chance after two tiny rounds
+    pilot = json.loads((run / "pilot.json").read_text())
+    assert len(pilot["points"]) == 3 * 6 and pilot["dropped"] == {}
+
+
+def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_run):
+    cfg, rows, _, _ = calibrated_run
+    for row in rows:
+        calibration = row["calibration"]
+        gains = np.subtract(calibration["validation_accuracy"], calibration["twin_validation_accuracy"])
+        assert np.allclose(gains, calibration["realised_quality"])
+        assert row["accuracy_disagreements"] == {}  # honest silos report what the server measures
+        price = [p["price_per_second"] for p in row["reported"]]
+        assert np.allclose(calibration["realised_cost"], np.multiply(row["generation_seconds"], price))
+        theta, gamma, size = np.array([p["value"] for p in row["reported"]]), cfg.game.gamma, len(gains)
+        rivals = (gains.sum() - gains) / (size - 1)
+        expected = theta * ((1 + gamma) * gains - gamma * rivals) - calibration["realised_cost"] + row["transfers"]
+        assert np.allclose(row["realised_utilities"], expected)
+        assert row["realised_ir_count"] == int(np.sum(expected >= 0))
+
+
+def test_the_same_seed_gives_the_same_quotas(calibrated_run, tmp_path, cache_dir):
+    _, rows, _, run = calibrated_run
+    _, again, _, rerun = simulate(INTERIOR, tmp_path, cache_dir)
+    assert [row["quotas"] for row in again] == [row["quotas"] for row in rows]
+    assert json.loads((rerun / "pilot.json").read_text())["fit"] == json.loads((run / "pilot.json").read_text())["fit"]
 
 
 def test_a_faulty_client_is_dropped_and_the_run_goes_on(tmp_path, cache_dir):
@@ -92,7 +139,7 @@ def test_flwr_run_with_a_hydra_override_generates_nothing_under_vcfl(tmp_path, c
     assert f"Results: {run}" in done.stdout
 
 
-def test_a_hydra_sweep_writes_a_combined_table(tmp_path, cache_dir):
+def test_a_hydra_sweep_writes_a_combined_table_and_the_twin_is_the_vcfl_run(tmp_path, cache_dir):
     env = {**os.environ, "COCOGEN_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny",
@@ -105,3 +152,8 @@ def test_a_hydra_sweep_writes_a_combined_table(tmp_path, cache_dir):
     assert [row[2] for row in table] == ["vcfl", "cocogen"]
     assert float(table[0][6]) == 0.0 and float(table[1][6]) > 0.0
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    vcfl, cocogen = (json.loads(next(tmp_path.glob(f"{job}/results/*/ledger.json")).read_text()) for job in (0, 1))
+    assert [row["twin_digest"] for row in cocogen] == [row["global_digest"] for row in vcfl]
+    assert [row["global_digest"] for row in vcfl] == [row["twin_digest"] for row in vcfl]
+    assert all(row["images_generated"] > 0 for row in cocogen)
+    assert all(gain == 0 for row in vcfl for gain in row["calibration"]["realised_quality"])

@@ -133,7 +133,7 @@ def test_a_supernode_without_tls_is_refused(federation):
 def test_the_app_runs_on_authenticated_supernodes_with_their_own_data(federation):
     base, _, env = federation
     results, cache = base / "results", base / "server-cache"
-    overrides = f"+experiment=tiny results_root={results} cache_dir={cache}"
+    overrides = f"+experiment=tiny game.costs=measured calibration.pilot=false results_root={results} cache_dir={cache}"
     done = subprocess.run([str(BIN / "flwr"), "run", str(ROOT), "deploy", "--stream", "-c",
                            f'overrides="{overrides}"'], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from game_scenarios import example_scenario, random_profile, scenarios
-from strategy.game.certificate import nash_gap
+from strategy.game.certificate import deviation_payoffs, fast_nash_gap, nash_gap
 from strategy.game.competition import DenseCompetition
 from strategy.game.equilibrium import fixed_points
 from strategy.game.coefficients import game_coefficients, potential, social_welfare, utilities
@@ -58,6 +58,23 @@ def test_equilibria_carry_a_tight_nash_certificate(scenario, policy):
     solution = solve(scenario, policy, MechanismConfig(rate=0.5))
     assume(solution.potential is not None)
     assert solution.nash_gap <= 1e-9
+
+
+@PROPERTY
+@given(scenarios(), st.integers(0, 2**31), st.floats(0, 3), st.floats(0, 1))
+def test_the_fast_certificate_is_the_reference_one(scenario, seed, rate, mix):
+    """One org deviating at a time (O(N^2), from utilities()) and all at once (O(N)) agree."""
+    rule = Redistribution(rate=rate, mix=mix, price=float(scenario.cost.mean()))
+    profile = random_profile(scenario, seed)
+    deviations = np.random.default_rng(seed + 1).uniform(0, scenario.capacity)
+    fast = deviation_payoffs(scenario, rule, profile)(deviations)
+    payoffs = payoffs_under(scenario, rule)
+    for i in range(scenario.size):
+        alone = profile.copy()
+        alone[i] = deviations[i]
+        assert fast[i] == pytest.approx(payoffs(alone)[i], rel=1e-9, abs=1e-9)
+    reference = nash_gap(payoffs, profile, scenario.capacity)
+    assert fast_nash_gap(scenario, rule, profile) == pytest.approx(reference, rel=1e-6, abs=1e-12)
 
 
 @PROPERTY
@@ -118,7 +135,7 @@ def test_welfare_over_the_compensation_rate_rises_then_falls():
     peak = int(np.argmax(welfare))
     assert 0 < peak < len(rates) - 1
     assert np.all(np.diff(welfare[: peak + 1]) > 0) and np.all(np.diff(welfare[peak:]) < 0)
-    chosen = solve(scenario, "cocogen_plus")
+    chosen = solve(scenario, "cocogen_plus", MechanismConfig(mix=0.5, rate_max=1.0))
     assert rates[peak - 1] <= chosen.rho <= rates[peak + 1]
     assert chosen.social_welfare >= welfare.max() - 1e-9
     assert chosen.social_welfare > solve(scenario, "cocogen").social_welfare

@@ -34,7 +34,7 @@ BAD_INPUTS = [
     ({"eta": -1}, "eta", None),
     ({"eta": "high"}, "eta", None),
     ({"policy": "greedy"}, "policy", None),
-    ({"mechanism": {"rho": 2.0}}, "mechanism.rho", None),
+    ({"mechanism": {"rho": 20.0}}, "mechanism.rho", None),
     ({"mechanism": {"lambda": 1.5}}, "mechanism.lambda", None),
     ({"mechanism": {"price": -1}}, "mechanism.price", None),
     ({"seed": -3}, "seed", None),
@@ -79,7 +79,7 @@ def test_cli_answers_the_fixed_schema():
     result = json.loads(done.stdout)
     assert set(result) == {
         "policy", "quotas", "utilities", "transfers", "social_welfare", "potential", "nash_gap",
-        "aggregate", "equilibria", "rho", "efficiency", "individually_rational",
+        "aggregate", "equilibria", "rho", "lambda", "efficiency", "individually_rational", "qualities", "welfare_curve",
     }
     assert result["policy"] == "cocogen_plus"
     assert len(result["quotas"]) == len(result["transfers"]) == len(result["individually_rational"]) == 5

@@ -194,7 +194,7 @@ def test_sample_rejects_bad_labels_and_padded_config_crops(trained_unet):
 
 
 def test_measure_seconds_per_image_is_positive(trained_unet):
-    assert 0 < measure_seconds_per_image(trained_unet, CFG, n=8) < 5
+    assert 0 < measure_seconds_per_image(trained_unet, CFG, batches=2) < 5
 
 
 def test_averaged_silo_weights_load_and_sample():

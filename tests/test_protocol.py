@@ -17,6 +17,8 @@ from strategy import protocol
 from strategy.protocol import (
     EvaluateOrder,
     EvaluateReport,
+    PilotOrder,
+    PilotReport,
     Profile,
     ProtocolError,
     TrainOrder,
@@ -27,11 +29,11 @@ from strategy.protocol import (
 from strategy.replies import screen_replies
 
 SETTINGS = silo_settings(compose_config(["+experiment=tiny"]))
-PROFILE = Profile(partition_id=2, n=270, label_counts=(27,) * 10, seconds_per_image=0.02, cost=0.03, value=100.0,
+PROFILE = Profile(partition_id=2, n=270, label_counts=(27,) * 10, seconds_per_image=0.02, price_per_second=1.5, value=100.0,
                   capacity=150.0)
 TRAIN_ORDER = TrainOrder(server_round=3, quota=42, target=(0.1,) * 10)
 TRAIN_REPORT = TrainReport(num_examples=312, accuracy=0.71, loss=0.8, images_generated=42, generation_seconds=1.5,
-                           quota=42)
+                           quota=42, twin_accuracy=0.65, twin_loss=0.9)
 REFERENCE = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32))})
 WEIGHTS = ArrayRecord({"w": Array(np.ones((2, 3), dtype=np.float32))})
 PARTS = [SETTINGS, PROFILE, WarmupOrder(server_round=1), TRAIN_ORDER, EvaluateOrder(server_round=0),
@@ -48,7 +50,8 @@ def test_every_part_round_trips(part):
 
 def test_keys_are_the_field_names_with_hyphens():
     record = protocol.write(TRAIN_REPORT, MetricRecord)
-    assert set(record) == {"num-examples", "accuracy", "loss", "images-generated", "generation-seconds", "quota"}
+    assert set(record) == {"num-examples", "accuracy", "loss", "images-generated", "generation-seconds", "quota",
+                           "twin-accuracy", "twin-loss"}
     assert protocol.NUM_EXAMPLES in record  # the key FedAvg weights by
 
 
@@ -60,7 +63,7 @@ def _with(part, **changes) -> dict:
 
 BAD_RECORDS = [
     (Profile, _with(PROFILE, n=0), "profile.n", "must be >= 1"),
-    (Profile, _with(PROFILE, cost=float("inf")), "profile.cost", "finite"),
+    (Profile, _with(PROFILE, price_per_second=float("inf")), "profile.price-per-second", "finite"),
     (Profile, _with(PROFILE, value=-1.0), "profile.value", "> 0"),
     (Profile, _with(PROFILE, partition_id=1.5), "profile.partition-id", "int"),
     (Profile, _with(PROFILE, partition_id=True), "profile.partition-id", "int"),
@@ -101,15 +104,26 @@ def test_whole_messages_round_trip():
     assert settings == SETTINGS and generator is WEIGHTS
     assert protocol.read_query(protocol.query_content(SETTINGS, None))[1] is None
     assert protocol.read_profile(protocol.profile_content(PROFILE)) == PROFILE
-    content = protocol.order_content(SETTINGS, TRAIN_ORDER, WEIGHTS)
+    content = protocol.order_content(SETTINGS, TRAIN_ORDER, WEIGHTS, WEIGHTS)
     assert protocol.read_order(TrainOrder, content) == (SETTINGS, TRAIN_ORDER)
-    reply = protocol.report_content(TRAIN_REPORT, WEIGHTS)
+    reply = protocol.report_content(TRAIN_REPORT, WEIGHTS, WEIGHTS)
     assert protocol.read_report(TrainReport, reply, REFERENCE) == TRAIN_REPORT
+    with pytest.raises(ProtocolError, match="expected records"):  # a game round's reply carries the twin
+        protocol.read_report(TrainReport, protocol.report_content(TRAIN_REPORT, WEIGHTS), REFERENCE)
+    order = PilotOrder(fractions=(0.5, 1.0), multiples=(0.25,), target=(0.5, 0.5))
+    assert protocol.read_order(PilotOrder, protocol.order_content(SETTINGS, order, WEIGHTS)) == (SETTINGS, order)
+    report = PilotReport(label_counts=(3, 1, 5, 5, 6, 8), errors=(0.9, 0.5, 0.4))
+    assert protocol.read_report(PilotReport, protocol.report_content(report)) == report
+    assert report.points(2) == [(3, 1), (5, 5), (6, 8)]
+    with pytest.raises(ProtocolError, match="not 3 rows of 3"):
+        report.points(3)
 
 
 def test_an_order_of_the_wrong_kind_is_refused():
     content = protocol.order_content(SETTINGS, WarmupOrder(server_round=1), WEIGHTS)
     with pytest.raises(ProtocolError, match="config: missing keys"):
+        protocol.read_order(PilotOrder, content)
+    with pytest.raises(ProtocolError, match="expected records"):  # a game round needs the twin too
         protocol.read_order(TrainOrder, content)
     assert protocol.WARMUP == "train." + protocol.WARMUP_ACTION
 
@@ -121,9 +135,10 @@ def _reply(content: RecordDict | None = None, error: Error | None = None):
     return make_message(metadata, content=content, error=error)
 
 
-def _train_reply(arrays=None, metrics=None, array_key=protocol.ARRAYS, metric_key=protocol.METRICS) -> RecordDict:
+def _train_reply(arrays=None, metrics=None, array_key=protocol.ARRAYS, metric_key=protocol.METRICS,
+                 twin=None) -> RecordDict:
     w = np.ones((2, 3), dtype=np.float32) if arrays is None else arrays
-    return RecordDict({array_key: ArrayRecord({"w": Array(w)}),
+    return RecordDict({array_key: ArrayRecord({"w": Array(w)}), protocol.TWIN: twin or WEIGHTS,
                        metric_key: MetricRecord(protocol.write(TRAIN_REPORT, MetricRecord) if metrics is None
                                                 else metrics)})
 
@@ -135,9 +150,12 @@ BAD_REPLIES = [
     (_train_reply(arrays=np.ones((3, 2), dtype=np.float32)), "has shape"),
     (_train_reply(arrays=np.ones((2, 3), dtype=np.float64)), "has shape"),
     (_train_reply(arrays=np.full((2, 3), np.inf, dtype=np.float32)), "NaN or inf"),
+    (_train_reply(twin=ArrayRecord({"w": Array(np.full((2, 3), np.nan, dtype=np.float32))})), "twin.w: holds NaN"),
+    (_train_reply(twin=ArrayRecord({"v": Array(np.ones((2, 3), dtype=np.float32))})), "twin: array keys differ"),
     (_train_reply(array_key="weights"), "expected records"),
     (_train_reply(metric_key="m"), "expected records"),
-    (RecordDict({protocol.ARRAYS: WEIGHTS, protocol.METRICS: ConfigRecord({"a": 1})}), "must be a MetricRecord"),
+    (RecordDict({protocol.ARRAYS: WEIGHTS, protocol.TWIN: WEIGHTS, protocol.METRICS: ConfigRecord({"a": 1})}),
+     "must be a MetricRecord"),
 ]
 
 

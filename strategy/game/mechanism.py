@@ -1,11 +1,13 @@
-"""Budget-balanced payoff redistribution (the CoCoGen+ mechanism, docs/model.md section 5).
+"""Budget-balanced payoff redistribution (the CoCoGen+ mechanism, docs/model.md sections 5 and 8).
 
 Transfers ``t_i = rho (m_i(s) - mean_j m_j(s))`` with merit
 ``m_i = lambda pi s_i + (1 - lambda) ell_i(s)``: a per-sample contribution reward
 (price ``pi``) mixed with compensation of the competition-caused loss ``ell_i``.
 Transfers are affine in ``(G(M), g_j(s_j), s_j)``, so the mechanism is a map on
 :class:`~strategy.game.coefficients.Coefficients` and the same fixed-point solver finds the
-induced equilibrium.
+induced equilibrium. The designer searches ``(rho, lambda)`` jointly for the most
+predicted welfare among the rules under which every organisation is individually
+rational (``u_i + t_i >= u_i(0)``); when none is, the fewest violations come first.
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from strategy.game.equilibrium import fixed_points
-from strategy.game.coefficients import Coefficients, competition_loss, game_coefficients, quality, social_welfare
+from strategy.game.coefficients import (
+    Coefficients,
+    competition_loss,
+    game_coefficients,
+    quality,
+    social_welfare,
+    utilities,
+)
 from strategy.game.scenario import Scenario, ScenarioError
 
 RATE_GRID_POINTS = 41
-"""Grid of the bounded search for ``rho*`` before the Brent refinement."""
+"""Grid of compensation rates in ``[0, rho_max]`` searched before the Brent refinement."""
+MIX_GRID_POINTS = 11
+"""Grid of mixes ``lambda`` in ``[0, 1]`` searched when ``lambda`` is ``auto``."""
 
+VIOLATION_PENALTY = 1e12
+"""Refinement objective: one more violation outweighs any welfare difference."""
 AUTO = "auto"
 """The spelling of "search this parameter" in scenario files and the Hydra config."""
 
@@ -67,26 +80,25 @@ class Redistribution:
 
 @dataclass(frozen=True)
 class MechanismConfig:
-    """CoCoGen+ settings: ``rate`` (rho; ``None`` = search ``rho*``), ``mix`` (lambda),
-    ``price`` (pi; ``None`` = mean cost), ``rate_max`` (upper end of the search).
+    """CoCoGen+ settings: ``rate`` (rho) and ``mix`` (lambda), each ``None`` = searched;
+    ``price`` (pi; ``None`` = mean cost); ``rate_max`` (upper end of the rho search).
 
     The one source of the mechanism's defaults: the CLI and the Hydra config
     (``conf/mechanism``) both start from :meth:`to_spec` of ``MechanismConfig()``.
     """
 
     rate: float | None = None
-    mix: float = 0.5
+    mix: float | None = None
     price: float | None = None
-    rate_max: float = 1.0
+    rate_max: float = 10.0
 
-    def rule(self, scenario: Scenario, rate: float) -> Redistribution:
-        price = float(scenario.cost.mean()) if self.price is None else self.price
-        return Redistribution(rate=rate, mix=self.mix, price=price)
+    def price_for(self, scenario: Scenario) -> float:
+        return float(scenario.cost.mean()) if self.price is None else self.price
 
     def to_spec(self) -> dict[str, Any]:
         """The ``mechanism`` object of the scenario schema (docs/cli.md) for these settings."""
-        return {"rho": AUTO if self.rate is None else self.rate, "lambda": self.mix, "price": self.price,
-                "rho_max": self.rate_max}
+        return {"rho": AUTO if self.rate is None else self.rate, "lambda": AUTO if self.mix is None else self.mix,
+                "price": self.price, "rho_max": self.rate_max}
 
 
 def mechanism_from_dict(spec: Mapping[str, Any] | None) -> MechanismConfig:
@@ -103,8 +115,10 @@ def mechanism_from_dict(spec: Mapping[str, Any] | None) -> MechanismConfig:
     rate = None
     if spec["rho"] != AUTO:
         rate = _number(spec, "rho", lambda v: 0 <= v <= rate_max, f"must be {AUTO!r} or in [0, rho_max={rate_max}]")
+    mix = None
+    if spec["lambda"] != AUTO:
+        mix = _number(spec, "lambda", lambda v: 0 <= v <= 1, f"must be {AUTO!r} or in [0, 1]")
     price = None if spec["price"] is None else _number(spec, "price", lambda v: v >= 0, "must be >= 0")
-    mix = _number(spec, "lambda", lambda v: 0 <= v <= 1, "must lie in [0, 1]")
     return MechanismConfig(rate=rate, mix=mix, price=price, rate_max=rate_max)
 
 
@@ -123,24 +137,74 @@ def induced_equilibrium(scenario: Scenario, rule: Redistribution) -> np.ndarray:
     return max(profiles, key=lambda s: social_welfare(scenario, s))
 
 
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What the designer predicts for one rule: welfare and how many organisations lose."""
+
+    rate: float
+    mix: float
+    welfare: float
+    violations: int
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        """Smaller is better: fewer individual-rationality violations, then more welfare."""
+        return self.violations, -self.welfare
+
+
+def predict(scenario: Scenario, rate: float, mix: float, price: float) -> RuleOutcome:
+    """Welfare of the equilibrium under the rule, and the number of organisations with
+    ``u_i + t_i < u_i(0)`` there (predicted individual-rationality violations)."""
+    rule = Redistribution(float(rate), float(mix), price)
+    quotas = induced_equilibrium(scenario, rule)
+    payoff = utilities(scenario, quotas) + rule.transfers(scenario, quotas)
+    status_quo = utilities(scenario, np.zeros(scenario.size))
+    tolerance = 1e-9 * max(1.0, float(np.max(np.abs(payoff))))
+    return RuleOutcome(float(rate), float(mix), social_welfare(scenario, quotas),
+                       int(np.sum(payoff < status_quo - tolerance)))
+
+
 def welfare_curve(scenario: Scenario, mix: float, price: float, rates: np.ndarray) -> np.ndarray:
-    """``SW(s*(rho))`` for each rate: the designer's objective (expected hump-shaped)."""
-    return np.array([
-        social_welfare(scenario, induced_equilibrium(scenario, Redistribution(float(r), mix, price)))
-        for r in rates
-    ])
+    """``SW(s*(rho))`` for each rate at mix ``lambda`` (expected hump-shaped)."""
+    return np.array([predict(scenario, r, mix, price).welfare for r in rates])
 
 
-def optimal_rate(scenario: Scenario, mix: float, price: float, rate_max: float) -> float:
-    """``rho* = argmax_{rho in [0, rho_max]} SW(s*(rho))``: a grid, then bounded Brent around its best."""
-    if rate_max == 0:
-        return 0.0
-    rates = np.linspace(0.0, rate_max, RATE_GRID_POINTS)
-    welfare = welfare_curve(scenario, mix, price, rates)
-    k = int(np.argmax(welfare))
+@dataclass(frozen=True)
+class MechanismChoice:
+    """The chosen rule and the curve over ``rho`` at the chosen ``lambda``."""
+
+    best: RuleOutcome
+    curve: tuple[RuleOutcome, ...]
+
+
+def choose_rule(scenario: Scenario, config: MechanismConfig) -> MechanismChoice:
+    """The designer's ``(rho*, lambda*)``: the best :attr:`RuleOutcome.rank` over the grid
+    ``rho in [0, rho_max]`` x ``lambda in [0, 1]`` (either fixed when configured), then a
+    bounded Brent refinement of ``rho`` at ``lambda*`` accepted only if it ranks better.
+
+    ``rho = 0`` (no transfers: the plain equilibrium) is always a candidate, so the chosen
+    rule never predicts less welfare than ``cocogen`` unless that buys fewer violations.
+    """
+    price = config.price_for(scenario)
+    rates = [config.rate] if config.rate is not None else np.linspace(0.0, config.rate_max, RATE_GRID_POINTS)
+    mixes = [config.mix] if config.mix is not None else np.linspace(0.0, 1.0, MIX_GRID_POINTS)
+    outcomes = {(float(r), float(m)): predict(scenario, r, m, price) for m in mixes for r in rates}
+    best = min(outcomes.values(), key=lambda o: o.rank)
+    curve = tuple(outcomes[(float(r), best.mix)] for r in rates)
+    if config.rate is None and config.rate_max > 0:
+        best = _refine_rate(scenario, best, rates, price)
+    return MechanismChoice(best, curve)
+
+
+def _refine_rate(scenario: Scenario, best: RuleOutcome, rates: np.ndarray, price: float) -> RuleOutcome:
+    k = int(np.searchsorted(rates, best.rate))
     left, right = rates[max(k - 1, 0)], rates[min(k + 1, len(rates) - 1)]
-    refined = minimize_scalar(
-        lambda r: -welfare_curve(scenario, mix, price, np.array([r]))[0],
-        bounds=(left, right), method="bounded", options={"xatol": 1e-6 * rate_max},
-    )
-    return float(refined.x) if -refined.fun > welfare[k] else float(rates[k])
+    if right <= left:
+        return best
+    def loss(rate: float) -> float:
+        outcome = predict(scenario, rate, best.mix, price)
+        return VIOLATION_PENALTY * outcome.violations - outcome.welfare
+
+    refined = minimize_scalar(loss, bounds=(left, right), method="bounded", options={"xatol": 1e-6 * (right - left)})
+    candidate = predict(scenario, float(refined.x), best.mix, price)
+    return candidate if candidate.rank < best.rank else best

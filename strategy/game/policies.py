@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.optimize import minimize
 
-from strategy.game.certificate import nash_gap
+from strategy.game.certificate import fast_nash_gap
 from strategy.game.competition import UniformCompetition
 from strategy.game.equilibrium import fixed_points
 from strategy.game.coefficients import (
@@ -22,11 +22,12 @@ from strategy.game.coefficients import (
     aggregate_data,
     game_coefficients,
     potential,
+    quality,
     social_welfare,
     team_coefficients,
     utilities,
 )
-from strategy.game.mechanism import MechanismConfig, Redistribution, optimal_rate
+from strategy.game.mechanism import MechanismConfig, Redistribution, RuleOutcome, choose_rule
 from strategy.game.scenario import Scenario, ScenarioError
 
 EQUILIBRIUM_TOLERANCE = 1e-7
@@ -47,8 +48,11 @@ class Solution:
     aggregate: float
     equilibria: int | None
     rho: float | None
+    mix: float | None
     efficiency: float | None
     individually_rational: np.ndarray
+    qualities: np.ndarray
+    welfare_curve: tuple[RuleOutcome, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The fixed output schema of ``python -m strategy solve`` (docs/cli.md)."""
@@ -63,8 +67,11 @@ class Solution:
             "aggregate": self.aggregate,
             "equilibria": self.equilibria,
             "rho": self.rho,
+            "lambda": self.mix,
             "efficiency": self.efficiency,
             "individually_rational": self.individually_rational.tolist(),
+            "qualities": self.qualities.tolist(),
+            "welfare_curve": [[o.rate, o.welfare, o.violations] for o in self.welfare_curve] or None,
         }
 
 
@@ -76,6 +83,7 @@ class Choice:
     quotas: np.ndarray
     rule: Redistribution
     equilibria: int | None = None
+    welfare_curve: tuple[RuleOutcome, ...] = ()
 
 
 class Policy(ABC):
@@ -111,7 +119,7 @@ def register(cls: type[Policy]) -> type[Policy]:
 
 
 def _no_transfers(scenario: Scenario, mechanism: MechanismConfig) -> Redistribution:
-    return mechanism.rule(scenario, 0.0)
+    return Redistribution(0.0, 0.0, mechanism.price_for(scenario))
 
 
 @register
@@ -163,20 +171,18 @@ class Cocogen(Policy):
 
 @register
 class CocogenPlus(Policy):
-    """The equilibrium under the budget-balanced redistribution at ``rho*`` (or the configured rate)."""
+    """The equilibrium under the budget-balanced redistribution at the designer's
+    ``(rho*, lambda*)`` (either fixed when configured; see :func:`choose_rule`)."""
 
     name = "cocogen_plus"
     equilibrium = True
     transfers = True
 
     def choose(self, scenario: Scenario, mechanism: MechanismConfig, seed: int) -> Choice:
-        base = _no_transfers(scenario, mechanism)
-        rate = mechanism.rate
-        if rate is None:
-            rate = optimal_rate(scenario, base.mix, base.price, mechanism.rate_max)
-        rule = mechanism.rule(scenario, rate)
+        chosen = choose_rule(scenario, mechanism)
+        rule = Redistribution(chosen.best.rate, chosen.best.mix, mechanism.price_for(scenario))
         quotas, count = _equilibrium(scenario, rule.apply(scenario, game_coefficients(scenario)), rule)
-        return Choice(quotas, rule, count)
+        return Choice(quotas, rule, count, chosen.curve)
 
 
 @register
@@ -238,8 +244,7 @@ def _equilibrium(scenario: Scenario, coefficients: Coefficients, rule: Redistrib
     profiles = fixed_points(coefficients, scenario)
     if coefficients.is_potential_game:
         return profiles[0], len(profiles)
-    payoffs = payoffs_under(scenario, rule)
-    certified = [s for s in profiles if nash_gap(payoffs, s, scenario.capacity) <= EQUILIBRIUM_TOLERANCE]
+    certified = [s for s in profiles if fast_nash_gap(scenario, rule, s) <= EQUILIBRIUM_TOLERANCE]
     best = max(certified or profiles, key=lambda s: social_welfare(scenario, s))
     return best, len(certified)
 
@@ -261,10 +266,13 @@ def _report(scenario: Scenario, policy: Policy, choice: Choice) -> Solution:
         transfers=rule.transfers(scenario, quotas),
         social_welfare=welfare,
         potential=potential(coefficients, scenario, quotas) if coefficients.is_potential_game else None,
-        nash_gap=nash_gap(payoffs, quotas, scenario.capacity) if policy.equilibrium else None,
+        nash_gap=fast_nash_gap(scenario, rule, quotas) if policy.equilibrium else None,
         aggregate=aggregate_data(scenario, quotas),
         equilibria=choice.equilibria,
         rho=rule.rate if policy.transfers else None,
+        mix=rule.mix if policy.transfers else None,
         efficiency=welfare / optimum if optimum > 1e-12 else None,
         individually_rational=realised >= status_quo - tolerance,
+        qualities=quality(scenario, quotas),
+        welfare_curve=choice.welfare_curve,
     )

@@ -1,9 +1,11 @@
-"""Realised utilities of a training round (docs/model.md section 7).
+"""Realised utilities of a training round (docs/model.md sections 7 and 8).
 
-The game decides quotas; what a round reports is measured: ``Q_i`` is org i's
-deployed-model accuracy on the shared market validation set, revenues follow
-section 3 from those accuracies, costs use the images actually generated, and the
-mechanism's transfers are paid on the realised merits.
+The game decides quotas; what a round reports is measured, in the same money units as
+the prediction: ``Q_i`` is org i's realised quality gain, its deployed model's market
+accuracy minus that of its counterfactual twin (trained on real data only, from the
+twin global model); revenues follow section 3 from those gains; costs are the money
+actually spent on generation (seconds spent x price per second); the mechanism's
+transfers are paid on the images actually generated and the realised losses.
 """
 
 from __future__ import annotations
@@ -29,16 +31,21 @@ class RealisedRound:
     def social_welfare(self) -> float:
         return float(self.utilities.sum())
 
+    @property
+    def individually_rational(self) -> np.ndarray:
+        """``u_i >= 0``: taking part in generation beat the no-generation twin."""
+        return self.utilities >= 0
 
-def realised_round(scenario: Scenario, accuracies: np.ndarray, images: np.ndarray,
+
+def realised_round(scenario: Scenario, gains: np.ndarray, images: np.ndarray, spent: np.ndarray,
                    rule: Redistribution) -> RealisedRound:
-    """``u_i = theta_i ((1 + Gamma_i) Q_i - sum_j gamma_ij Q_j) - c_i s_i + t_i`` with measured ``Q`` and ``s``."""
+    """``u_i = theta_i ((1 + Gamma_i) Q_i - sum_j gamma_ij Q_j) - spent_i + t_i`` with measured ``Q``."""
     competition = scenario.competition
-    losses = scenario.value * competition.rivals_of(accuracies)
-    revenues = scenario.value * (1.0 + competition.row_sums()) * accuracies - losses
+    losses = scenario.value * competition.rivals_of(gains)
+    revenues = scenario.value * (1.0 + competition.row_sums()) * gains - losses
     transfers = rule.pay(images, losses)
     return RealisedRound(
-        utilities=revenues - scenario.cost * images + transfers,
+        utilities=revenues - spent + transfers,
         transfers=transfers,
         revenues=revenues,
         competition_losses=losses,

@@ -104,6 +104,19 @@ def market_split(test: ImageSet, market_size: int = 1000, seed: int = 0) -> tupl
     return test.subset(np.flatnonzero(in_market)), test.subset(np.flatnonzero(~in_market))
 
 
+def server_split(test: ImageSet, market_size: int, validation_size: int,
+                 seed: int = 0) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """The test split as the server holds it: ``(market, validation, test)``.
+
+    The market set is :func:`market_split`'s (the silos hold the same one); the
+    validation set is a class-balanced draw of ``validation_size`` of the rest (the
+    server's own measurements); the test set is everything else (reported accuracy).
+    """
+    market, rest = market_split(test, market_size, seed)
+    validation, final = market_split(rest, validation_size, seed + 1)
+    return market, validation, final
+
+
 def _check_partition_args(
     num_rows: int,
     num_orgs: int,

@@ -1,0 +1,42 @@
+"""The server's own data and measurements: the market set (as the silos hold it), its
+validation set (what gains, utilities and transfers follow) and the global test set
+(the reported accuracy), all cut from the test split by :func:`task.data.server_split`."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord
+from omegaconf import DictConfig
+
+from server_app.config import server_cache
+from strategy.fedgame import Judgement
+from task.data import load_dataset, server_split
+from task.model import Net, Scores, evaluate, to_tensor
+
+Images = tuple[torch.Tensor, torch.Tensor]
+
+
+class ServerData:
+    """Evaluates models on the server's three sets."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        dataset = cfg.dataset
+        _, test = load_dataset(dataset.name, root=dataset.root, download=bool(dataset.download),
+                               cache_dir=str(server_cache(cfg) / "data"))
+        splits = server_split(test, int(dataset.market_size), int(dataset.validation_size), int(cfg.seed))
+        self.market, self.validation, self.test = ((to_tensor(s.images), torch.from_numpy(s.labels)) for s in splits)
+
+    def judge(self, arrays: ArrayRecord) -> Judgement:
+        """A returned model's accuracy on the market set and on the validation set."""
+        model = _model(arrays)
+        return Judgement(evaluate(model, *self.market).accuracy, evaluate(model, *self.validation).accuracy)
+
+    def test_scores(self, arrays: ArrayRecord) -> Scores:
+        """A global model's loss and accuracy on the global test set."""
+        return evaluate(_model(arrays), *self.test)
+
+
+def _model(arrays: ArrayRecord) -> Net:
+    model = Net()
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model
