@@ -1,8 +1,11 @@
-"""Fixed-point equilibrium versus scipy L-BFGS-B on the potential, and the fixed point at scale.
+"""Fixed-point equilibrium versus scipy L-BFGS-B on the potential, and whole policies at scale.
 
 Same random scenario for both methods at each N (L-BFGS-B gets the exact gradient);
-prints a table, then ``speedup_vs_lbfgsb_at_1000=<ratio>`` and ``seconds_at_1e6=<s>``.
-Run: ``python benchmarks/solver.py``.
+prints a table, then ``speedup_vs_lbfgsb_at_1000=<ratio>`` and ``seconds_at_1e6=<s>``
+(the fixed point alone), and the median of 3 whole ``solve`` calls (equilibrium,
+certificate, social optimum, and for ``cocogen_plus`` the (rho, lambda) search):
+``cocogen_plus_seconds_at_1e5=<s>`` (target < 10) and ``cocogen_seconds_at_1e6=<s>``
+(target < 5). Run: ``python benchmarks/solver.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from strategy.game.equilibrium import fixed_points
+from strategy.game.policies import solve
 from strategy.game.coefficients import game_coefficients, potential, private_gain, shared_gain_slope, aggregate_data
 from strategy.game.scenario import LossCurve, Scenario, build_scenario
 
@@ -72,8 +76,13 @@ def main() -> None:
         seconds, _ = median_seconds(lambda: fixed_points(coefficients, scenario), repeats=3)
         print(f"{size:>9} {seconds:>14.6f} {'-':>12} {'-':>8}")
         seconds_at_1e6 = seconds
+    medium, large = random_scenario(10**5), random_scenario(10**6)
+    plus_seconds, _ = median_seconds(lambda: solve(medium, "cocogen_plus"), repeats=3)
+    cocogen_seconds, _ = median_seconds(lambda: solve(large, "cocogen"), repeats=3)
     print(f"speedup_vs_lbfgsb_at_1000={speedup_at_1000:.0f}")
     print(f"seconds_at_1e6={seconds_at_1e6:.3f}")
+    print(f"cocogen_plus_seconds_at_1e5={plus_seconds:.2f}")
+    print(f"cocogen_seconds_at_1e6={cocogen_seconds:.2f}")
 
 
 if __name__ == "__main__":

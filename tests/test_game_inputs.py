@@ -44,6 +44,17 @@ BAD_INPUTS = [
     ({"label_counts": [[10, 0], [0, 5], [1, 1], [1, 1]]}, "label_counts", None),
     ({"label_counts": [[10, 0], [0, -1], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
     ({"label_counts": [[10, 0], [0, 0], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
+    ({"label_counts": [[10, 0], [0, 5, 1], [1, 1], [1, 1], [1, 1]]}, "label_counts", None),  # ragged
+    ({"gamma": [[0, 1], [1, 0, 2], [0], [0, 0, 0, 0, 0], [1]]}, "gamma", None),  # ragged
+    ({"n": [1200, 800, 1e-300, 600, 1000]}, "n", 2),
+    ({"n": [1200, 800, 10**400, 600, 1000]}, "n", None),
+    ({"capacity": [3000, 3000, 1e300, 3000, 3000]}, "capacity", 2),
+    ({"value": [100, 1e13, 100, 100, 100]}, "value", 1),
+    ({"gamma": 1e308}, "gamma", None),
+    ({"eta": 1e300}, "eta", None),
+    ({"loss": {"a": 1e308}}, "loss.a", None),
+    ({"loss": {"kappa": 1e308}}, "loss.kappa", None),
+    ({"mechanism": {"rho_max": 1e308}}, "mechanism.rho_max", None),
 ]
 
 
@@ -100,6 +111,22 @@ def test_cli_reads_stdin_and_honours_policy_and_label_counts():
                                    "{not json", "[1, 2]"])
 def test_cli_rejects_bad_scenarios_with_exit_2_and_one_line(stdin):
     done = _cli("solve", "-", stdin=stdin)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("change", [change for change, _, _ in BAD_INPUTS[-11:]])
+def test_hostile_magnitudes_and_shapes_exit_2_without_traceback(change):
+    done = _cli("solve", "-", stdin=json.dumps({**example_spec(), **change}))
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
+
+
+def test_a_file_that_is_not_utf8_exits_2(tmp_path):
+    path = tmp_path / "scenario.json"
+    path.write_bytes(b'{"n": [\xff\xfe]}')
+    done = _cli("solve", str(path))
     assert done.returncode == 2
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+import numpy as np
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +45,8 @@ def _read(path: str) -> Any:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
     except OSError as err:
         raise ScenarioError("scenario", f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ScenarioError("scenario", f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -56,10 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     solve_cmd.add_argument("path", help="scenario JSON file, or - for standard input")
     args = parser.parse_args(argv)
     try:
-        result = solve_spec(_read(args.path))
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            result = solve_spec(_read(args.path))
     except ScenarioError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    json.dump(result, sys.stdout)
+    except (ArithmeticError, FloatingPointError, RuntimeError, ValueError) as err:
+        print(f"error: scenario: the solver cannot handle these numbers ({type(err).__name__}: {err})",
+              file=sys.stderr)
+        return 2
+    json.dump(result, sys.stdout, allow_nan=False)
     sys.stdout.write("\n")
     return 0

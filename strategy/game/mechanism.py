@@ -28,15 +28,13 @@ from strategy.game.coefficients import (
     social_welfare,
     utilities,
 )
-from strategy.game.scenario import Scenario, ScenarioError
+from strategy.game.scenario import MAX_MAGNITUDE, Scenario, ScenarioError
 
 RATE_GRID_POINTS = 41
 """Grid of compensation rates in ``[0, rho_max]`` searched before the Brent refinement."""
 MIX_GRID_POINTS = 11
 """Grid of mixes ``lambda`` in ``[0, 1]`` searched when ``lambda`` is ``auto``."""
 
-VIOLATION_PENALTY = 1e12
-"""Refinement objective: one more violation outweighs any welfare difference."""
 AUTO = "auto"
 """The spelling of "search this parameter" in scenario files and the Hydra config."""
 
@@ -124,8 +122,10 @@ def mechanism_from_dict(spec: Mapping[str, Any] | None) -> MechanismConfig:
 
 def _number(spec: Mapping[str, Any], key: str, ok: Any, problem: str) -> float:
     raw = spec[key]
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not np.isfinite(raw):
-        raise ScenarioError(f"mechanism.{key}", f"must be a finite number, got {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not np.isfinite(float(raw)) \
+            or abs(raw) > MAX_MAGNITUDE:
+        raise ScenarioError(f"mechanism.{key}", f"must be a finite number of magnitude <= {MAX_MAGNITUDE:g}, "
+                                                f"got {raw!r}")
     if not ok(float(raw)):
         raise ScenarioError(f"mechanism.{key}", f"{problem} (got {raw})")
     return float(raw)
@@ -139,23 +139,37 @@ def induced_equilibrium(scenario: Scenario, rule: Redistribution) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """What the designer predicts for one rule: welfare and how many organisations lose."""
+    """What the designer predicts for one rule: welfare and how many organisations lose.
+
+    ``welfare`` and ``violations`` are ``None`` for a rule that would break the weighted
+    potential (some ``A_i <= 0`` under it): its equilibria are neither unique nor found by
+    the fixed point, so the designer does not offer it.
+    """
 
     rate: float
     mix: float
-    welfare: float
-    violations: int
+    welfare: float | None
+    violations: int | None
 
     @property
-    def rank(self) -> tuple[int, float]:
-        """Smaller is better: fewer individual-rationality violations, then more welfare."""
-        return self.violations, -self.welfare
+    def rank(self) -> tuple[int, int, float]:
+        """Smaller is better: a potential game, then fewer individual-rationality violations,
+        then more welfare."""
+        if self.welfare is None or self.violations is None:
+            return 1, 0, 0.0
+        return 0, self.violations, -self.welfare
 
 
 def predict(scenario: Scenario, rate: float, mix: float, price: float) -> RuleOutcome:
     """Welfare of the equilibrium under the rule, and the number of organisations with
-    ``u_i + t_i < u_i(0)`` there (predicted individual-rationality violations)."""
+    ``u_i + t_i < u_i(0)`` there (predicted individual-rationality violations).
+
+    A rule with ``rho > 0`` that breaks the weighted potential is not solved (see
+    :class:`RuleOutcome`); ``rho = 0``, the plain game, always is.
+    """
     rule = Redistribution(float(rate), float(mix), price)
+    if rule.rate > 0 and not rule.apply(scenario, game_coefficients(scenario)).is_potential_game:
+        return RuleOutcome(float(rate), float(mix), None, None)
     quotas = induced_equilibrium(scenario, rule)
     payoff = utilities(scenario, quotas) + rule.transfers(scenario, quotas)
     status_quo = utilities(scenario, np.zeros(scenario.size))
@@ -201,9 +215,11 @@ def _refine_rate(scenario: Scenario, best: RuleOutcome, rates: np.ndarray, price
     left, right = rates[max(k - 1, 0)], rates[min(k + 1, len(rates) - 1)]
     if right <= left:
         return best
+    worse = -best.welfare + 1.0 + abs(best.welfare)  # above the loss of every rule at least as good as best
+
     def loss(rate: float) -> float:
         outcome = predict(scenario, rate, best.mix, price)
-        return VIOLATION_PENALTY * outcome.violations - outcome.welfare
+        return -outcome.welfare if outcome.rank[:2] <= best.rank[:2] else worse
 
     refined = minimize_scalar(loss, bounds=(left, right), method="bounded", options={"xatol": 1e-6 * (right - left)})
     candidate = predict(scenario, float(refined.x), best.mix, price)

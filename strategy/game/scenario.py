@@ -18,6 +18,11 @@ import numpy as np
 from strategy.game.competition import Competition, DenseCompetition, UniformCompetition
 
 
+MAX_MAGNITUDE = 1e12
+"""Every number of a scenario lies within this magnitude, so the model's arithmetic
+(powers of ``M``, products of values and intensities) never overflows a float."""
+
+
 class ScenarioError(ValueError):
     """An invalid game input; ``field`` names it, ``index`` the organisation (if any)."""
 
@@ -146,7 +151,7 @@ def build_scenario(
     size = n_arr.shape[0]
     if size == 0:
         raise ScenarioError("n", "at least one organisation is needed")
-    _require(n_arr > 0, "n", "must be > 0")
+    _require(n_arr >= 1, "n", "must be >= 1 (a number of samples)")
     skew_arr = _vector("skew", skew, size)
     _require((skew_arr >= 0) & (skew_arr <= 1), "skew", "must lie in [0, 1]")
     cost_arr = _vector("cost", cost, size)
@@ -179,9 +184,10 @@ def scenario_from_dict(spec: Mapping[str, Any]) -> Scenario:
         raise ScenarioError("scenario", "must be a JSON object")
     n = _required(spec, "n")
     if "label_counts" in spec:
-        if np.ndim(spec["label_counts"]) >= 1 and np.ndim(n) == 1 and len(spec["label_counts"]) != len(n):
-            raise ScenarioError("label_counts", f"has {len(spec['label_counts'])} rows but there are {len(n)} organisations")
-        _, skew = label_skew(spec["label_counts"], spec.get("target"))
+        counts, size = _matrix("label_counts", spec["label_counts"]), _vector("n", n).shape[0]
+        if counts.shape[0] != size:
+            raise ScenarioError("label_counts", f"has {counts.shape[0]} rows but there are {size} organisations")
+        _, skew = label_skew(counts, spec.get("target"))
     elif "skew" in spec:
         skew = spec["skew"]
     else:
@@ -206,7 +212,7 @@ def scenario_from_dict(spec: Mapping[str, Any]) -> Scenario:
 
 
 def _competition(gamma: Any, size: int) -> Competition:
-    if np.ndim(gamma) == 0:
+    if not isinstance(gamma, (list, tuple, np.ndarray)):
         level = _scalar("gamma", gamma, lambda v: v >= 0, "must be >= 0")
         return UniformCompetition(level, size)
     matrix = _matrix("gamma", gamma)
@@ -228,12 +234,14 @@ def _as_float_array(field: str, raw: Any) -> np.ndarray:
         raise ScenarioError(field, f"must be numeric, got {type(raw).__name__}")
     try:
         arr = np.asarray(raw, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ScenarioError(field, f"must be numeric ({err})") from None
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        index = int(np.argwhere(bad)[0][0]) if arr.ndim else None
-        raise ScenarioError(field, "must be finite", index)
+    except (TypeError, ValueError, OverflowError) as err:
+        problem = "rows of unequal length" if "inhomogeneous" in str(err) else str(err)
+        raise ScenarioError(field, f"must be numeric ({problem})") from None
+    for bad, problem in ((~np.isfinite(arr), "must be finite"),
+                         (np.abs(arr) > MAX_MAGNITUDE, f"must be at most {MAX_MAGNITUDE:g} in magnitude")):
+        if np.any(bad):
+            index = int(np.argwhere(bad)[0][0]) if arr.ndim else None
+            raise ScenarioError(field, problem, index)
     return arr
 
 
