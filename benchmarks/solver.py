@@ -18,7 +18,7 @@ from scipy.optimize import minimize
 
 from strategy.game.equilibrium import fixed_points
 from strategy.game.policies import solve
-from strategy.game.coefficients import game_coefficients, potential, private_gain, shared_gain_slope, aggregate_data
+from strategy.game.coefficients import aggregate_data, game_coefficients, potential, shared_gain_slope
 from strategy.game.scenario import LossCurve, Scenario, build_scenario
 
 REPEATS = 101

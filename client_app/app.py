@@ -14,8 +14,6 @@ Every message is read and every reply written through :mod:`strategy.protocol`.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
@@ -30,7 +28,7 @@ from client_app.silo import (
     training_tensors,
     unet_from_record,
 )
-from generation import allocate, measure_seconds_per_image, sample, train_generator
+from generation import allocate, compute_seconds, measure_seconds_per_image, sample, train_generator
 from strategy import protocol
 from strategy.protocol import (
     EvaluateOrder,
@@ -168,15 +166,15 @@ def pilot(msg: Message, context: Context) -> Message:
 def _synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, context: Context, quota: int,
                target: tuple[float, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """``quota`` synthetic images with labels allocated to move the silo's mix towards ``target``,
-    and the wall-clock seconds spent making them (0 for none)."""
+    and the compute seconds spent making them (0 for none; :func:`generation.compute_seconds`)."""
     per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))
     wanted = np.repeat(np.arange(len(per_class)), per_class)
     if quota == 0:
         return torch.empty((0, 1, *IMAGE_SHAPE)), torch.from_numpy(wanted).long(), 0.0
-    started = time.perf_counter()
+    started = compute_seconds()
     unet = silo_generator(settings, context.state.get(GENERATOR_STATE), silo, node)
     images = sample(unet, wanted, generator_config(settings), seed=seed)
-    return images, torch.from_numpy(wanted).long(), time.perf_counter() - started
+    return images, torch.from_numpy(wanted).long(), compute_seconds() - started
 
 
 def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, target: tuple[float, ...]) -> torch.Tensor:

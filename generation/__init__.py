@@ -19,7 +19,7 @@ from generation.cache import (
 )
 from generation.config import GeneratorConfig
 from generation.model import build_unet, sampling_scheduler, training_scheduler
-from generation.sample import guided_output, measure_seconds_per_image, sample
+from generation.sample import compute_seconds, guided_output, measure_seconds_per_image, sample
 from generation.train import new_ema, train_generator
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "allocate",
     "build_unet",
     "checkpoint_path",
+    "compute_seconds",
     "guided_output",
     "load_generator",
     "measure_seconds_per_image",

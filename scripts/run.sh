@@ -1,38 +1,66 @@
 #!/usr/bin/env bash
-# Run the CoCoGen+ Flower app with `flwr run` on the local simulation engine.
-#   scripts/run.sh                         # the embedded default (conf/config.yaml)
-#   scripts/run.sh "policy=vcfl game.gamma=1.0"   # Hydra overrides
+# Run the CoCoGen+ Flower app with `flwr run` on a local simulation SuperLink.
+#   scripts/run.sh                                  # the embedded default (conf/config.yaml)
+#   OVERRIDES="policy=vcfl game.gamma=1.0" scripts/run.sh   # Hydra overrides (or as $1)
 # Results go to $COCOGEN_RESULTS (default: ./results); caches to $COCOGEN_CACHE (./.cache).
+# The overrides are validated (Hydra) before anything starts and reach the ServerApp in a
+# TOML file, never through a shell. This script starts its own local SuperLink (in memory,
+# on free ports), records its PID, and stops that process group only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-overrides="${1:-}"
+overrides="${1:-${OVERRIDES:-}}"
 
 export FLWR_HOME="$PWD/.flwr"
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+export FLWR_TELEMETRY_ENABLED=0
+export FLWR_DISABLE_UPDATE_CHECK=1
 export HF_HUB_OFFLINE=1
 export COCOGEN_RESULTS="${COCOGEN_RESULTS:-$PWD/results}"
 export COCOGEN_CACHE="${COCOGEN_CACHE:-$PWD/.cache}"
 source .venv/bin/activate
-
-num_orgs=$(python -c 'import sys; from server_app.config import compose_config; print(compose_config(sys.argv[1]).federation.num_orgs)' "$overrides")
 mkdir -p "$FLWR_HOME"
+
+run_dir=$(mktemp -d "$FLWR_HOME/run.XXXXXX")
+# Validate the overrides, write them as a TOML run config, and print the organisations.
+num_orgs=$(python -m server_app.config check "$overrides" "$run_dir/run_config.toml") || exit 2
+read -r http_port control_port < <(python -c '
+import socket
+ports = []
+for _ in range(2):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); ports.append(s); 
+print(*[s.getsockname()[1] for s in ports])')
+export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$http_port" FLWR_LOCAL_CONTROL_API_PORT="$control_port"
+
 cat > "$FLWR_HOME/config.toml" <<TOML
 [superlink]
 default = "local-simulation"
 
 [superlink.local-simulation]
-address = ":local:"
+address = ":local-in-memory:"
 options.num-supernodes = $num_orgs
 options.backend.client-resources.num-cpus = 1
 options.backend.client-resources.num-gpus = 0.0
 TOML
 
-stop_superlink() { pkill -f "$FLWR_HOME/local-superlink" 2>/dev/null || true; }
+setsid flower-superlink --insecure --simulation --isolation subprocess \
+  --control-api-address "127.0.0.1:$control_port" --host 127.0.0.1 --port "$http_port" \
+  --log-file "$run_dir/superlink.log" > /dev/null 2>&1 &
+echo $! > "$run_dir/superlink.pid"
+stop_superlink() {
+  pid=$(cat "$run_dir/superlink.pid" 2>/dev/null || true)
+  [ -n "$pid" ] && kill -- "-$pid" 2>/dev/null || true
+  rm -rf "$run_dir"
+}
 trap stop_superlink EXIT
-stop_superlink
+for _ in $(seq 150); do
+  python -c "import sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:$http_port/health', timeout=0.5)" \
+    2>/dev/null && break
+  kill -0 "$(cat "$run_dir/superlink.pid")" 2>/dev/null || { echo "flower-superlink exited; see $run_dir/superlink.log" >&2; exit 1; }
+  sleep 0.2
+done
 
 before=$(ls -1 "$COCOGEN_RESULTS" 2>/dev/null | sort || true)
-flwr run . --stream -c "overrides=\"$overrides\""
+flwr run . --stream -c "$run_dir/run_config.toml"
 latest=$(comm -13 <(echo "$before") <(ls -1 "$COCOGEN_RESULTS" | sort) | tail -n 1)
 if [ -z "$latest" ] || [ ! -e "$COCOGEN_RESULTS/$latest/summary.json" ]; then
   echo "The run wrote no results; see the log above." >&2

@@ -8,7 +8,6 @@ model on the global test set, and writes the results directory.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, replace
 from logging import INFO
@@ -21,15 +20,24 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig
 
 from server_app.compute import compute_profile
-from server_app.config import compose_config, game_settings, server_cache, silo_settings
+from server_app.config import (
+    aggregation,
+    compose_config,
+    effective_config,
+    game_settings,
+    safeguards,
+    server_cache,
+    silo_settings,
+)
 from server_app.evaluation import ServerData
 from server_app.generator_stage import prepare_generator
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
 from strategy import protocol
 from strategy.fedgame import GameFedAvg
+from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import Calibration
-from strategy.ledger import Ledger, write_atomically
+from strategy.ledger import Ledger, strict_json, write_atomically
 from strategy.pilot import run_pilot
 from strategy.profiles import round_scenario
 from strategy.protocol import PilotOrder
@@ -48,11 +56,20 @@ def wait_for_nodes(grid: Grid, wanted: int, seconds: float, minimum: int) -> lis
 
 
 def run_experiment(grid: Grid, cfg: DictConfig) -> str:
-    """One complete run; returns the results directory."""
+    """One complete run, or the rest of one (``resume=<results dir>``); returns the results directory."""
     started = time.perf_counter()
+    checkpoint = None
+    if cfg.resume:
+        directory = Path(cfg.resume)
+        checkpoint = load_checkpoint(directory)
+        if checkpoint is None:
+            raise RuntimeError(f"resume: {directory} holds no checkpoint (no round completed there)")
+        cfg = effective_config(cfg)
+        log(INFO, "Resuming %s after round %d", directory, checkpoint.server_round)
+    else:
+        directory = results_directory(cfg)
     game = game_settings(cfg)
     settings = silo_settings(cfg)
-    directory = results_directory(cfg)
     log(INFO, "Results: %s", directory)
     federation = cfg.federation
     timeout = float(federation.reply_timeout_seconds)
@@ -64,17 +81,18 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     settings = replace(settings, seconds_per_image=compute_profile(cfg, settings, generator, server_cache(cfg)))
     set_threads(2)
     data = ServerData(cfg)
-    ledger = Ledger(directory)
-    strategy = GameFedAvg(game, settings, generator, ledger, timeout, judge=data.judge,
-                          min_orgs=int(federation.min_orgs))
+    ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
+    strategy = GameFedAvg(game, settings, ledger, data.judge, safeguards(cfg), generator=generator, timeout=timeout,
+                          min_orgs=int(federation.min_orgs), aggregation=aggregation(cfg))
     strategy.refresh_profiles(grid)
     if len(strategy.profiles) < int(federation.min_orgs):
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
     torch.manual_seed(int(cfg.seed))
     initial = ArrayRecord(Net().state_dict())
-    if cfg.calibration.pilot:
+    if checkpoint is not None:
+        initial = strategy.resume(checkpoint)
+    elif cfg.calibration.pilot:
         strategy.calibration = _pilot(grid, strategy, cfg, initial, directory, timeout)
-
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         main, twin = data.test_scores(arrays), data.test_scores(strategy.twin)
@@ -102,7 +120,7 @@ def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayReco
                        target=tuple(map(float, target)))
     pilot = run_pilot(grid, strategy.profiles, strategy.settings, order, initial, strategy.game.loss, timeout)
     record = pilot.to_json()
-    write_atomically(directory / "pilot.json", json.dumps(record, indent=1))
+    write_atomically(directory / "pilot.json", strict_json(record, indent=1))
     plot_learning_curve(record, directory / "learning_curve.png")
     return Calibration(pilot.fit, strategy.game.eta)
 

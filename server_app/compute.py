@@ -3,7 +3,8 @@
 Simulated silos share the host's cores, so a silo timing its own sampler measures its
 neighbours too (identical silos read 0.028-0.061 s/image here). In simulation the
 server therefore times the generator itself, once, before the silos start: the median
-seconds per image over 5 full batches after a warm-up batch, with the silos' thread
+compute seconds (the process's CPU time, which neighbours sharing the cores do not
+inflate) per image over 5 full batches after a warm-up batch, with the silos' thread
 count. The measurement is cached per generator, thread count and CPU, so the same
 config and seed on the same machine give the same costs, hence the same quotas.
 Organisation ``i`` pays ``seconds_per_image x speed_factor[i]`` (the last factor
@@ -25,7 +26,7 @@ from flwr.common import log
 from omegaconf import DictConfig
 
 from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image
-from strategy.ledger import write_atomically
+from strategy.ledger import strict_json, write_atomically
 from strategy.protocol import SiloSettings
 
 COSTS = ("profile", "measured")
@@ -51,7 +52,7 @@ def compute_profile(cfg: DictConfig, settings: SiloSettings, generator: ArrayRec
 def _measured(settings: SiloSettings, generator: ArrayRecord | None, cache: Path) -> float:
     """The server's median timing of the silos' generator (cached; see the module docstring)."""
     cfg = GeneratorConfig.from_preset(settings.generator_preset, settings.generator_fields)
-    key = {"generator": cfg.to_dict(), "threads": settings.threads, "cpu": _cpu()}
+    key = {"generator": cfg.to_dict(), "threads": settings.threads, "cpu": _cpu(), "clock": "process CPU time"}
     path = cache / "compute" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}.json"
     if path.exists():
         return float(json.loads(path.read_text())["seconds_per_image"])
@@ -63,8 +64,8 @@ def _measured(settings: SiloSettings, generator: ArrayRecord | None, cache: Path
     finally:
         torch.set_num_threads(threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps({**key, "seconds_per_image": seconds}, indent=1))
-    log(INFO, "Compute profile: %.4f s per image (median of 5 batches, %d thread(s)), cached at %s",
+    write_atomically(path, strict_json({**key, "seconds_per_image": seconds}, indent=1))
+    log(INFO, "Compute profile: %.4f compute s per image (median of 5 batches, %d thread(s)), cached at %s",
         seconds, settings.threads, path)
     return seconds
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -22,11 +23,15 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from strategy import protocol
+from strategy.aggregation import Aggregation
 from strategy.game.mechanism import MechanismConfig, mechanism_from_dict
 from strategy.game.policies import policy_named
 from strategy.game.scenario import LossCurve, ModelParameters, build_scenario
 from strategy.profiles import GameSettings
 from strategy.protocol import SiloSettings
+from strategy.ledger import write_atomically
+from strategy.safeguards import Safeguards
+from task.images import NUM_CLASSES
 from task.paths import cache_root
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -49,6 +54,16 @@ def compose_config(overrides: str | list[str] = "") -> DictConfig:
     return cfg
 
 
+def effective_config(cfg: DictConfig) -> DictConfig:
+    """The config a run follows: ``cfg``, or with ``resume=<results dir>`` that run's own ``config.yaml``."""
+    if not cfg.resume:
+        return cfg
+    saved = Path(cfg.resume) / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"resume: {saved} does not exist")
+    return OmegaConf.load(saved)
+
+
 def server_cache(cfg: DictConfig) -> Path:
     """The server's cache folder: ``cache_dir``, else :func:`task.paths.cache_root`."""
     return cache_root(cfg.cache_dir)
@@ -69,6 +84,26 @@ def game_settings(cfg: DictConfig) -> GameSettings:
     return GameSettings(policy=policy_named(cfg.policy.name).name, gamma=float(game.gamma), loss=loss,
                         eta=float(game.eta), omega=float(game.omega),
                         mechanism=mechanism_from_dict(OmegaConf.to_container(cfg.mechanism)), seed=int(cfg.seed))
+
+
+def safeguards(cfg: DictConfig) -> Safeguards:
+    """Plausibility limits of profiles (conf/game limits, the data set's classes) and of replies."""
+    limits, federation = cfg.game.limits, cfg.federation
+    return Safeguards(classes=NUM_CLASSES, organisations=int(federation.num_orgs), max_value=float(limits.value),
+                      max_capacity=float(limits.capacity), max_price_per_second=float(limits.price_per_second),
+                      max_seconds_per_image=float(limits.seconds_per_image),
+                      max_update_norm=_optional(federation.max_update_norm), transfer_cap=_optional(cfg.game.transfer_cap))
+
+
+def aggregation(cfg: DictConfig) -> Aggregation:
+    """The aggregation rule of conf/federation."""
+    federation = cfg.federation
+    return Aggregation(str(federation.aggregation), trim_beta=float(federation.trim_beta),
+                       krum_malicious=int(federation.krum_malicious), clip_norm=_optional(federation.clip_norm))
+
+
+def _optional(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def silo_settings(cfg: DictConfig) -> SiloSettings:
@@ -104,3 +139,33 @@ def silo_settings(cfg: DictConfig) -> SiloSettings:
         seconds_per_image=(),
     )
     return protocol.read(SiloSettings, protocol.write(settings), "config")
+
+
+def check(overrides: str, run_config: Path) -> int:
+    """Validate ``overrides`` as a run would read them, write them as a ``flwr run -c`` TOML
+    file, and return the number of organisations (``python -m server_app.config check``)."""
+    cfg = effective_config(compose_config(overrides))
+    game_settings(cfg)
+    silo_settings(cfg)
+    safeguards(cfg)
+    aggregation(cfg)
+    # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
+    write_atomically(run_config, f"{protocol.RUN_CONFIG_OVERRIDES} = {json.dumps(overrides)}\n")
+    return int(cfg.federation.num_orgs)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] != "check":
+        print("usage: python -m server_app.config check OVERRIDES RUN_CONFIG.toml", file=sys.stderr)
+        return 2
+    try:
+        print(check(argv[1], Path(argv[2])))
+    except Exception as err:  # noqa: BLE001 - any bad override is reported in one line, before anything starts
+        print(f"error: invalid overrides {argv[1]!r}: {type(err).__name__}: {str(err).splitlines()[0]}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,7 @@ from flwr.app import ArrayRecord
 from omegaconf import DictConfig
 
 from server_app.config import server_cache
-from strategy.fedgame import Judgement
+from strategy.accounting import Judgement
 from task.data import load_dataset, server_split
 from task.model import Net, Scores, evaluate, to_tensor
 

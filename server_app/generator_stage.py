@@ -62,7 +62,7 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
         messages = [Message(content, dst_node_id=node, message_type=protocol.WARMUP) for node in node_ids]
         reference = arrays
         screened = screen_replies(grid.send_and_receive(messages, timeout=timeout),
-                                  lambda reply: protocol.read_report(WarmupReport, reply, reference))
+                                  lambda reply: protocol.read_report(WarmupReport, reply.content, reference))
         for node, reason in screened.dropped.items():
             log(WARNING, "Generator warm-up round %d: dropped node %d: %s", server_round, node, reason)
         if not screened.valid:

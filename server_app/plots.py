@@ -47,9 +47,9 @@ def _calibration(path: Path, rows: list[dict[str, Any]]) -> Path:
         pad = 0.05 * (high - low or 1.0)
         axes.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=0.8,
                   label="predicted = realised")
+        axes.legend(fontsize="small")
     axes.set(title="Utility per organisation: predicted vs realised", xlabel="predicted utility (money/round)",
              ylabel="realised utility (money/round)")
-    axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from server_app.config import results_root
-from strategy.ledger import write_atomically
+from strategy.ledger import strict_json, write_atomically
 
 
 def results_directory(cfg: DictConfig) -> Path:
@@ -46,7 +45,7 @@ def summarise(cfg: DictConfig, rows: list[dict[str, Any]], final_accuracy: float
 
 
 def write_summary(directory: Path, summary: dict[str, Any]) -> None:
-    write_atomically(directory / "summary.json", json.dumps(summary, indent=2))
+    write_atomically(directory / "summary.json", strict_json(summary, indent=2))
 
 
 def summary_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:

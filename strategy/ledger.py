@@ -22,6 +22,26 @@ CSV_COLUMNS = (
 )
 
 
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """JSON that every parser accepts: numpy values become plain ones and a non-finite
+    float becomes ``null`` (``json`` would write ``NaN``/``Infinity``, which is not JSON)."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -33,12 +53,21 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 class Ledger:
-    """Rows of per-round facts, kept as ``ledger.json`` (full) and ``rounds.csv`` (summary)."""
+    """Rows of per-round facts, kept as ``ledger.json`` (full) and ``rounds.csv`` (summary).
 
-    def __init__(self, directory: Path) -> None:
+    ``keep_through``: continue the ledger already in ``directory`` (a resumed run), keeping
+    its rows up to that round and rewriting both files from them; otherwise start empty.
+    """
+
+    def __init__(self, directory: Path, keep_through: int | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
+        existing = self.directory / "ledger.json"
+        if keep_through is not None:
+            rows = json.loads(existing.read_text()) if existing.exists() else []
+            self.rows = [row for row in rows if row["round"] <= keep_through]
+            self._flush()
 
     def append(self, row: dict[str, Any]) -> None:
         """Record a completed round and persist the whole ledger."""
@@ -54,7 +83,7 @@ class Ledger:
                 return
 
     def _flush(self) -> None:
-        write_atomically(self.directory / "ledger.json", json.dumps(self.rows, indent=1, default=_plain))
+        write_atomically(self.directory / "ledger.json", strict_json(self.rows, indent=1))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -65,12 +94,7 @@ class Ledger:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
+        return f"{value:.6g}" if math.isfinite(value) else ""
     if isinstance(value, (list, dict)):
-        return json.dumps(value, default=_plain)
+        return strict_json(value)
     return "" if value is None else value
-
-
-def _plain(value: Any) -> Any:
-    """JSON for numpy scalars and arrays."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)

@@ -2,7 +2,9 @@
 
 Before round 1 each silo trains the initial model on nested subsets of its real data
 and on all of it plus synthetic images, and reports each model's market error with
-its training set's label counts (docs/model.md section 8). The server turns the counts
+its training set's label counts (docs/model.md section 9). Points are fitted in
+partition-id order, whatever order the replies arrive in, so the same run gives the
+same fit to the last bit. The server turns the counts
 into sizes ``M`` and skew masses ``H`` (relative to the round's target mix, with the
 game's own skew formula) and fits ``e(M, H)`` by bounded least squares.
 """
@@ -49,11 +51,11 @@ def run_pilot(grid: Grid, profiles: Mapping[int, Profile], settings: SiloSetting
     content = protocol.order_content(settings, order, arrays)
     messages = [Message(content, dst_node_id=node, message_type=protocol.PILOT) for node in profiles]
     screened = screen_replies(grid.send_and_receive(messages, timeout=timeout),
-                              lambda reply: protocol.read_report(PilotReport, reply))
+                              lambda reply: protocol.read_report(PilotReport, reply.content))
     dropped = dict(screened.dropped)
     owners, counts, errors = [], [], []
     width = len(order.target)
-    for node, report in screened.reports.items():
+    for node, report in sorted(screened.reports.items(), key=lambda item: profiles[item[0]].partition_id):
         try:
             rows = report.points(width)
         except ProtocolError as err:

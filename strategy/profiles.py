@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from strategy.game.mechanism import MechanismConfig
+from strategy.game.policies import Solution, solve
 from strategy.game.scenario import LossCurve, Scenario, build_scenario, label_skew
-from strategy.protocol import Profile
+from strategy.protocol import Profile, round_seed
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,8 @@ def round_scenario(profiles: Sequence[Profile], game: GameSettings) -> tuple[Sce
         gamma=game.gamma, loss=game.loss, eta=game.eta, omega=game.omega,
     )
     return scenario, target
+
+
+def solve_round(scenario: Scenario, game: GameSettings, server_round: int) -> Solution:
+    """The round's game solved with the configured policy and the round's own seed."""
+    return solve(scenario, game.policy, game.mechanism, round_seed(game.seed, server_round, "game"))

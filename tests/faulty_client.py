@@ -1,12 +1,13 @@
 """A ClientApp whose silos misbehave on purpose, for the resilience test.
 
-Partition 0 behaves; in game rounds partition 1 raises, partition 2 reports a NaN
-accuracy and partition 3 leaves out a metric. Everything else is the real ClientApp.
+``app``: partition 0 behaves; in game rounds partition 1 raises, partition 2 reports a
+NaN accuracy and partition 3 leaves out a metric. ``scaling_app``: partition 3 scales its
+returned weights by 1,000. Everything else is the real ClientApp.
 """
 
 from __future__ import annotations
 
-from flwr.app import Context, Message
+from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from client_app.app import evaluate_global, report_profile, train_generator_step, train_silo
@@ -41,4 +42,33 @@ def warmup(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    return evaluate_global(msg, context)
+
+
+scaling_app = ClientApp()
+"""Partition 3 returns its models (main and twin) with every weight multiplied by 1,000."""
+
+
+@scaling_app.query()
+def scaling_query(msg: Message, context: Context) -> Message:
+    return report_profile(msg, context)
+
+
+@scaling_app.train(protocol.WARMUP_ACTION)
+def scaling_warmup(msg: Message, context: Context) -> Message:
+    return train_generator_step(msg, context)
+
+
+@scaling_app.train()
+def scaling_train(msg: Message, context: Context) -> Message:
+    reply = train_silo(msg, context)
+    if protocol.read_node_config(context.node_config).partition_id == 3:
+        for name in (protocol.ARRAYS, protocol.TWIN):
+            scaled = {key: Array(array.numpy() * 1000) for key, array in reply.content.array_records[name].items()}
+            reply.content[name] = ArrayRecord(scaled)
+    return reply
+
+
+@scaling_app.evaluate()
+def scaling_evaluate(msg: Message, context: Context) -> Message:
     return evaluate_global(msg, context)

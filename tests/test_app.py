@@ -17,6 +17,7 @@ from flwr.simulation import run_simulation
 
 from client_app.app import app as client_app
 from faulty_client import app as faulty_client_app
+from faulty_client import scaling_app
 from server_app.app import make_server_app
 from server_app.config import compose_config, game_settings
 from strategy.game.policies import solve
@@ -127,16 +128,56 @@ def test_a_faulty_client_is_dropped_and_the_run_goes_on(tmp_path, cache_dir):
     assert math.isfinite(summary["final_accuracy"])
 
 
+def test_a_run_resumes_after_its_last_complete_round(tmp_path, cache_dir):
+    _, rows, _, run = simulate(["policy=vcfl", "calibration.pilot=false", "federation.rounds=1"], tmp_path, cache_dir)
+    config = run / "config.yaml"  # as if the run had been killed after round 1 of 2
+    config.write_text(config.read_text().replace("rounds: 1\n", "rounds: 2\n"))
+    cfg = compose_config(["+experiment=tiny", f"resume={run}"])
+    run_simulation(server_app=make_server_app(cfg), client_app=client_app, num_supernodes=3, backend_config=BACKEND)
+    resumed = json.loads((run / "ledger.json").read_text())
+    assert [row["round"] for row in resumed] == [1, 2] and resumed[0] == rows[0]
+    assert resumed[1]["global_digest"] != resumed[0]["global_digest"]  # round 2 trained on from round 1's model
+    assert json.loads((run / "summary.json").read_text())["rounds_completed"] == 2
+
+
+def test_trimmed_mean_keeps_the_model_when_one_silo_scales_its_weights(tmp_path, cache_dir):
+    robust = ["federation.num_orgs=4", "policy=vcfl", "federation.aggregation=trimmed_mean", "federation.trim_beta=0.25",
+              "federation.max_update_norm=null", "calibration.pilot=false"]
+    _, _, honest, _ = simulate(robust, tmp_path / "honest", cache_dir)
+    _, rows, attacked, _ = simulate(robust, tmp_path / "attacked", cache_dir, client=scaling_app)
+    assert all(3 in row["responders"] for row in rows)  # accepted: no norm bound, only the aggregation defends
+    assert abs(attacked["final_accuracy"] - honest["final_accuracy"]) <= 0.03
+    assert honest["final_accuracy"] > 0.2
+
+
 def test_flwr_run_with_a_hydra_override_generates_nothing_under_vcfl(tmp_path, cache_dir):
-    env = {**os.environ, "COCOGEN_RESULTS": str(tmp_path), "COCOGEN_CACHE": str(cache_dir)}
-    done = subprocess.run([str(ROOT / "scripts" / "run.sh"), "+experiment=tiny policy=vcfl game.gamma=1.0"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    results = tmp_path / "results"
+    env = {**os.environ, "COCOGEN_RESULTS": str(results), "COCOGEN_CACHE": str(cache_dir),
+           "OVERRIDES": "+experiment=tiny policy=vcfl game.gamma=1.0"}
+    # Another run's SuperLink, as `pkill -f <FLWR_HOME>/local-superlink` would have matched it.
+    decoy = subprocess.Popen(["bash", "-c", f'exec -a "{ROOT}/.flwr/local-superlink --decoy" sleep 900'])
+    try:
+        done = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "run"], env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert decoy.poll() is None  # the script stopped only the SuperLink it started
+    finally:
+        decoy.kill()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [run] = list(tmp_path.iterdir())
+    [run] = list(results.iterdir())
     rows = json.loads((run / "ledger.json").read_text())
     assert all(row["quotas"] == [0, 0, 0] and row["images_generated"] == 0 for row in rows)
     assert (run / "config.yaml").read_text().count("gamma: 1.0") == 1
     assert f"Results: {run}" in done.stdout
+
+
+def test_run_refuses_overrides_that_try_to_leave_hydra(tmp_path):
+    marker = tmp_path / "pwned"
+    for overrides in (f'policy=vcfl"; touch {marker}; "', f"policy=vcfl $(touch {marker})", "policy=nosuch"):
+        env = {**os.environ, "OVERRIDES": overrides, "COCOGEN_RESULTS": str(tmp_path / "results")}
+        done = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "run"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0 and "invalid overrides" in done.stderr
+        assert not marker.exists() and not (tmp_path / "results").exists()
 
 
 def test_a_hydra_sweep_writes_a_combined_table_and_the_twin_is_the_vcfl_run(tmp_path, cache_dir):

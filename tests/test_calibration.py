@@ -119,3 +119,16 @@ def test_realised_utilities_follow_the_formula_in_money():
     np.testing.assert_allclose(realised.utilities, expected)
     assert abs(realised.transfers.sum()) < 1e-9
     assert realised.individually_rational.tolist() == (expected >= 0).tolist()
+
+
+def test_the_latest_round_weighs_most_in_the_online_fit():
+    scenario = example_scenario()
+    calibration = Calibration(CurveFit(scenario.loss, 0.0, fitted=True), eta=1.0)
+    quotas = np.array([300.0, 900.0, 0.0, 1200.0, 600.0])
+    shared, private = gain_terms(scenario, quotas)
+    calibration.observe(scenario, quotas, 4.0 * (shared + private))
+    calibration.observe(scenario, quotas, 1.0 * (shared + private))  # the gains fell: the twin caught up
+    scales = calibration.scales
+    assert scales.shared == pytest.approx(scales.private)  # same direction, one common factor
+    assert 1.0 < scales.shared < 2.5  # pulled towards the latest round (1), not the plain mean (2.5)
+    assert scales.shared == pytest.approx((4 * 0.5 + 1 * 1) / (0.5 + 1))

@@ -161,13 +161,13 @@ BAD_REPLIES = [
 
 @pytest.mark.parametrize(("content", "reason"), BAD_REPLIES)
 def test_malformed_replies_are_dropped_with_a_reason(content, reason):
-    screened = screen_replies([_reply(content)], lambda c: protocol.read_report(TrainReport, c, REFERENCE))
+    screened = screen_replies([_reply(content)], lambda reply: protocol.read_report(TrainReport, reply.content, REFERENCE))
     assert screened.valid == [] and screened.reports == {}
     assert reason in screened.dropped[7]
 
 
 def test_error_replies_are_dropped_and_good_ones_kept():
-    reader = lambda c: protocol.read_report(TrainReport, c, REFERENCE)  # noqa: E731
+    reader = lambda reply: protocol.read_report(TrainReport, reply.content, REFERENCE)  # noqa: E731
     assert "boom" in screen_replies([_reply(error=Error(code=0, reason="boom"))], reader).dropped[7]
     good = _reply(_train_reply())
     screened = screen_replies([good], reader)

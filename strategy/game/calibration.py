@@ -32,6 +32,8 @@ PHI_FLOOR = 1e-6
 """Least shared-gain scale: the game's curve needs ``a > 0``."""
 POINTS_FOR_TWO_SCALES = 8
 """Realised gains needed before ``phi`` and ``eta`` are fitted apart (4 per scale)."""
+RECENCY = 0.5
+"""Weight of a round's gains per round of age in the online fit (half-life: one round)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class CurveFit:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self.curve), "floor": self.floor, "fitted": self.fitted, "reason": self.reason,
                 "stderr": self.stderr, "r2": self.r2, "residuals": list(self.residuals), "points": self.points}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CurveFit:
+        """The inverse of :meth:`to_json`."""
+        return cls(LossCurve(data["a"], data["b"], data["kappa"]), data["floor"], data["fitted"], data["reason"],
+                   dict(data["stderr"]), data["r2"], tuple(data["residuals"]), data["points"])
 
 
 def fit_learning_curve(sizes: np.ndarray, skew_masses: np.ndarray, errors: np.ndarray, prior: LossCurve) -> CurveFit:
@@ -148,8 +156,8 @@ def gain_terms(scenario: Scenario, quotas: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: np.ndarray,
-                    prior: GainScales) -> GainScales:
-    """Non-negative least squares of ``gains ~ phi shared_terms + eta private_terms``.
+                    prior: GainScales, weights: np.ndarray | None = None) -> GainScales:
+    """Non-negative (weighted) least squares of ``gains ~ phi shared_terms + eta private_terms``.
 
     With fewer than :data:`POINTS_FOR_TWO_SCALES` points, or regressors that cannot be
     told apart, only one common factor ``k`` of the prior's prediction is fitted
@@ -159,11 +167,13 @@ def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: 
     """
     design = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)])
     gains = np.asarray(gains, dtype=float)
+    root = np.sqrt(np.ones_like(gains) if weights is None else np.asarray(weights, dtype=float))
     kept = replace(prior, fitted=False, points=int(gains.size))
-    if gains.size == 0 or design.shape[0] != gains.size:
+    if gains.size == 0 or design.shape[0] != gains.size or root.shape != gains.shape:
         return replace(kept, reason="no realised gains")
-    if not (np.all(np.isfinite(design)) and np.all(np.isfinite(gains))):
+    if not (np.all(np.isfinite(design)) and np.all(np.isfinite(gains)) and np.all(np.isfinite(root))):
         return replace(kept, reason="non-finite realised gains")
+    design, gains = design * root[:, None], gains * root
     separable = np.linalg.matrix_rank(design, tol=1e-12 * max(1.0, float(np.abs(design).max()))) == 2
     if separable and gains.size >= POINTS_FOR_TWO_SCALES:
         result = lsq_linear(design, gains, bounds=([PHI_FLOOR, 0.0], np.inf))
@@ -175,7 +185,8 @@ def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: 
         factor = max(float(predicted @ gains) / float(predicted @ predicted), PHI_FLOOR / prior.shared)
         shared, private = factor * prior.shared, factor * prior.private
     residuals = design @ [shared, private] - gains
-    total = float(np.sum((gains - gains.mean()) ** 2))
+    mean = float(np.sum(root * gains) / np.sum(root**2))
+    total = float(np.sum((gains - root * mean) ** 2))
     r2 = 1.0 - float(residuals @ residuals) / total if total > 0 else None
     return GainScales(shared=shared, private=private, fitted=True, r2=r2, points=int(gains.size))
 
@@ -194,7 +205,9 @@ class Calibration:
     The regressors of :func:`fit_gain_scales` are computed with the pilot's (unscaled)
     curve, so ``phi`` always multiplies the same ``G``; ``eta``'s prior is the pilot's
     ``kappa`` when the pilot fitted (on one silo the non-IID term ``kappa H / M`` is
-    exactly ``kappa g_i(s)``), else the configured ``eta``.
+    exactly ``kappa g_i(s)``), else the configured ``eta``. Rounds are weighted by
+    ``RECENCY ** age``: the gains drift as the main model and its twin both converge, so
+    the latest round says most about the next.
     """
 
     def __init__(self, curve: CurveFit, eta: float) -> None:
@@ -205,10 +218,25 @@ class Calibration:
         self._shared: list[float] = []
         self._private: list[float] = []
         self._gains: list[float] = []
+        self._rounds: list[int] = []
 
     def parameters(self) -> tuple[LossCurve, float]:
         """The curve and ``eta`` the next round is solved with."""
         return calibrated_curve(self.curve, self.scales)
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue the calibration in another process (JSON-ready)."""
+        return {"curve": self.curve.to_json(), "prior": self.prior.to_json(), "scales": self.scales.to_json(),
+                "shared": self._shared, "private": self._private, "gains": self._gains, "rounds": self._rounds}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Calibration:
+        """The inverse of :meth:`to_state`."""
+        calibration = cls(CurveFit.from_json(state["curve"]), eta=0.0)
+        calibration.prior, calibration.scales = GainScales(**state["prior"]), GainScales(**state["scales"])
+        calibration._shared, calibration._private = list(state["shared"]), list(state["private"])
+        calibration._gains, calibration._rounds = list(state["gains"]), list(state["rounds"])
+        return calibration
 
     def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray) -> GainScales:
         """Add a round's realised gains (``pilot_scenario``: the responders with the pilot's curve)
@@ -217,6 +245,10 @@ class Calibration:
         self._shared += shared.tolist()
         self._private += private.tolist()
         self._gains += np.asarray(gains, dtype=float).tolist()
-        refit = fit_gain_scales(np.array(self._shared), np.array(self._private), np.array(self._gains), self.prior)
+        latest = max(self._rounds, default=0) + 1
+        self._rounds += [latest] * len(shared)
+        weights = RECENCY ** (latest - np.array(self._rounds, dtype=float))
+        refit = fit_gain_scales(np.array(self._shared), np.array(self._private), np.array(self._gains), self.prior,
+                                weights)
         self.scales = refit if refit.fitted else replace(self.scales, fitted=False, reason=refit.reason)
         return self.scales

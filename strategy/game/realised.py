@@ -37,13 +37,28 @@ class RealisedRound:
         return self.utilities >= 0
 
 
+def cap_transfers(transfers: np.ndarray, cap: float | None) -> np.ndarray:
+    """Budget-balanced transfers with ``|t_i| <= cap``: clip each, then scale the side that
+    now outweighs the other (payers or receivers) down to it, so ``sum_i t_i = 0`` still."""
+    if cap is None:
+        return transfers
+    clipped = np.clip(transfers, -cap, cap)
+    paid, received = -clipped[clipped < 0].sum(), clipped[clipped > 0].sum()
+    if received > paid:
+        clipped[clipped > 0] *= paid / received
+    elif paid > received:
+        clipped[clipped < 0] *= received / paid
+    return clipped
+
+
 def realised_round(scenario: Scenario, gains: np.ndarray, images: np.ndarray, spent: np.ndarray,
-                   rule: Redistribution) -> RealisedRound:
-    """``u_i = theta_i ((1 + Gamma_i) Q_i - sum_j gamma_ij Q_j) - spent_i + t_i`` with measured ``Q``."""
+                   rule: Redistribution, cap: float | None = None) -> RealisedRound:
+    """``u_i = theta_i ((1 + Gamma_i) Q_i - sum_j gamma_ij Q_j) - spent_i + t_i`` with measured ``Q``;
+    the transfers are capped at ``cap`` (see :func:`cap_transfers`)."""
     competition = scenario.competition
     losses = scenario.value * competition.rivals_of(gains)
     revenues = scenario.value * (1.0 + competition.row_sums()) * gains - losses
-    transfers = rule.pay(images, losses)
+    transfers = cap_transfers(rule.pay(images, losses), cap)
     return RealisedRound(
         utilities=revenues - spent + transfers,
         transfers=transfers,

@@ -1,0 +1,158 @@
+"""A round's books: what the game predicted and what the server measured, in money
+(docs/model.md sections 8 and 9), written as one ledger row.
+
+The prediction re-solves the round's game over the organisations that answered. The
+measurement judges their returned models on the server's own data: the realised quality
+gain of each is its main model's validation accuracy minus its twin's. Costs are the
+compute seconds a silo spent times its price; transfers follow the same rule as the
+prediction, paid on the images actually generated, capped. The calibration then learns
+from the realised gains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from logging import WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+from flwr.common import log
+
+from strategy.game.calibration import Calibration
+from strategy.game.mechanism import Redistribution
+from strategy.game.policies import Solution
+from strategy.game.realised import realised_round
+from strategy.profiles import GameSettings, round_scenario, solve_round
+from strategy.protocol import Profile, TrainReport
+
+DISAGREEMENT = 1e-4
+"""A reported accuracy further than this from the server's measurement is flagged."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The server's own measurement of a model a silo returned."""
+
+    market_accuracy: float
+    """On the market set the silos also hold: checks what the silo reported."""
+    validation_accuracy: float
+    """On the server's validation set: what gains, utilities and transfers follow."""
+
+
+ModelJudge = Callable[[ArrayRecord], Judgement]
+"""Evaluates a returned model on the server's data (the ServerApp supplies it; torch stays there)."""
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A screened game-round reply: the silo's report and the server's judgement of its models."""
+
+    report: TrainReport
+    main: Judgement
+    twin: Judgement
+
+
+@dataclass
+class RoundPlan:
+    """What a round ordered: the organisations, the game solved, the quotas sent."""
+
+    server_round: int
+    started: float
+    nodes: list[int]
+    profiles: list[Profile]
+    game: GameSettings
+    solution: Solution
+    quotas: dict[int, int]
+    strategy_seconds: float = 0.0
+    dropped: dict[int, str] = field(default_factory=dict)
+
+    def row(self, partition_of: dict[int, int]) -> dict[str, Any]:
+        """The order side of the round's ledger row (``partition_of``: node -> partition id)."""
+        return {
+            "round": self.server_round,
+            "policy": self.game.policy,
+            "orgs": [p.partition_id for p in self.profiles],
+            "node_ids": self.nodes,
+            "reported": [{**asdict(p), "cost": p.cost} for p in self.profiles],
+            "solution": self.solution.to_json(),
+            "quotas": [self.quotas[node] for node in self.nodes],
+            "quota_total": sum(self.quotas.values()),
+            "dropped": {partition_of.get(node, node): reason for node, reason in self.dropped.items()},
+            "nash_gap": self.solution.nash_gap,
+            "rho": self.solution.rho,
+            "lambda": self.solution.mix,
+            "predicted_welfare": self.solution.social_welfare,
+        }
+
+
+def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibration,
+                 transfer_cap: float | None) -> dict[str, Any]:
+    """The measured side of the round's row, after which ``calibration`` has learned from it."""
+    responders = [(node, p) for node, p in zip(plan.nodes, plan.profiles) if node in judged]
+    profiles = [p for _, p in responders]
+    answers = [judged[node] for node, _ in responders]
+    reports = [a.report for a in answers]
+    scenario, _ = round_scenario(profiles, plan.game)
+    predicted = solve_round(scenario, plan.game, plan.server_round)
+    gains = np.array([a.main.validation_accuracy - a.twin.validation_accuracy for a in answers])
+    images = np.array([r.images_generated for r in reports], dtype=float)
+    spent = np.array([r.generation_seconds * p.price_per_second for r, p in zip(reports, profiles)])
+    rule = Redistribution(rate=predicted.rho or 0.0, mix=predicted.mix or 0.0,
+                          price=plan.game.mechanism.price_for(scenario))
+    realised = realised_round(scenario, gains, images, spent, rule, transfer_cap)
+    scales_used = calibration.scales
+    pilot_scenario, _ = round_scenario(profiles, replace(plan.game, loss=calibration.curve.curve))
+    scales_next = calibration.observe(pilot_scenario, images, gains)
+    welfare_gap = (predicted.social_welfare - realised.social_welfare) / max(abs(realised.social_welfare), 1e-12)
+    return {
+        "responders": [p.partition_id for p in profiles],
+        "received_quotas": [r.quota for r in reports],
+        "images": images.tolist(),
+        "images_generated": float(images.sum()),
+        "generation_seconds": [r.generation_seconds for r in reports],
+        "market_accuracy": [a.main.market_accuracy for a in answers],
+        "mean_market_accuracy": float(np.mean([a.main.market_accuracy for a in answers])),
+        "accuracy_disagreements": _disagreements(plan.server_round, profiles, answers),
+        "predicted_utilities": predicted.utilities.tolist(),
+        "realised_utilities": realised.utilities.tolist(),
+        "utility_gap": (realised.utilities - predicted.utilities).tolist(),
+        "transfers": realised.transfers.tolist(),
+        "transfer_sum": float(realised.transfers.sum()),
+        "realised_welfare": realised.social_welfare,
+        "responder_predicted_welfare": predicted.social_welfare,
+        "realised_ir_count": int(realised.individually_rational.sum()),
+        "calibration": {
+            "curve": calibration.curve.to_json(),
+            "scales_used": scales_used.to_json(),
+            "scales_next": scales_next.to_json(),
+            "eta_used": plan.game.eta,
+            "validation_accuracy": [a.main.validation_accuracy for a in answers],
+            "twin_validation_accuracy": [a.twin.validation_accuracy for a in answers],
+            "twin_market_accuracy": [a.twin.market_accuracy for a in answers],
+            "predicted_quality": predicted.qualities.tolist(),
+            "realised_quality": gains.tolist(),
+            "predicted_transfers": predicted.transfers.tolist(),
+            "predicted_cost": (scenario.cost * predicted.quotas).tolist(),
+            "realised_cost": spent.tolist(),
+            "predicted_ir": predicted.individually_rational.tolist(),
+            "realised_ir": realised.individually_rational.tolist(),
+            "welfare_gap": welfare_gap,
+        },
+    }
+
+
+def _disagreements(server_round: int, profiles: list[Profile], answers: list[Judged]) -> dict[int, dict]:
+    """Organisations whose reported market accuracies differ from the server's measurement."""
+    found = {
+        p.partition_id: {"reported": [a.report.accuracy, a.report.twin_accuracy],
+                         "measured": [a.main.market_accuracy, a.twin.market_accuracy]}
+        for p, a in zip(profiles, answers)
+        if max(abs(a.report.accuracy - a.main.market_accuracy),
+               abs(a.report.twin_accuracy - a.twin.market_accuracy)) > DISAGREEMENT
+    }
+    for partition_id, numbers in found.items():
+        log(WARNING, "Round %d: organisation %d reported market accuracies %s, the server measured %s",
+            server_round, partition_id, numbers["reported"], numbers["measured"])
+    return found

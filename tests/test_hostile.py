@@ -1,0 +1,107 @@
+"""Hostile silos against the strategy, on a fake grid: random malformed profiles and
+replies (well over a thousand) never end a run, bad ones are dropped with a reason,
+honest silos stay in, and every ledger and summary is strict JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.supercore.task_identity import TaskIdentity
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fake_grid import CFG, GAME, HONEST, MODEL, PROFILE_ATTACKS, REPLY_ATTACKS, SETTINGS, HostileGrid, judge
+from server_app.config import safeguards
+from server_app.results import summarise, write_summary
+from strategy.fedgame import GameFedAvg
+from strategy.ledger import Ledger
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task_identity():
+    """Flower's messages need a run id outside a run, too."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+
+def _strict(path: Path):
+    def refuse(constant: str):
+        raise ValueError(f"{path.name} holds {constant}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+behaviour = st.tuples(st.sampled_from([HONEST] * 4 + PROFILE_ATTACKS), st.sampled_from([HONEST] * 3 + REPLY_ATTACKS))
+hostile = st.lists(behaviour, min_size=5, max_size=5).map(lambda others: [(HONEST, HONEST), *others])
+SETTINGS_HYPOTHESIS = settings(max_examples=60, deadline=None,
+                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+COUNTED = {"silos": 0, "malformed": 0}
+
+
+@SETTINGS_HYPOTHESIS
+@given(silos=hostile, seed=st.integers(0, 2**16))
+def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed):
+    directory = tmp_path_factory.mktemp("run")
+    profile_attacks, reply_attacks = zip(*silos)
+    grid = HostileGrid(list(profile_attacks), list(reply_attacks), seed)
+    ledger = Ledger(directory)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, safeguards(CFG), min_orgs=1)
+    strategy.refresh_profiles(grid)
+    result = strategy.start(grid, MODEL, num_rounds=2, timeout=1.0)  # nothing escapes
+    rows = _strict(directory / "ledger.json")
+    write_summary(directory, summarise(CFG, ledger.rows, final_accuracy=float("nan"), wall_seconds=1.0,
+                                       warmup_seconds=0.0))
+    assert _strict(directory / "summary.json")["final_accuracy"] is None  # NaN became null
+    assert (directory / "rounds.csv").read_text().count("\n") == len(rows) + 1
+    admitted = {p.partition_id for p in strategy.profiles.values()}
+    assert 0 in admitted  # the honest silo is never refused
+    for row in rows:
+        assert abs(row.get("transfer_sum", 0.0)) <= 1e-6 * max(1.0, *map(abs, row.get("transfers", [0.0])))
+        assert all(isinstance(reason, str) and reason for reason in row["dropped"].values())
+        for org, (profile_attack, reply_attack) in enumerate(silos):
+            if org in row["orgs"] and reply_attack == HONEST:
+                assert org in row.get("responders", []), (org, row["dropped"])
+            if reply_attack != HONEST and org in row["orgs"]:
+                assert org not in row.get("responders", []), (org, reply_attack)
+        assert all(-1e3 - 1e-9 <= t <= 1e3 + 1e-9 for t in row.get("transfers", []))
+    assert result is not None
+    COUNTED["silos"] += len(silos)
+    COUNTED["malformed"] += sum((p != HONEST) + 4 * (r != HONEST) for p, r in silos)  # 1 query, 2x(train, evaluate)
+
+
+def test_well_over_a_thousand_malformed_inputs_were_fed():
+    assert COUNTED["malformed"] >= 1000, COUNTED
+
+
+def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
+    """SIGKILL the run at random moments; every restart resumes from the last checkpoint."""
+    rounds, rng, kills = 80, np.random.default_rng(7), 0
+    command = [sys.executable, str(HERE / "crash_run.py"), str(tmp_path), str(rounds), "0.1"]
+    while kills < 5:
+        victim = subprocess.Popen(command, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            victim.wait(timeout=rng.uniform(2.5, 4.5))
+            break  # it finished before the kill; the assertion below says if that came too early
+        except subprocess.TimeoutExpired:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+    assert kills == 5, f"the run completed after {kills} kills; make it longer"
+    done = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "complete" in done.stdout, done.stderr[-2000:]
+    rows = _strict(tmp_path / "ledger.json")
+    assert [row["round"] for row in rows] == list(range(1, rounds + 1))
+    table = list(csv.DictReader(io.StringIO((tmp_path / "rounds.csv").read_text())))
+    assert [int(line["round"]) for line in table] == [row["round"] for row in rows]
+    assert [line["quota_total"] for line in table] == [str(row["quota_total"]) for row in rows]
