@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Create the credentials of a CoCoGen+ federation (for a test or a first deployment;
-# production PKI should follow your organisation's procedures):
+# Create the coordinator's credentials (for a test or a first deployment; production
+# PKI should follow your organisation's procedures):
 #   - a certificate authority (ca.crt, ca.key: keep ca.key offline),
-#   - the SuperLink's TLS key and certificate, valid for the given host names / IPs,
-#   - one EC key pair (ECDSA P-384, OpenSSH format, as `flwr supernode register` expects)
-#     per SuperNode, for SuperNode authentication (needs ssh-keygen: Debian openssh-client).
-# Usage: deploy/make_credentials.sh OUT_DIR "SUPERLINK_HOSTS" SILO [SILO ...]
-#   e.g. deploy/make_credentials.sh creds "coordinator.example.org 10.0.0.5" hospital-a hospital-b
+#   - the coordinator's TLS key and certificate, valid for the given host names / IPs
+#     (and localhost / 127.0.0.1, where the operator reaches the SuperLink itself),
+#   - the operator's app-signing key (app-signing.key, Ed25519) and the
+#     trusted-entities.yaml every silo needs (python -m deploy.signing keygen).
+# Silo keys are not made here: each organisation runs deploy/make_silo_key.sh on its
+# own machine and sends only the public key.
+# Usage: deploy/make_credentials.sh OUT_DIR "SUPERLINK_HOSTS"
+#   e.g. deploy/make_credentials.sh creds "coordinator.example.org 10.0.0.5"
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  echo "usage: $0 OUT_DIR \"SUPERLINK_HOSTS\" SILO [SILO ...]" >&2
+if [ $# -ne 2 ]; then
+  echo "usage: $0 OUT_DIR \"SUPERLINK_HOSTS\"" >&2
   exit 2
 fi
-out=$1; hosts=$2; shift 2
+out=$1; hosts=$2
+here=$(cd "$(dirname "$0")/.." && pwd)
+python=${COCOGEN_PYTHON:-python3}
 mkdir -p "$out"
 cd "$out"
 
@@ -31,10 +36,6 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
   -extfile server.ext -out server.pem 2>/dev/null
 rm -f server.csr server.ext
 
-for silo in "$@"; do
-  rm -f "$silo.key" "$silo.pub"
-  ssh-keygen -q -t ecdsa -b 384 -N "" -C "$silo" -f "$silo.key"   # writes $silo.key and $silo.key.pub
-  mv "$silo.key.pub" "$silo.pub"
-done
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m deploy.signing keygen . >/dev/null
 chmod 600 ca.key server.key
-echo "credentials in $(pwd): ca.crt, server.pem/server.key (SAN $san), and $* key pairs"
+echo "credentials in $(pwd): ca.crt (give to silos), server.pem/server.key (SAN $san), app-signing.key (keep), trusted-entities.yaml (give to silos)"

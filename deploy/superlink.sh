@@ -1,21 +1,78 @@
 #!/usr/bin/env bash
-# Start the coordinator's SuperLink with TLS and SuperNode authentication.
-# Usage: deploy/superlink.sh CREDS_DIR STATE_DIR [HOST] [PORT]
-#   CREDS_DIR holds ca.crt, server.pem, server.key (deploy/make_credentials.sh);
-#   STATE_DIR receives the SuperLink's database and log. HOST defaults to 0.0.0.0
-#   (all interfaces), PORT to 9093. Runs in the foreground; stop it with Ctrl+C.
+# Start the coordinator: the SuperLink on loopback and, in front of it, an nginx reverse
+# proxy that gives silos the Fleet API and nothing else.
+# Usage: deploy/superlink.sh CREDS_DIR STATE_DIR [HOST] [PORT] [CONTROL_PORT]
+#   CREDS_DIR     holds ca.crt, server.pem, server.key (deploy/make_credentials.sh)
+#   STATE_DIR     receives the SuperLink's database and log and the proxy's config and logs
+#   HOST:PORT     what silos dial (default 0.0.0.0:9093): nginx, TLS, POST to
+#                 /v1/fleet/<endpoint> only; everything else is answered 403
+#   CONTROL_PORT  the SuperLink itself (default PORT+1), bound to 127.0.0.1: the Control
+#                 API (flwr run/ls/stop, flwr supernode register/unregister) is reachable
+#                 only from this machine (remote operators: an SSH tunnel)
+# Flower 1.42 serves the Fleet, Control and runtime APIs on one port and its Control API
+# authenticates nobody without an enterprise plugin: the proxy is what keeps silos out of
+# the control plane. Runs in the foreground; Ctrl+C (or SIGTERM) stops both processes.
 set -euo pipefail
-if [ $# -lt 2 ]; then echo "usage: $0 CREDS_DIR STATE_DIR [HOST] [PORT]" >&2; exit 2; fi
-creds=$(cd "$1" && pwd); state=$2; host=${3:-0.0.0.0}; port=${4:-9093}
-mkdir -p "$state"
-cd "$state"
-export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
-exec flower-superlink \
+if [ $# -lt 2 ]; then echo "usage: $0 CREDS_DIR STATE_DIR [HOST] [PORT] [CONTROL_PORT]" >&2; exit 2; fi
+creds=$(cd "$1" && pwd); mkdir -p "$2/nginx"; state=$(cd "$2" && pwd)
+host=${3:-0.0.0.0}; port=${4:-9093}; control_port=${5:-$((port + 1))}
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$nginx" ] || { echo "nginx not found (scripts/setup.sh installs Debian's nginx-light)" >&2; exit 2; }
+[[ $host == *:* ]] && listen="[$host]:$port" || listen="$host:$port"
+export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
+
+proxy_dir=$state/nginx
+cat > "$proxy_dir/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $proxy_dir/nginx.pid;
+error_log $proxy_dir/error.log warn;
+events { worker_connections 512; }
+http {
+  access_log $proxy_dir/access.log;
+  client_body_temp_path $proxy_dir/body;
+  proxy_temp_path $proxy_dir/proxy;
+  fastcgi_temp_path $proxy_dir/fastcgi;
+  uwsgi_temp_path $proxy_dir/uwsgi;
+  scgi_temp_path $proxy_dir/scgi;
+  server_tokens off;
+  client_max_body_size 1g;
+  server {
+    listen $listen ssl;
+    ssl_certificate $creds/server.pem;
+    ssl_certificate_key $creds/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # The Fleet API's endpoints (register-node, pull-messages, get-fab, ...): one path
+    # segment of lower-case letters and dashes, matched on the normalised URI.
+    location ~ ^/v1/fleet/[a-z-]+\$ {
+      limit_except POST { deny all; }
+      proxy_pass https://127.0.0.1:$control_port;
+      proxy_http_version 1.1;
+      proxy_ssl_trusted_certificate $creds/ca.crt;
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 600s;
+      proxy_send_timeout 600s;
+    }
+    location / { return 403; }
+  }
+}
+CONF
+"$nginx" -q -t -c "$proxy_dir/nginx.conf" -p "$proxy_dir"
+
+"$nginx" -c "$proxy_dir/nginx.conf" -p "$proxy_dir" &
+proxy=$!
+flower-superlink \
   --ssl-ca-certfile "$creds/ca.crt" \
   --ssl-certfile "$creds/server.pem" \
   --ssl-keyfile "$creds/server.key" \
   --enable-supernode-auth \
   --disable-runtime-dependency-installation \
-  --database "$PWD/state.db" \
-  --log-file "$PWD/superlink.log" \
-  --host "$host" --port "$port"
+  --database "$state/state.db" \
+  --log-file "$state/superlink.log" \
+  --host 127.0.0.1 --port "$control_port" &
+link=$!
+trap 'kill $proxy $link 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+wait -n "$proxy" "$link"

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Start one organisation's SuperNode: TLS to the SuperLink, authenticated with its key.
-# Usage: deploy/supernode.sh CA_CERT PRIVATE_KEY SUPERLINK_ADDRESS PORT NODE_CONFIG
-#   CA_CERT      the federation's ca.crt (to verify the SuperLink)
-#   PRIVATE_KEY  this silo's private key (its .pub was registered with `flwr supernode register`)
-#   SUPERLINK_ADDRESS  e.g. coordinator.example.org:9093
-#   PORT         this SuperNode's local ClientApp API port (e.g. 9094)
-#   NODE_CONFIG  e.g. "partition-id=0 data-path='/data/silo' value=120 capacity=800 price-per-second=0.5 cache-dir='/var/cache/cocogen'"
+# Start one organisation's SuperNode: TLS to the coordinator, authenticated with the
+# silo's own key, running only app bundles signed by a key it trusts.
+# Usage: deploy/supernode.sh CA_CERT PRIVATE_KEY TRUSTED_ENTITIES SUPERLINK_ADDRESS PORT NODE_CONFIG
+#   CA_CERT           the federation's ca.crt (to verify the coordinator)
+#   PRIVATE_KEY       this silo's private key (deploy/make_silo_key.sh; only its .pub left the silo)
+#   TRUSTED_ENTITIES  trusted-entities.yaml: the operator's app-signing public key(s)
+#   SUPERLINK_ADDRESS the coordinator's silo-facing address, e.g. coordinator.example.org:9093
+#   PORT              this SuperNode's local ClientApp API port (e.g. 9094)
+#   NODE_CONFIG       e.g. "partition-id=0 data-path='/data/silo' value=1200 capacity=800 price-per-second=4 cache-dir='/var/cache/cocogen'"
+# Every ClientApp process is started through deploy/bin/flwr-clientapp, which refuses
+# an unsigned or tampered bundle before installing it (deploy/verified_clientapp.py).
 # Runs in the foreground; stop it with Ctrl+C.
 set -euo pipefail
-if [ $# -ne 5 ]; then echo "usage: $0 CA_CERT PRIVATE_KEY SUPERLINK_ADDRESS PORT NODE_CONFIG" >&2; exit 2; fi
-export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
-exec flower-supernode \
+if [ $# -ne 6 ]; then
+  echo "usage: $0 CA_CERT PRIVATE_KEY TRUSTED_ENTITIES SUPERLINK_ADDRESS PORT NODE_CONFIG" >&2; exit 2
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+supernode=$(command -v flower-supernode) || { echo "flower-supernode not found: activate the project's .venv" >&2; exit 2; }
+trusted=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
+[ -r "$trusted" ] || { echo "cannot read trusted entities $3" >&2; exit 2; }
+export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
+export COCOGEN_TRUSTED_ENTITIES=$trusted COCOGEN_PYTHON="$(dirname "$supernode")/python"
+export PATH="$here/bin:$PATH"
+exec "$supernode" \
   --root-certificates "$1" \
   --auth-supernode-private-key "$2" \
-  --superlink "$3" \
-  --port "$4" \
-  --node-config "$5"
+  --superlink "$4" \
+  --port "$5" \
+  --node-config "$6"

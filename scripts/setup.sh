@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the data set, and openssl / ssh-keygen for deployment credentials.
+# Debian packages: the data set; openssl / ssh-keygen for deployment credentials; nginx,
+# the coordinator's proxy that gives silos the Fleet API only (deploy/superlink.sh).
 missing=()
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

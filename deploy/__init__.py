@@ -1,0 +1,1 @@
+"""Deployment on separate silo machines: signed app bundles and the verifying ClientApp launcher."""
