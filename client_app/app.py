@@ -14,10 +14,16 @@ Every message is read and every reply written through :mod:`strategy.protocol`.
 
 from __future__ import annotations
 
+import functools
+import os
+from logging import INFO
+from pathlib import Path
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 
 from client_app.silo import (
     SiloData,
@@ -43,6 +49,7 @@ from strategy.protocol import (
     WarmupOrder,
     WarmupReport,
 )
+from task.device import resolve_device
 from task.images import IMAGE_SHAPE
 from task.model import Net, Scores, evaluate, set_threads, to_tensor, train
 
@@ -53,8 +60,23 @@ SPEED_STATE = "generation-speed"
 
 
 def _node(context: Context, settings: SiloSettings) -> NodeConfig:
+    _log_startup()
     set_threads(settings.threads)
     return protocol.read_node_config(context.node_config)
+
+
+@functools.cache
+def _log_startup() -> None:
+    """Log, once per process, the seconds from process start to the first handler entry
+    (Linux: /proc). In deployment every message starts a new ClientApp process, so this
+    is paid per message; benchmarks/deployment.py reads it from the SuperNodes' logs."""
+    try:
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    log(INFO, "ClientApp start-up: %.2f s from process start to handler entry",
+        uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 @app.query()
@@ -100,7 +122,7 @@ def train_generator_step(msg: Message, context: Context) -> Message:
     node = _node(context, settings)
     silo = load_silo(settings, node)
     cfg = generator_config(settings)
-    unet = unet_from_record(cfg, msg.content.array_records[protocol.ARRAYS])
+    unet = unet_from_record(cfg, msg.content.array_records[protocol.ARRAYS], resolve_device(settings.device))
     unet.train()
     images, labels = training_tensors(silo)
     seed = protocol.round_seed(settings.seed, order.server_round, "warmup", node.partition_id)
@@ -171,10 +193,11 @@ def _synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, context
     wanted = np.repeat(np.arange(len(per_class)), per_class)
     if quota == 0:
         return torch.empty((0, 1, *IMAGE_SHAPE)), torch.from_numpy(wanted).long(), 0.0
-    started = compute_seconds()
+    device = resolve_device(settings.device)
+    started = compute_seconds(device)
     unet = silo_generator(settings, context.state.get(GENERATOR_STATE), silo, node)
     images = sample(unet, wanted, generator_config(settings), seed=seed)
-    return images, torch.from_numpy(wanted).long(), compute_seconds() - started
+    return images, torch.from_numpy(wanted).long(), compute_seconds(device) - started
 
 
 def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, target: tuple[float, ...]) -> torch.Tensor:
@@ -187,7 +210,7 @@ def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, ta
 def _trained(settings: SiloSettings, arrays: ArrayRecord, images: torch.Tensor, labels: torch.Tensor,
              seed: int) -> Net:
     """The model in ``arrays`` after this silo's local training on the given images."""
-    model = Net()
+    model = Net().to(resolve_device(settings.device))
     model.load_state_dict(arrays.to_torch_state_dict())
     train(model, images, labels, epochs=settings.local_epochs, lr=settings.learning_rate,
           batch_size=settings.batch_size, seed=seed)
@@ -199,7 +222,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     """The global classifier on the market validation set."""
     settings, _ = protocol.read_order(EvaluateOrder, msg.content)
     silo = load_silo(settings, _node(context, settings))
-    model = Net()
+    model = Net().to(resolve_device(settings.device))
     model.load_state_dict(msg.content.array_records[protocol.ARRAYS].to_torch_state_dict())
     market = _market_scores(model, silo)
     report = EvaluateReport(num_examples=len(silo.market), accuracy=market.accuracy, loss=market.loss)

@@ -8,16 +8,20 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import UNet2DModel
 from flwr.app import ArrayRecord
 
-from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, save_generator, train_generator
+from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, place, save_generator, train_generator
 from strategy.protocol import NodeConfig, SiloSettings, array_digest
+from task.device import resolve_device
 from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
 from task.model import to_tensor
 from task.paths import cache_root
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 
 @dataclass(frozen=True)
@@ -97,34 +101,36 @@ def silo_generator(settings: SiloSettings, shipped: ArrayRecord | None, silo: Si
     """
     cfg = generator_config(settings)
     source = settings.generator_source
+    device = resolve_device(settings.device)
     if source == "federated":
         if shipped is None:
             raise RuntimeError("generator source federated but the server has not shipped generator weights")
-        return unet_from_record(cfg, shipped)
+        return unet_from_record(cfg, shipped, device)
     if source == "pretrained":
         unet = load_generator(settings.generator_path)
         if unet is None:
             raise FileNotFoundError(f"no generator checkpoint at {settings.generator_path!r}")
-        return unet
+        return place(unet, device)
     directory = checkpoint_path(cfg, "local", root=silo_cache_dir(node), silo=node.partition_id)
     unet = load_generator(directory)
     if unet is None:
-        unet = build_unet(cfg)
+        unet = place(build_unet(cfg), device)
         images, labels = training_tensors(silo)
         steps = settings.generator_warmup_rounds * settings.generator_steps_per_round
         train_generator(unet, images, labels, cfg, steps=steps, seed=node.partition_id, progress=False)
         save_generator(unet, cfg, metadata={"source": "local", "silo": node.partition_id}, path=directory)
-    return unet.eval()
+    return place(unet, device).eval()
 
 
-_UNETS: dict[tuple[str, str], UNet2DModel] = {}
+_UNETS: dict[tuple[str, str, str], UNet2DModel] = {}
 
 
-def unet_from_record(cfg: GeneratorConfig, record: ArrayRecord) -> UNet2DModel:
-    """A UNet holding the weights of ``record`` (kept for reuse while the weights stay the same)."""
-    key = (cfg.fingerprint(), array_digest(record))
+def unet_from_record(cfg: GeneratorConfig, record: ArrayRecord, device: torch.device) -> UNet2DModel:
+    """A UNet on ``device`` holding the weights of ``record`` (kept for reuse while the
+    weights stay the same)."""
+    key = (cfg.fingerprint(), array_digest(record), str(device))
     if key not in _UNETS:
-        unet = build_unet(cfg)
+        unet = place(build_unet(cfg), device)
         unet.load_state_dict(record.to_torch_state_dict())
         _UNETS.clear()
         _UNETS[key] = unet.eval()

@@ -18,7 +18,7 @@ from generation.cache import (
     save_generator,
 )
 from generation.config import GeneratorConfig
-from generation.model import build_unet, sampling_scheduler, training_scheduler
+from generation.model import build_unet, place, sampling_scheduler, training_scheduler
 from generation.sample import compute_seconds, guided_output, measure_seconds_per_image, sample
 from generation.train import new_ema, train_generator
 
@@ -35,6 +35,7 @@ __all__ = [
     "load_generator",
     "measure_seconds_per_image",
     "new_ema",
+    "place",
     "read_info",
     "sample",
     "sampling_scheduler",

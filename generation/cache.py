@@ -25,12 +25,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
-
-from diffusers import UNet2DModel
+from typing import TYPE_CHECKING, Any, Literal
 
 from generation.config import GeneratorConfig
 from task.paths import cache_root
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 Source = Literal["federated", "local", "pretrained"]
 SOURCES = ("federated", "local", "pretrained")
@@ -115,6 +116,8 @@ def load_generator(path_or_cfg: str | Path | GeneratorConfig, root: str | Path |
         return None
     if cfg is not None:
         _check_fingerprint(directory, cfg)
+    from diffusers import UNet2DModel
+
     try:
         unet = UNet2DModel.from_pretrained(directory, local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as error:

@@ -1,17 +1,25 @@
-"""Build the class-conditional UNet and its noise schedulers from a :class:`GeneratorConfig`."""
+"""Build the class-conditional UNet and its noise schedulers from a :class:`GeneratorConfig`.
+
+diffusers (about 3 s to import) is imported where a UNet or scheduler is built, not at
+module import: in deployment a SuperNode starts a new ClientApp process for every
+message, and the messages that do not generate should not pay for it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from generation.config import GeneratorConfig
 from task.images import IMAGE_SIDE
 
-SamplingScheduler = DDIMScheduler | DPMSolverMultistepScheduler
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+    SamplingScheduler = DDIMScheduler | DPMSolverMultistepScheduler
 
 IMAGE_SIZE = IMAGE_SIDE
 """The data set's image side; ``cfg.image_size`` may pad it (e.g. to 32)."""
@@ -24,6 +32,8 @@ def build_unet(cfg: GeneratorConfig) -> UNet2DModel:
     self-attention only in the middle block), 1 input/output channel, and
     ``cfg.num_classes + 1`` class embeddings: the last one is the null class.
     """
+    from diffusers import UNet2DModel
+
     levels = len(cfg.block_out_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -41,8 +51,17 @@ def build_unet(cfg: GeneratorConfig) -> UNet2DModel:
         )
 
 
+def place(unet: UNet2DModel, device: torch.device) -> UNet2DModel:
+    """``unet`` moved to ``device``, in channels-last memory layout on a GPU (convolutions
+    there run faster on it; on the CPU the default layout is kept)."""
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return unet.to(device=device, memory_format=layout)
+
+
 def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
     """The forward-noising schedule used in training."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=cfg.beta_schedule,
@@ -56,6 +75,8 @@ def sampling_scheduler(cfg: GeneratorConfig) -> SamplingScheduler:
     Timesteps are "trailing"-spaced so the first step starts from the pure-noise end
     of the schedule (the other spacings skip the noisiest part for few steps).
     """
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
     common = {
         "num_train_timesteps": cfg.num_train_timesteps,
         "beta_schedule": cfg.beta_schedule,

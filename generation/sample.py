@@ -10,14 +10,19 @@ conditional sampling, ``w > 1`` trades diversity for class fidelity. Only ``w`` 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
 from generation.config import GeneratorConfig
-from generation.model import IMAGE_SIZE, SamplingScheduler, autocast, from_model_space, sampling_scheduler
+from generation.model import IMAGE_SIZE, autocast, from_model_space, sampling_scheduler
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
+
+    from generation.model import SamplingScheduler
 
 
 def sample(
@@ -25,7 +30,7 @@ def sample(
 ) -> torch.Tensor:
     """Generate one image per entry of ``labels``, in that order.
 
-    Images are denoised in batches of at most ``cfg.sample_batch_size`` with
+    Images are denoised in batches of at most :func:`batch_size` with
     ``cfg.sampler`` in ``cfg.sampling_steps`` steps; the same ``seed`` (and
     inputs, on the same machine) gives the same images.
 
@@ -43,38 +48,55 @@ def sample(
     images = torch.empty((len(labels), 1, IMAGE_SIZE, IMAGE_SIZE))
     was_training = unet.training
     unet.eval()
-    starts = range(0, len(labels), cfg.sample_batch_size)
+    size = batch_size(cfg, device)
+    starts = range(0, len(labels), size)
     with torch.inference_mode():
         for start in tqdm(starts, desc="sample", disable=not progress, leave=False):
-            batch = torch.from_numpy(labels[start:start + cfg.sample_batch_size]).to(device)
+            batch = torch.from_numpy(labels[start:start + size]).to(device)
             noise = torch.randn((len(batch), 1, cfg.image_size, cfg.image_size), generator=generator).to(device)
             images[start:start + len(batch)] = from_model_space(_denoise(unet, scheduler, noise, batch, cfg)).cpu()
     unet.train(was_training)
     return images.clamp_(-1.0, 1.0)
 
 
-def compute_seconds() -> float:
-    """This process's CPU time (``time.process_time``): the compute it used, which other
-    processes sharing the cores do not inflate as they inflate wall-clock time."""
+CUDA_SAMPLE_BATCH = 1000
+"""Images denoised together on a GPU at least (``cfg.sample_batch_size`` bounds CPU memory
+and latency; a GPU needs large batches to be busy). Not tuned here: no GPU was lent."""
+
+
+def batch_size(cfg: GeneratorConfig, device: torch.device) -> int:
+    """Images per denoising batch on ``device``."""
+    return max(cfg.sample_batch_size, CUDA_SAMPLE_BATCH) if device.type == "cuda" else cfg.sample_batch_size
+
+
+def compute_seconds(device: torch.device) -> float:
+    """A clock for the compute spent on ``device``: on the CPU this process's CPU time
+    (``time.process_time``), which other processes sharing the cores do not inflate as
+    they inflate wall-clock time; on a GPU, whose work is not CPU time, wall-clock time
+    after the device's queued work has finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
     return time.process_time()
 
 
 def measure_seconds_per_image(unet: UNet2DModel, cfg: GeneratorConfig, batches: int = 5) -> float:
     """Median compute seconds (:func:`compute_seconds`) per image of :func:`sample` over
-    ``batches`` full batches (``cfg.sample_batch_size`` images each) on this machine,
+    ``batches`` full batches (:func:`batch_size` images each) on the UNet's device,
     after one warm-up batch.
 
     The median of several batches shrugs off a batch slowed by something else running.
     """
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
-    labels = np.arange(cfg.sample_batch_size) % cfg.num_classes
+    device = next(unet.parameters()).device
+    labels = np.arange(batch_size(cfg, device)) % cfg.num_classes
     sample(unet, labels, cfg)  # warm-up: kernel selection for this shape
     seconds = []
     for seed in range(1, batches + 1):
-        start = compute_seconds()
+        start = compute_seconds(device)
         sample(unet, labels, cfg, seed=seed)
-        seconds.append((compute_seconds() - start) / len(labels))
+        seconds.append((compute_seconds(device) - start) / len(labels))
     return float(np.median(seconds))
 
 

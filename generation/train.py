@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from generation.config import GeneratorConfig
 from generation.model import autocast, to_model_space, training_scheduler
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers.training_utils import EMAModel
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ def new_ema(unet: UNet2DModel, cfg: GeneratorConfig) -> EMAModel:
 
     Use ``ema.copy_to(unet.parameters())`` to put the averaged weights into the UNet.
     """
+    from diffusers.training_utils import EMAModel
+
     return EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=True)
 
 
@@ -154,6 +159,8 @@ def _loss_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, cfg: Genera
     """Min-SNR-gamma weights ``min(snr, gamma) / snr`` (``/(snr + 1)`` for v-prediction); ones if disabled."""
     if cfg.snr_gamma == 0:
         return torch.ones(len(timesteps), device=timesteps.device)
+    from diffusers.training_utils import compute_snr
+
     snr = compute_snr(scheduler, timesteps)
     if cfg.prediction_type == "v_prediction":
         return torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)

@@ -9,12 +9,14 @@ Every split is deterministic for a given seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner, PathologicalPartitioner
 
 from task.images import NUM_CLASSES, ImageSet
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 PARTITIONERS = ("iid", "dirichlet", "pathological")
 
@@ -153,7 +155,12 @@ def _partition_rows(
     seed: int,
     min_partition_size: int,
 ) -> list[np.ndarray]:
-    """Row numbers of each organisation, from a Flower Datasets partitioner."""
+    """Row numbers of each organisation, from a Flower Datasets partitioner (imported here,
+    where it is used: with ``datasets`` it costs seconds, and a silo reading its own
+    folder never partitions)."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
+
     rows = np.arange(labels.size)
     chosen: Partitioner
     if partitioner == "iid":
