@@ -21,8 +21,9 @@ source .venv/bin/activate
 mkdir -p "$FLWR_HOME"
 
 run_dir=$(mktemp -d "$FLWR_HOME/run.XXXXXX")
-# Validate the overrides, write them as a TOML run config, and print the organisations.
-num_orgs=$(python -m server_app.config check "$overrides" "$run_dir/run_config.toml") || exit 2
+# Validate the overrides, write them as a TOML run config; read the organisations and GPU share.
+checked=$(python -m server_app.config check "$overrides" "$run_dir/run_config.toml") || exit 2
+read -r num_orgs client_gpus <<< "$checked"
 read -r http_port control_port < <(python -c '
 import socket
 ports = []
@@ -39,7 +40,7 @@ default = "local-simulation"
 address = ":local-in-memory:"
 options.num-supernodes = $num_orgs
 options.backend.client-resources.num-cpus = 1
-options.backend.client-resources.num-gpus = 0.0
+options.backend.client-resources.num-gpus = $client_gpus
 TOML
 
 setsid flower-superlink --insecure --simulation --isolation subprocess \

@@ -25,9 +25,10 @@ from flwr.app import ArrayRecord
 from flwr.common import log
 from omegaconf import DictConfig
 
-from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image
+from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image, place
 from strategy.ledger import strict_json, write_atomically
 from strategy.protocol import SiloSettings
+from task.device import resolve_device
 
 COSTS = ("profile", "measured")
 
@@ -52,11 +53,14 @@ def compute_profile(cfg: DictConfig, settings: SiloSettings, generator: ArrayRec
 def _measured(settings: SiloSettings, generator: ArrayRecord | None, cache: Path) -> float:
     """The server's median timing of the silos' generator (cached; see the module docstring)."""
     cfg = GeneratorConfig.from_preset(settings.generator_preset, settings.generator_fields)
+    device = resolve_device(settings.device)
     key = {"generator": cfg.to_dict(), "threads": settings.threads, "cpu": _cpu(), "clock": "process CPU time"}
+    if device.type != "cpu":  # CPU keys stay as they were, so cached CPU profiles keep their meaning
+        key |= {"device": torch.cuda.get_device_name(device), "clock": "synchronised wall time"}
     path = cache / "compute" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}.json"
     if path.exists():
         return float(json.loads(path.read_text())["seconds_per_image"])
-    unet = _generator(settings, cfg, generator)
+    unet = place(_generator(settings, cfg, generator), device)
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:

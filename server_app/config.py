@@ -31,6 +31,7 @@ from strategy.profiles import GameSettings
 from strategy.protocol import SiloSettings
 from strategy.ledger import write_atomically
 from strategy.safeguards import Safeguards
+from task.device import resolve_device
 from task.images import NUM_CLASSES
 from task.paths import cache_root
 
@@ -127,6 +128,7 @@ def silo_settings(cfg: DictConfig) -> SiloSettings:
         learning_rate=federation.learning_rate,
         batch_size=federation.batch_size,
         threads=federation.threads,
+        device=federation.device,
         generator_source=generator.source,
         generator_path=generator.path or "",
         generator_preset=generator.preset,
@@ -141,9 +143,19 @@ def silo_settings(cfg: DictConfig) -> SiloSettings:
     return protocol.read(SiloSettings, protocol.write(settings), "config")
 
 
-def check(overrides: str, run_config: Path) -> int:
+def client_gpus(cfg: DictConfig) -> float:
+    """Simulation: the GPU share each ClientApp asks for, ``federation.client_gpus`` where
+    ``federation.device`` resolves to CUDA on this machine, else 0."""
+    share = float(cfg.federation.client_gpus)
+    if not 0 <= share <= 1:
+        raise ValueError(f"federation.client_gpus must lie in [0, 1], got {share}")
+    return share if resolve_device(str(cfg.federation.device)).type == "cuda" else 0.0
+
+
+def check(overrides: str, run_config: Path) -> tuple[int, float]:
     """Validate ``overrides`` as a run would read them, write them as a ``flwr run -c`` TOML
-    file, and return the number of organisations (``python -m server_app.config check``)."""
+    file, and return the number of organisations and each ClientApp's GPU share
+    (``python -m server_app.config check`` prints both)."""
     cfg = effective_config(compose_config(overrides))
     game_settings(cfg)
     silo_settings(cfg)
@@ -151,7 +163,7 @@ def check(overrides: str, run_config: Path) -> int:
     aggregation(cfg)
     # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
     write_atomically(run_config, f"{protocol.RUN_CONFIG_OVERRIDES} = {json.dumps(overrides)}\n")
-    return int(cfg.federation.num_orgs)
+    return int(cfg.federation.num_orgs), client_gpus(cfg)
 
 
 def main(argv: list[str]) -> int:
@@ -159,7 +171,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m server_app.config check OVERRIDES RUN_CONFIG.toml", file=sys.stderr)
         return 2
     try:
-        print(check(argv[1], Path(argv[2])))
+        print(*check(argv[1], Path(argv[2])))
     except Exception as err:  # noqa: BLE001 - any bad override is reported in one line, before anything starts
         print(f"error: invalid overrides {argv[1]!r}: {type(err).__name__}: {str(err).splitlines()[0]}",
               file=sys.stderr)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from server_app.config import server_cache
 from strategy.accounting import Judgement
 from task.data import load_dataset, server_split
+from task.device import resolve_device
 from task.model import Net, Scores, evaluate, to_tensor
 
 Images = tuple[torch.Tensor, torch.Tensor]
@@ -25,18 +26,19 @@ class ServerData:
                                cache_dir=str(server_cache(cfg) / "data"))
         splits = server_split(test, int(dataset.market_size), int(dataset.validation_size), int(cfg.seed))
         self.market, self.validation, self.test = ((to_tensor(s.images), torch.from_numpy(s.labels)) for s in splits)
+        self.device = resolve_device(str(cfg.federation.device))
 
     def judge(self, arrays: ArrayRecord) -> Judgement:
         """A returned model's accuracy on the market set and on the validation set."""
-        model = _model(arrays)
+        model = _model(arrays, self.device)
         return Judgement(evaluate(model, *self.market).accuracy, evaluate(model, *self.validation).accuracy)
 
     def test_scores(self, arrays: ArrayRecord) -> Scores:
         """A global model's loss and accuracy on the global test set."""
-        return evaluate(_model(arrays), *self.test)
+        return evaluate(_model(arrays, self.device), *self.test)
 
 
-def _model(arrays: ArrayRecord) -> Net:
-    model = Net()
+def _model(arrays: ArrayRecord, device: torch.device) -> Net:
+    model = Net().to(device)
     model.load_state_dict(arrays.to_torch_state_dict())
     return model

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from client_app.app import app as client_app  # noqa: E402
 from server_app.app import make_server_app  # noqa: E402
-from server_app.config import CONFIG_DIR  # noqa: E402
+from server_app.config import CONFIG_DIR, client_gpus  # noqa: E402
 from strategy.ledger import strict_json, write_atomically  # noqa: E402
 
 COLUMNS = ("job", "overrides", "policy", "gamma", "final_accuracy", "total_welfare", "total_images_generated",
@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     OmegaConf.resolve(cfg)
     run_simulation(
         server_app=make_server_app(cfg), client_app=client_app, num_supernodes=int(cfg.federation.num_orgs),
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(cfg)}},
     )
     write_atomically(job_dir / "job.json", strict_json({
         "job": hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else 0,

@@ -16,8 +16,6 @@ from torch.nn import functional as F
 
 from task.images import IMAGE_SIDE, NUM_CLASSES
 
-
-
 def set_threads(n: int) -> None:
     """Limit torch's intra-op CPU threads to ``n`` (>= 1)."""
     if n < 1:
@@ -60,18 +58,21 @@ def train(
 ) -> float:
     """Train ``model`` in place with Adam and cross-entropy; return the last epoch's mean loss.
 
-    Mini-batches are shuffled by a ``torch.Generator`` seeded with ``seed``, so the same
-    model, data and seed give the same weights.
+    Mini-batches are shuffled by a (CPU) ``torch.Generator`` seeded with ``seed``, so the
+    same model, data and seed give the same weights on a device. Training runs on the
+    model's device; the data are moved there once.
     """
     _check_batch(images, labels)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         total_loss = 0.0
-        for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
+        for batch in torch.randperm(len(labels), generator=generator).to(device).split(batch_size):
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images[batch]), labels[batch])
             loss.backward()
@@ -89,12 +90,14 @@ class Scores:
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> Scores:
-    """Mean cross-entropy and accuracy of ``model`` on the given images."""
+    """Mean cross-entropy and accuracy of ``model`` on the given images (on the model's device)."""
     _check_batch(images, labels)
+    device = next(model.parameters()).device
     model.eval()
     total_loss, correct = 0.0, 0
     with torch.inference_mode():
         for batch_images, batch_labels in zip(images.split(batch_size), labels.split(batch_size)):
+            batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
             logits = model(batch_images)
             total_loss += F.cross_entropy(logits, batch_labels, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == batch_labels).sum())

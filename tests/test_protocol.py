@@ -91,7 +91,7 @@ def test_readers_name_the_field_at_fault(kind, record, field, problem):
 
 def test_settings_of_another_version_are_refused():
     with pytest.raises(ProtocolError, match="settings.version"):
-        protocol.read_settings(RecordDict({protocol.SETTINGS: ConfigRecord(_with(SETTINGS, version=2))}))
+        protocol.read_settings(RecordDict({protocol.SETTINGS: ConfigRecord(_with(SETTINGS, version=protocol.SETTINGS_VERSION + 1))}))
 
 
 def test_settings_hold_nothing_server_local():

@@ -8,8 +8,9 @@ from typing import Any
 
 from strategy.protocol.codec import ProtocolError, all_non_negative, checked, fraction, non_negative, positive, wire_key
 from strategy.protocol.names import METRICS
+from task.device import DEVICES
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2
 """Version of :class:`SiloSettings`; a silo refuses settings of another version."""
 
 
@@ -43,6 +44,7 @@ class SiloSettings:
     learning_rate: float = checked(positive, "must be > 0")
     batch_size: int = checked(positive, "must be >= 1")
     threads: int = checked(positive, "must be >= 1")
+    device: str = checked(lambda v: v in DEVICES, f"must be one of {', '.join(DEVICES)}")
     generator_source: str = checked(lambda v: v in ("federated", "local", "pretrained"),
                                     "must be federated, local or pretrained")
     generator_path: str  # "": none (generator_source pretrained needs one)
