@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import socketserver
 import ssl
 import subprocess
@@ -31,27 +30,10 @@ from pathlib import Path
 import pytest
 from flwr.cli.build import build_fab_from_disk
 
+from deploy.local import BIN, QUIET, LocalFederation, Processes, free_port, start_federation
+
 ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
-BIN = Path(sys.executable).parent
 SILOS = 3
-QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listens on port {port} after {seconds} s")
 
 
 class OutboundRecorder(socketserver.ThreadingTCPServer):
@@ -76,59 +58,16 @@ class OutboundRecorder(socketserver.ThreadingTCPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class Processes:
-    """Background processes in their own sessions, stopped as whole groups."""
-
-    def __init__(self) -> None:
-        self.started: list[subprocess.Popen] = []
-
-    def start(self, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-        handle = open(log, "w")
-        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-        self.started.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-class Federation:
-    """What the tests need to know about the running federation."""
-
-    def __init__(self, base: Path, public_port: int, recorder: OutboundRecorder, cli_env: dict[str, str]) -> None:
-        self.base, self.public_port, self.recorder, self.cli_env = base, public_port, recorder, cli_env
-
-    def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """The `flwr` CLI as the operator's shell runs it (connections: operator, intruder)."""
-        return subprocess.run([str(BIN / "flwr"), *args], env=self.cli_env, capture_output=True, text=True,
-                              timeout=timeout)
-
-    def silo_home(self, silo: int) -> Path:
-        return self.base / f"silo-{silo}" / "flwr"
-
-    def silo_log(self, silo: int) -> str:
-        return (self.base / f"silo-{silo}.out").read_text()
-
-    def node_ids(self) -> dict[str, str]:
-        """Node id -> status, as the operator lists them."""
-        listed = self.flwr("supernode", "list", "operator", "--format", "json")
-        assert listed.returncode == 0, listed.stdout + listed.stderr
-        return {str(node["node-id"]): node["status"] for node in json.loads(listed.stdout)["nodes"]}
+@pytest.fixture(scope="module")
+def recorder():
+    recording = OutboundRecorder()
+    yield recording
+    recording.shutdown()
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
+def federation(tmp_path_factory, recorder):
     base = tmp_path_factory.mktemp("deployment")
-    recorder = OutboundRecorder()
     # What the scripts get: no telemetry switches (they must set them), every outbound
     # HTTP(S) connection through the recorder, loopback direct.
     script_env = {key: value for key, value in os.environ.items() if key not in QUIET}
@@ -136,45 +75,11 @@ def federation(tmp_path_factory):
                        "HTTPS_PROXY": recorder.address, "HTTP_PROXY": recorder.address,
                        "https_proxy": recorder.address, "http_proxy": recorder.address,
                        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
-    cli_env = {**script_env, **QUIET, "FLWR_HOME": str(base / "operator"),
-               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-    run = lambda args, env=script_env: subprocess.run(args, env=env, capture_output=True, text=True, timeout=120,
-                                                      check=True)
-    public_port, control_port = _free_port(), _free_port()
-    run([str(DEPLOY / "make_credentials.sh"), str(base / "creds"), "localhost"])
-    for silo in [*(f"silo-{i}" for i in range(SILOS)), "intruder"]:
-        run([str(DEPLOY / "make_silo_key.sh"), str(base / silo), silo])  # made "on the silo"
-    run([sys.executable, "-m", "task.data", "export", "--orgs", str(SILOS), "--samples-per-org", "300",
-         "--market-size", "200", "--seed", "0", "--out", str(base / "data")])
-    (base / "operator").mkdir()
-    (base / "operator" / "config.toml").write_text(
-        f'[superlink]\ndefault = "operator"\n\n'
-        f'[superlink.operator]\naddress = "127.0.0.1:{control_port}"\nroot-certificates = "{base / "creds" / "ca.crt"}"\n\n'
-        f'[superlink.intruder]\naddress = "localhost:{public_port}"\nroot-certificates = "{base / "creds" / "ca.crt"}"\n')
     processes = Processes()
-    federation = Federation(base, public_port, recorder, cli_env)
     try:
-        processes.start([str(DEPLOY / "superlink.sh"), str(base / "creds"), str(base / "link"), "127.0.0.1",
-                         str(public_port), str(control_port)], base / "superlink.out",
-                        {**script_env, "FLWR_HOME": str(base / "link" / "flwr")})
-        _wait_for_port(public_port, 60)
-        _wait_for_port(control_port, 60)
-        for i in range(SILOS):
-            registered = federation.flwr("supernode", "register", str(base / f"silo-{i}" / f"silo-{i}.pub"), "operator")
-            assert registered.returncode == 0, registered.stdout + registered.stderr
-        for i in range(SILOS):
-            node_config = f"partition-id={i} data-path='{base / 'data' / f'silo-{i}'}' cache-dir='{base / f'silo-{i}'}'"
-            processes.start([str(DEPLOY / "supernode.sh"), str(base / "creds" / "ca.crt"),
-                             str(base / f"silo-{i}" / f"silo-{i}.key"), str(base / "creds" / "trusted-entities.yaml"),
-                             f"localhost:{public_port}", str(_free_port()), node_config], base / f"silo-{i}.out",
-                            {**script_env, "FLWR_HOME": str(federation.silo_home(i))})
-        deadline = time.monotonic() + 60
-        while list(federation.node_ids().values()).count("online") < SILOS and time.monotonic() < deadline:
-            time.sleep(2)
-        yield federation
+        yield start_federation(base, SILOS, script_env, processes)
     finally:
         processes.stop_all()
-        recorder.shutdown()
 
 
 def _refused(args: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
@@ -182,7 +87,7 @@ def _refused(args: list[str], env: dict[str, str], log: Path) -> tuple[int, str]
     with open(log, "w") as handle:
         process = subprocess.Popen(
             [str(BIN / "flower-supernode"), *args, "--max-retries", "2", "--max-wait-time", "20",
-             "--port", str(_free_port()), "--node-config", "partition-id=0"],
+             "--port", str(free_port()), "--node-config", "partition-id=0"],
             stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             code = process.wait(timeout=90)
@@ -210,7 +115,7 @@ def test_a_supernode_without_tls_is_refused(federation):
     assert "could not establish a connection" in output
 
 
-def _status(federation: Federation, path: str, method: str = "POST") -> int:
+def _status(federation: LocalFederation, path: str, method: str = "POST") -> int:
     """The HTTP status the silo-facing address answers for a raw request (path sent as is)."""
     context = ssl.create_default_context(cafile=str(federation.base / "creds" / "ca.crt"))
     connection = http.client.HTTPSConnection("localhost", federation.public_port, context=context, timeout=30)
@@ -250,23 +155,14 @@ def test_an_intruder_holding_the_ca_certificate_cannot_use_the_control_plane(fed
     assert federation.flwr("ls", "operator").returncode == 0
 
 
-def _run_app(federation: Federation, app: Path, signature: str | None, stream: bool, timeout: float):
+def _run_config(federation: LocalFederation, signature: str | None) -> str:
     base = federation.base
     overrides = (f"+experiment=tiny game.costs=measured calibration.pilot=false results_root={base / 'results'} "
                  f"cache_dir={base / 'server-cache'}")
-    config = f'overrides="{overrides}"' + (f' fab-signature="{signature}"' if signature is not None else "")
-    return federation.flwr("run", str(app), "operator", *(["--stream"] if stream else ["--format", "json"]),
-                           "-c", config, timeout=timeout)
+    return f'overrides="{overrides}"' + (f' fab-signature="{signature}"' if signature is not None else "")
 
 
-def _signature(federation: Federation, app: Path) -> str:
-    signed = subprocess.run([sys.executable, "-m", "deploy.signing", "sign", str(app),
-                             str(federation.base / "creds" / "app-signing.key")],
-                            env=federation.cli_env, capture_output=True, text=True, timeout=120, check=True)
-    return signed.stdout.strip()
-
-
-def _installed_on_silos(federation: Federation, app: Path) -> list[bool]:
+def _installed_on_silos(federation: LocalFederation, app: Path) -> list[bool]:
     """Whether each silo's Flower home holds this bundle installed (apps/<...>.<hash[:8]>)."""
     short_hash = hashlib.sha256(build_fab_from_disk(app)).hexdigest()[:8]
     return [any(path.name.endswith(short_hash) for path in (federation.silo_home(i) / "apps").glob("*"))
@@ -275,7 +171,7 @@ def _installed_on_silos(federation: Federation, app: Path) -> list[bool]:
 
 def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(federation):
     base = federation.base
-    done = _run_app(federation, ROOT, _signature(federation, ROOT), stream=True, timeout=900)
+    done = federation.run(ROOT, _run_config(federation, federation.signature(ROOT)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [run] = list((base / "results").iterdir())
     rows = json.loads((run / "ledger.json").read_text())
@@ -296,10 +192,10 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
         assert "App bundle verified: signed by trusted key" in federation.silo_log(i)
 
 
-def _refused_run(federation: Federation, app: Path, signature: str | None, reason: str) -> None:
+def _refused_run(federation: LocalFederation, app: Path, signature: str | None, reason: str) -> None:
     """Submit; every silo refuses the bundle (its log says why); the operator stops the run."""
     marks = [federation.silo_log(i).count("App bundle refused") for i in range(SILOS)]
-    started = _run_app(federation, app, signature, stream=False, timeout=120)
+    started = federation.run(app, _run_config(federation, signature), stream=False, timeout=120)
     assert started.returncode == 0, started.stdout + started.stderr
     run_id = json.loads(started.stdout)["run-id"]
     try:
@@ -322,17 +218,17 @@ def test_a_tampered_app_bundle_is_refused_by_every_supernode(federation, tmp_pat
     shutil.copytree(ROOT, tampered, ignore=shutil.ignore_patterns(".git", ".venv", "results", "__pycache__", "*.png"))
     with open(tampered / "client_app" / "app.py", "a") as handle:
         handle.write("\nimport os  # a silo's data could leave from here\n")
-    _refused_run(federation, tampered, _signature(federation, ROOT), "does not match this app bundle")
+    _refused_run(federation, tampered, federation.signature(ROOT), "does not match this app bundle")
 
 
 def test_an_unsigned_app_bundle_is_refused_by_every_supernode(federation):
     _refused_run(federation, ROOT, None, "the app bundle is unsigned")
 
 
-def test_no_process_started_by_the_scripts_attempts_telemetry(federation):
-    assert federation.recorder.requests == []
+def test_no_process_started_by_the_scripts_attempts_telemetry(federation, recorder):
+    assert recorder.requests == []
     # The recorder does see a Flower process whose telemetry is on.
     env = {key: value for key, value in federation.cli_env.items() if key not in QUIET}
     subprocess.run([sys.executable, "-c", "from flwr.supercore.telemetry import EventType, create_event; "
                     "create_event(EventType.PING, None)"], env=env, timeout=120, capture_output=True)
-    assert any("telemetry.flower.ai" in line for line in federation.recorder.requests), federation.recorder.requests
+    assert any("telemetry.flower.ai" in line for line in recorder.requests), recorder.requests
