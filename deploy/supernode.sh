@@ -9,8 +9,10 @@
 #   PORT              this SuperNode's local ClientApp API port (e.g. 9094)
 #   NODE_CONFIG       e.g. "partition-id=0 data-path='/data/silo' value=1200 capacity=800 price-per-second=4 cache-dir='/var/cache/cocogen'"
 # Every ClientApp process is started through deploy/bin/flwr-clientapp, which refuses
-# an unsigned or tampered bundle before installing it (deploy/verified_clientapp.py).
-# Runs in the foreground; stop it with Ctrl+C.
+# an unsigned or tampered bundle before installing it (deploy/verified_clientapp.py),
+# and is forked from this silo's long-lived launcher (deploy/zygote.py, started here),
+# so a message does not pay torch's and diffusers' imports again.
+# Runs in the foreground; Ctrl+C (or SIGTERM) stops the SuperNode and the launcher.
 set -euo pipefail
 if [ $# -ne 6 ]; then
   echo "usage: $0 CA_CERT PRIVATE_KEY TRUSTED_ENTITIES SUPERLINK_ADDRESS PORT NODE_CONFIG" >&2; exit 2
@@ -22,9 +24,18 @@ trusted=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
 export COCOGEN_TRUSTED_ENTITIES=$trusted COCOGEN_PYTHON="$(dirname "$supernode")/python"
 export PATH="$here/bin:$PATH"
-exec "$supernode" \
+
+launcher_dir=$(mktemp -d "${TMPDIR:-/tmp}/cocogen-launcher.XXXXXX")   # mode 0700
+export COCOGEN_CLIENTAPP_LAUNCHER=$launcher_dir/clientapp.sock
+PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}" "$COCOGEN_PYTHON" -m deploy.zygote serve \
+  "$COCOGEN_CLIENTAPP_LAUNCHER" &
+launcher=$!
+"$supernode" \
   --root-certificates "$1" \
   --auth-supernode-private-key "$2" \
   --superlink "$4" \
   --port "$5" \
-  --node-config "$6"
+  --node-config "$6" &
+node=$!
+trap 'kill $node $launcher 2>/dev/null; wait 2>/dev/null; rm -rf "$launcher_dir"' EXIT INT TERM
+wait "$node"   # a launcher that died is not fatal: ClientApps then start from scratch

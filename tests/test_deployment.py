@@ -189,7 +189,10 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
     assert summary["final_accuracy"] > 0.2
     assert _installed_on_silos(federation, ROOT) == [True] * SILOS
     for i in range(SILOS):
-        assert "App bundle verified: signed by trusted key" in federation.silo_log(i)
+        log = federation.silo_log(i)
+        assert "App bundle verified: signed by trusted key" in log
+        # ClientApps were forked from the silo's long-lived launcher (deploy/zygote.py)
+        assert "ClientApp launcher ready" in log and "forked by the launcher" in log
 
 
 def _refused_run(federation: LocalFederation, app: Path, signature: str | None, reason: str) -> None:
@@ -213,16 +216,23 @@ def _refused_run(federation: LocalFederation, app: Path, signature: str | None, 
     assert _installed_on_silos(federation, app) == [False] * SILOS
 
 
+def _edited_copy(folder: Path, line: str) -> Path:
+    """A copy of the app with one line added to client_app/app.py: a bundle no silo has seen."""
+    copy = folder / "app"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", ".flwr", ".cache", "results",
+                                                               "__pycache__", "*.png"))
+    with open(copy / "client_app" / "app.py", "a") as handle:
+        handle.write(f"\n{line}\n")
+    return copy
+
+
 def test_a_tampered_app_bundle_is_refused_by_every_supernode(federation, tmp_path):
-    tampered = tmp_path / "tampered"
-    shutil.copytree(ROOT, tampered, ignore=shutil.ignore_patterns(".git", ".venv", "results", "__pycache__", "*.png"))
-    with open(tampered / "client_app" / "app.py", "a") as handle:
-        handle.write("\nimport os  # a silo's data could leave from here\n")
+    tampered = _edited_copy(tmp_path, "import os  # a silo's data could leave from here")
     _refused_run(federation, tampered, federation.signature(ROOT), "does not match this app bundle")
 
 
-def test_an_unsigned_app_bundle_is_refused_by_every_supernode(federation):
-    _refused_run(federation, ROOT, None, "the app bundle is unsigned")
+def test_an_unsigned_app_bundle_is_refused_by_every_supernode(federation, tmp_path):
+    _refused_run(federation, _edited_copy(tmp_path, "# an unsigned edit"), None, "the app bundle is unsigned")
 
 
 def test_no_process_started_by_the_scripts_attempts_telemetry(federation, recorder):
