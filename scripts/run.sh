@@ -21,9 +21,10 @@ source .venv/bin/activate
 mkdir -p "$FLWR_HOME"
 
 run_dir=$(mktemp -d "$FLWR_HOME/run.XXXXXX")
-# Validate the overrides, write them as a TOML run config; read the organisations and GPU share.
+# Validate the overrides, write them as a TOML run config; read the organisations, the GPU
+# share and the results folder (last: the rest of the line, spaces included).
 checked=$(python -m server_app.config check "$overrides" "$run_dir/run_config.toml") || exit 2
-read -r num_orgs client_gpus <<< "$checked"
+read -r num_orgs client_gpus results <<< "$checked"
 read -r http_port control_port < <(python -c '
 import socket
 ports = []
@@ -60,11 +61,11 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
-before=$(ls -1 "$COCOGEN_RESULTS" 2>/dev/null | sort || true)
+before=$(ls -1 "$results" 2>/dev/null | sort || true)
 flwr run . --stream -c "$run_dir/run_config.toml"
-latest=$(comm -13 <(echo "$before") <(ls -1 "$COCOGEN_RESULTS" | sort) | tail -n 1)
-if [ -z "$latest" ] || [ ! -e "$COCOGEN_RESULTS/$latest/summary.json" ]; then
+latest=$(comm -13 <(echo "$before") <(ls -1 "$results" 2>/dev/null | sort) | tail -n 1)
+if [ -z "$latest" ] || [ ! -e "$results/$latest/summary.json" ]; then
   echo "The run wrote no results; see the log above." >&2
   exit 1
 fi
-python -m server_app.report "$COCOGEN_RESULTS/$latest"
+python -m server_app.report "$results/$latest"

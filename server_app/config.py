@@ -152,10 +152,10 @@ def client_gpus(cfg: DictConfig) -> float:
     return share if resolve_device(str(cfg.federation.device)).type == "cuda" else 0.0
 
 
-def check(overrides: str, run_config: Path) -> tuple[int, float]:
+def check(overrides: str, run_config: Path) -> tuple[int, float, Path]:
     """Validate ``overrides`` as a run would read them, write them as a ``flwr run -c`` TOML
-    file, and return the number of organisations and each ClientApp's GPU share
-    (``python -m server_app.config check`` prints both)."""
+    file, and return the number of organisations, each ClientApp's GPU share and where the
+    run folder will go (``python -m server_app.config check`` prints the three, the path last)."""
     cfg = effective_config(compose_config(overrides))
     game_settings(cfg)
     silo_settings(cfg)
@@ -163,7 +163,7 @@ def check(overrides: str, run_config: Path) -> tuple[int, float]:
     aggregation(cfg)
     # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
     write_atomically(run_config, f"{protocol.RUN_CONFIG_OVERRIDES} = {json.dumps(overrides)}\n")
-    return int(cfg.federation.num_orgs), client_gpus(cfg)
+    return int(cfg.federation.num_orgs), client_gpus(cfg), results_root(cfg)
 
 
 def main(argv: list[str]) -> int:
