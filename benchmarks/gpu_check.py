@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--train-minutes", type=float, default=3.0, help="generator training budget (default 3)")
     parser.add_argument("--cpu-steps-per-s", type=float, help="this project's CPU steps/s, for the speed-up line")
+    parser.add_argument("--pool-per-class", type=int, default=500,
+                        help="synthetic images per class for fidelity and TSTR (default 500, as generator_quality)")
     parser.add_argument("--skip-flwr", action="store_true", help="leave out the Flower simulation")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -89,7 +91,7 @@ def main() -> None:
         seconds = timed(device, lambda: sample(unet, labels, sized, seed=1))
         print(f"sampling_images_per_s_batch{batch}={batch / seconds:.1f}", flush=True)
 
-    pool_y = torch.from_numpy(np.repeat(np.arange(cfg.num_classes), 500))
+    pool_y = torch.from_numpy(np.repeat(np.arange(cfg.num_classes), args.pool_per_class))
     pool_x = sample(unet, pool_y.numpy(), cfg, seed=2)
     judge = classifier(train_x, train_y, device, epochs=5)
     print(f"label_fidelity={label_fidelity(judge.cpu(), pool_x, pool_y):.4f}", flush=True)
