@@ -29,10 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from deploy.local import BIN, QUIET, Processes, start_federation
 
-from deploy.local import BIN, QUIET, Processes, start_federation  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SILOS = 3
 TRIVIAL_APP = ROOT / "benchmarks" / "trivial_app"

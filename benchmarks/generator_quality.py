@@ -80,10 +80,11 @@ def obtain_generator(
     return unet, minutes
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int = 0) -> Net:
-    """A ``task.model.Net`` trained on the given images."""
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int = 0,
+                     device: torch.device = torch.device("cpu")) -> Net:
+    """A ``task.model.Net`` trained on the given images, on ``device``."""
     torch.manual_seed(seed)
-    model = Net()
+    model = Net().to(device)
     train(model, images, labels, epochs=epochs, lr=1e-3, batch_size=64, seed=seed)
     return model
 

@@ -31,10 +31,10 @@ import torch
 
 from generation import GeneratorConfig, build_unet, new_ema, place, sample, train_generator
 from generation.sample import compute_seconds
-from generator_quality import label_fidelity, skew_fix_gain  # benchmarks/generator_quality.py
+from generator_quality import label_fidelity, skew_fix_gain, train_classifier  # benchmarks/generator_quality.py
 from task.data import load_dataset
 from task.device import resolve_device
-from task.model import Net, evaluate, to_tensor, train
+from task.model import evaluate, to_tensor
 
 
 def timed(device: torch.device, work) -> float:
@@ -44,13 +44,6 @@ def timed(device: torch.device, work) -> float:
     work()
     compute_seconds(device)
     return time.perf_counter() - start
-
-
-def classifier(images: torch.Tensor, labels: torch.Tensor, device: torch.device, epochs: int, seed: int = 0) -> Net:
-    torch.manual_seed(seed)
-    model = Net().to(device)
-    train(model, images, labels, epochs=epochs, seed=seed)
-    return model
 
 
 def main() -> None:
@@ -93,15 +86,15 @@ def main() -> None:
 
     pool_y = torch.from_numpy(np.repeat(np.arange(cfg.num_classes), args.pool_per_class))
     pool_x = sample(unet, pool_y.numpy(), cfg, seed=2)
-    judge = classifier(train_x, train_y, device, epochs=5)
+    judge = train_classifier(train_x, train_y, epochs=5, device=device)
     print(f"label_fidelity={label_fidelity(judge.cpu(), pool_x, pool_y):.4f}", flush=True)
-    print(f"tstr_accuracy={evaluate(classifier(pool_x, pool_y, device, epochs=10), test_x, test_y).accuracy:.4f}",
+    print(f"tstr_accuracy={evaluate(train_classifier(pool_x, pool_y, epochs=10, device=device), test_x, test_y).accuracy:.4f}",
           flush=True)
     print(f"skew_fix_gain={skew_fix_gain(train_x, train_y, test_x, test_y, pool_x, pool_y, trials=2):.2f}", flush=True)
 
     subset_x, subset_y = train_x[:10_000], train_y[:10_000]
-    classifier(subset_x[:512], subset_y[:512], device, epochs=1)  # warm-up
-    seconds = timed(device, lambda: classifier(subset_x, subset_y, device, epochs=1))
+    train_classifier(subset_x[:512], subset_y[:512], epochs=1, device=device)  # warm-up
+    seconds = timed(device, lambda: train_classifier(subset_x, subset_y, epochs=1, device=device))
     print(f"classifier_train_images_per_s={len(subset_y) / seconds:.0f}", flush=True)
 
     if args.skip_flwr or importlib.util.find_spec("flwr") is None:
