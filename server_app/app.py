@@ -8,6 +8,8 @@ model on the global test set, and writes the results directory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict, replace
 from logging import INFO
@@ -36,11 +38,12 @@ from server_app.results import results_directory, summarise, summary_table, writ
 from strategy import protocol
 from strategy.fedgame import GameFedAvg
 from strategy.checkpoint import load_checkpoint
-from strategy.game.calibration import Calibration
+from strategy.game.calibration import Calibration, CurveFit
+from strategy.game.scenario import LossCurve
 from strategy.ledger import Ledger, strict_json, write_atomically
 from strategy.pilot import run_pilot
 from strategy.profiles import round_scenario
-from strategy.protocol import PilotOrder
+from strategy.protocol import PilotOrder, Profile, SiloSettings
 from task.model import Net, set_threads
 
 
@@ -114,15 +117,35 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
 
 def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayRecord, directory: Path,
            timeout: float) -> Calibration:
-    """Run the calibration pilot on every organisation with a profile; write ``pilot.json``."""
-    _, target = round_scenario([strategy.profiles[n] for n in strategy.profiles], strategy.game)
+    """Run the calibration pilot on every organisation with a profile (or, with
+    ``calibration.reuse_pilot``, reuse an identical earlier run's); write ``pilot.json``."""
+    profiles = [strategy.profiles[n] for n in strategy.profiles]
+    _, target = round_scenario(profiles, strategy.game)
     order = PilotOrder(fractions=tuple(cfg.calibration.fractions), multiples=tuple(cfg.calibration.multiples),
                        target=tuple(map(float, target)))
-    pilot = run_pilot(grid, strategy.profiles, strategy.settings, order, initial, strategy.game.loss, timeout)
-    record = pilot.to_json()
+    cached = pilot_cache_file(server_cache(cfg), strategy.settings, order, initial, strategy.game.loss, profiles)
+    if cfg.calibration.reuse_pilot and cached.exists():
+        record = json.loads(cached.read_text())
+        log(INFO, "Pilot: reused %s (same settings, profiles and initial model)", cached)
+    else:
+        pilot = run_pilot(grid, strategy.profiles, strategy.settings, order, initial, strategy.game.loss, timeout)
+        record = pilot.to_json()
+        if cfg.calibration.reuse_pilot and not pilot.dropped:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(cached, strict_json(record, indent=1))
     write_atomically(directory / "pilot.json", strict_json(record, indent=1))
     plot_learning_curve(record, directory / "learning_curve.png")
-    return Calibration(pilot.fit, strategy.game.eta)
+    return Calibration(CurveFit.from_json(record["fit"]), strategy.game.eta)
+
+
+def pilot_cache_file(cache: Path, settings: SiloSettings, order: PilotOrder, initial: ArrayRecord, prior: LossCurve,
+                     profiles: list[Profile]) -> Path:
+    """``<cache>/pilots/<digest>.json``, keyed by everything the pilot's points and fit depend on:
+    what silos are told, the order, the initial model, the prior and the reported profiles."""
+    key = {"settings": asdict(settings), "order": asdict(order), "initial": protocol.array_digest(initial),
+           "prior": asdict(prior), "profiles": sorted(map(repr, profiles))}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache / "pilots" / f"{digest}.json"
 
 
 def make_server_app(cfg: DictConfig) -> ServerApp:

@@ -1,10 +1,16 @@
-"""Hydra sweeps: one in-process Flower simulation per job, and a combined table.
+"""Hydra sweeps and experiment grids: one in-process Flower simulation per job, resumable.
 
     python -m server_app.sweep -m policy=vcfl,radg,wco,cocogen,cocogen_plus game.gamma=0,0.5,1.0
+    python -m server_app.sweep -m +experiment=paper_small      # the grid of docs/results.md
 
-Each job writes its own results directory under the sweep folder and then rewrites
-``sweep.csv`` and ``sweep.png`` there from every finished job's ``summary.json``, so
-the table is complete after the last job and never torn in between.
+Each job runs in its own folder under the sweep folder and, when its run finishes,
+writes ``job.json`` (what it was and what it measured, :mod:`server_app.outcomes`).
+A job whose folder already holds a ``job.json`` for the same overrides is skipped, so
+re-running an interrupted sweep with the same command finishes only what is missing;
+a job that fails writes ``failed.json`` with the reason and the sweep goes on (it is
+retried on the next run). After every job ``sweep.csv`` (a row per finished job) and
+``utilities.csv`` (a row per job, round and organisation) are rewritten atomically from
+the ``job.json`` files, and a progress line says how many jobs are done and the ETA.
 """
 
 from __future__ import annotations
@@ -12,30 +18,89 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import statistics
+import sys
+import time
+import traceback
+from logging import INFO, WARNING
 from pathlib import Path
+from typing import Any
 
 import hydra
-import matplotlib
+from flwr.common import log
+from flwr.simulation import run_simulation
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from client_app.app import app as client_app
+from server_app.app import make_server_app
+from server_app.config import CONFIG_DIR, client_gpus
+from server_app.outcomes import OUTCOME_COLUMNS, UTILITY_COLUMNS, job_outcome, utility_rows
+from strategy.ledger import strict_json, write_atomically
 
-from client_app.app import app as client_app  # noqa: E402
-from server_app.app import make_server_app  # noqa: E402
-from server_app.config import CONFIG_DIR, client_gpus  # noqa: E402
-from strategy.ledger import strict_json, write_atomically  # noqa: E402
-
-COLUMNS = ("job", "overrides", "policy", "gamma", "final_accuracy", "total_welfare", "total_images_generated",
-           "wall_seconds")
+JOB_FILE = "job.json"
+FAILED_FILE = "failed.json"
+IDENTITY_COLUMNS = ("job", "overrides", "policy", "gamma", "alpha", "seed", "rho_setting", "organisations", "rounds",
+                    "samples_per_org")
+"""What a job was; the grid row adds :data:`~server_app.outcomes.OUTCOME_COLUMNS`."""
+COLUMNS = (*IDENTITY_COLUMNS, *OUTCOME_COLUMNS, "results")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode.name == "MULTIRUN"
+    sweep_dir = job_dir.parent if multirun else job_dir
+    overrides = " ".join(sorted(hydra_cfg.overrides.task))
+    if _finished(job_dir, overrides):
+        log(INFO, "Sweep: job %s already done, skipped", job_dir.name)
+    else:
+        started = time.perf_counter()
+        try:
+            identity = {"job": job_dir.name, "overrides": overrides, **_identity(cfg)}
+            results = _simulate(cfg, job_dir)
+            outcome = {**identity, **job_outcome(results), "results": str(results.relative_to(sweep_dir))}
+            write_atomically(job_dir / JOB_FILE, strict_json({**outcome, "utilities": utility_rows(results)}))
+            (job_dir / FAILED_FILE).unlink(missing_ok=True)
+        except Exception as error:  # one failed job is recorded; the sweep goes on (retried on resume)
+            write_atomically(job_dir / FAILED_FILE, strict_json({
+                "overrides": overrides, "error": repr(error), "traceback": traceback.format_exc(),
+                "seconds": time.perf_counter() - started}))
+            log(WARNING, "Sweep: job %s failed (%r); recorded in %s", job_dir.name, error, FAILED_FILE)
+    rows = combine(sweep_dir)
+    log(INFO, "%s", progress_line(rows, planned_jobs(hydra_cfg.sweeper.params, sys.argv[1:]) if multirun else 1))
+
+
+def _finished(job_dir: Path, overrides: str) -> bool:
+    """``job_dir`` holds a finished job; raises if it is another sweep's job (other overrides)."""
+    path = job_dir / JOB_FILE
+    if not path.exists():
+        return False
+    recorded = json.loads(path.read_text())["overrides"]
+    if recorded != overrides:
+        raise SystemExit(f"{job_dir} holds another job ({recorded!r}, not {overrides!r}); "
+                         "use a new hydra.sweep.dir for a different sweep")
+    return True
+
+
+def _identity(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "policy": cfg.policy.name,
+        "gamma": float(cfg.game.gamma),
+        "alpha": float(cfg.partition.alpha) if cfg.partition.name == "dirichlet" else None,
+        "seed": int(cfg.seed),
+        "rho_setting": str(cfg.mechanism.rho),
+        "organisations": int(cfg.federation.num_orgs),
+        "rounds": int(cfg.federation.rounds),
+        "samples_per_org": cfg.partition.samples_per_org,
+    }
+
+
+def _simulate(cfg: DictConfig, job_dir: Path) -> Path:
+    """Run one simulation with results under ``job_dir``; returns its results directory."""
     OmegaConf.set_struct(cfg, False)
     cfg.results_root = str(job_dir / "results")
     OmegaConf.resolve(cfg)
@@ -43,44 +108,46 @@ def main(cfg: DictConfig) -> None:
         server_app=make_server_app(cfg), client_app=client_app, num_supernodes=int(cfg.federation.num_orgs),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(cfg)}},
     )
-    write_atomically(job_dir / "job.json", strict_json({
-        "job": hydra_cfg.job.num if hydra_cfg.mode.name == "MULTIRUN" else 0,
-        "overrides": " ".join(hydra_cfg.overrides.task),
-        "policy": cfg.policy.name,
-        "gamma": cfg.game.gamma,
-    }))
-    combine(job_dir.parent if hydra_cfg.mode.name == "MULTIRUN" else job_dir)
+    summaries = sorted((job_dir / "results").glob("*/summary.json"))
+    if not summaries:
+        raise RuntimeError("the simulation ended without a summary.json (see the log above)")
+    return summaries[-1].parent
 
 
-def combine(sweep_dir: Path) -> list[dict]:
-    """Rewrite ``sweep.csv`` and ``sweep.png`` from every finished job under ``sweep_dir``."""
-    rows = []
-    for job_file in sorted(sweep_dir.glob("**/job.json")):
-        summaries = sorted(job_file.parent.glob("results/*/summary.json"))
-        if summaries:
-            summary = json.loads(summaries[-1].read_text())
-            rows.append({**json.loads(job_file.read_text()), **{k: summary[k] for k in COLUMNS if k in summary}})
-    rows.sort(key=lambda row: row["job"])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(sweep_dir / "sweep.csv", buffer.getvalue())
-    _plot(rows, sweep_dir / "sweep.png")
+def planned_jobs(params: Any, arguments: list[str]) -> int:
+    """How many jobs the sweep has: the product of the sweep lengths of ``hydra.sweeper.params``
+    and the command line's overrides (the command line wins for a key in both)."""
+    items = [f"{key}={value}" for key, value in (params or {}).items()]
+    items += [a for a in arguments if "=" in a and not a.startswith(("hydra.", "-"))]
+    by_key = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(items)}
+    return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in by_key.values())
+
+
+def progress_line(rows: list[dict[str, Any]], planned: int) -> str:
+    """``done/planned`` jobs and the ETA: the median job's wall time x the jobs left."""
+    left = max(planned - len(rows), 0)
+    median = statistics.median(row["wall_seconds"] for row in rows) if rows else math.nan
+    eta = "unknown" if math.isnan(median) else time.strftime("%H:%M", time.localtime(time.time() + median * left))
+    return f"Sweep: {len(rows)}/{planned} jobs done, median {median:.0f} s per job, {left} left, ETA {eta}"
+
+
+def combine(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rewrite ``sweep.csv`` and ``utilities.csv`` from every finished job under ``sweep_dir``."""
+    jobs = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}"))]
+    jobs.sort(key=lambda job: (int(job["job"]) if str(job["job"]).isdigit() else math.inf, str(job["job"])))
+    rows = [{key: job[key] for key in COLUMNS} for job in jobs]
+    utilities = [{**{key: job[key] for key in IDENTITY_COLUMNS}, **point} for job in jobs for point in job["utilities"]]
+    write_atomically(sweep_dir / "sweep.csv", _csv(rows, COLUMNS))
+    write_atomically(sweep_dir / "utilities.csv", _csv(utilities, (*IDENTITY_COLUMNS, *UTILITY_COLUMNS)))
     return rows
 
 
-def _plot(rows: list[dict], path: Path) -> None:
-    labels = [f"{row['policy']}\nγ={row['gamma']}" for row in rows]
-    figure, (accuracy, welfare) = plt.subplots(2, 1, figsize=(max(6, 0.7 * len(rows)), 6), sharex=True)
-    accuracy.bar(labels, [row["final_accuracy"] for row in rows], color="tab:blue")
-    accuracy.set(ylabel="final test accuracy", title="Sweep: accuracy and realised welfare per job")
-    welfare.bar(labels, [row["total_welfare"] for row in rows], color="tab:green")
-    welfare.set(ylabel="total realised welfare")
-    welfare.tick_params(axis="x", labelsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -180,21 +181,43 @@ def test_run_refuses_overrides_that_try_to_leave_hydra(tmp_path):
         assert not marker.exists() and not (tmp_path / "results").exists()
 
 
-def test_a_hydra_sweep_writes_a_combined_table_and_the_twin_is_the_vcfl_run(tmp_path, cache_dir):
+def test_a_sweep_is_resumable_its_twin_is_the_vcfl_run_and_it_feeds_the_report(tmp_path, cache_dir):
+    """The experiment runner's smoke (two tiny jobs): the grid table, resuming, the report."""
     env = {**os.environ, "COCOGEN_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny",
-         "policy=vcfl,cocogen", f"hydra.sweep.dir={tmp_path}"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny", "policy=vcfl,cocogen",
+               f"hydra.sweep.dir={sweep}"]
+    run = lambda: subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = run()
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = (tmp_path / "sweep.csv").read_text().splitlines()
-    assert lines[0].startswith("job,overrides,policy")
-    table = [line.split(",") for line in lines[1:]]
-    assert [row[2] for row in table] == ["vcfl", "cocogen"]
-    assert float(table[0][6]) == 0.0 and float(table[1][6]) > 0.0
-    assert (tmp_path / "sweep.png").stat().st_size > 0
-    vcfl, cocogen = (json.loads(next(tmp_path.glob(f"{job}/results/*/ledger.json")).read_text()) for job in (0, 1))
+    assert "Sweep: 2/2 jobs done" in done.stdout + done.stderr
+    table = list(csv.DictReader((sweep / "sweep.csv").open()))
+    assert [row["policy"] for row in table] == ["vcfl", "cocogen"]
+    assert float(table[0]["images_generated"]) == 0.0 and float(table[1]["images_generated"]) > 0.0
+    assert float(table[0]["gain_over_twin"]) == 0.0 and float(table[0]["realised_welfare"]) == 0.0
+    vcfl, cocogen = (json.loads(next(sweep.glob(f"{job}/results/*/ledger.json")).read_text()) for job in (0, 1))
     assert [row["twin_digest"] for row in cocogen] == [row["global_digest"] for row in vcfl]
     assert [row["global_digest"] for row in vcfl] == [row["twin_digest"] for row in vcfl]
     assert all(row["images_generated"] > 0 for row in cocogen)
     assert all(gain == 0 for row in vcfl for gain in row["calibration"]["realised_quality"])
+    utilities = list(csv.DictReader((sweep / "utilities.csv").open()))
+    assert len(utilities) == sum(len(row["responders"]) for row in vcfl + cocogen)
+
+    (sweep / "1" / "job.json").unlink()  # job 1 lost its record: only it runs again
+    again = run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    output = again.stdout + again.stderr
+    assert "job 0 already done, skipped" in output and "job 1 already done" not in output
+    assert len(list(sweep.glob("0/results/*"))) == 1 and len(list(sweep.glob("1/results/*"))) == 2
+    assert [row["policy"] for row in csv.DictReader((sweep / "sweep.csv").open())] == ["vcfl", "cocogen"]
+
+    docs = tmp_path / "docs"
+    report = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), "--out", str(docs / "results"),
+                             "--markdown", str(docs / "results.md"), "--game-seeds", "2"],
+                            env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (docs / "results.md").read_text()
+    assert "## Verdicts" in text and "(b) equilibrium strategies beat" in text
+    for name in ("grid.csv", "game_grid.csv", "generation.png", "welfare.png", "calibration.png", "compensation.png"):
+        assert (docs / "results" / name).stat().st_size > 0
+    assert "](results/welfare.png)" in text
