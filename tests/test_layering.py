@@ -14,12 +14,13 @@ import pytest
 from strategy import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPONENTS = ("strategy.game", "strategy", "task", "generation", "client_app", "server_app", "deploy")
-LAYER = {"task": 0, "strategy.game": 0, "deploy": 0, "generation": 1, "strategy": 1, "client_app": 2, "server_app": 2}
+COMPONENTS = ("strategy.game", "strategy", "task", "generation", "client_app", "server_app", "deploy", "experiments")
+LAYER = {"task": 0, "strategy.game": 0, "deploy": 0, "generation": 1, "strategy": 1, "client_app": 2, "server_app": 2,
+         "experiments": 3}
 """A module may import its own component and components of lower layers only."""
 COMPOSITION_ROOTS = {("server_app.sweep", "client_app.app")}
 """Declared exceptions: the in-process simulation runner hands both apps to Flower."""
-SHIPPED = ("strategy", "task", "generation", "client_app", "server_app", "benchmarks", "deploy")
+SHIPPED = ("strategy", "task", "generation", "client_app", "server_app", "benchmarks", "deploy", "experiments")
 FOREIGN_APPS = ("benchmarks/trivial_app",)
 """Separate Flower apps that do not speak this project's wire contract (Flower's floor)."""
 

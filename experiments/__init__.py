@@ -1,0 +1,1 @@
+"""Experiment grids and their report: the paper's claims measured (docs/results.md)."""
