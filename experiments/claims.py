@@ -5,9 +5,9 @@ comparison *holds* when its 95% interval lies on that side of zero, *does not ho
 when it lies on the other side, and is *not distinguishable from noise* otherwise.
 A claim's verdict combines its comparisons: every decided one on the claimed side and
 at least one decided -> holds; any on the other side -> does not hold (when some hold
-too, the evidence says so: it holds in part); none decided -> noise. Comparisons whose
-paired differences are all exactly zero (the same quotas by construction, e.g. wco and
-cocogen without competition) are counted apart and decide nothing.
+too: holds in part); none decided -> noise; no comparison possible on the grid -> not tested. Comparisons whose
+paired differences are all zero (the same quotas, e.g. wco and cocogen without
+competition, or both at capacity) are counted apart and decide nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, Interval, paired_i
 from experiments.tables import paired_across, paired_differences
 
 EQUILIBRIA = ("cocogen", "cocogen_plus")
+IN_PART = "holds in part, does not hold elsewhere"
+NOT_TESTED = "not tested on this grid"
 BASELINES = ("vcfl", "wco", "radg")
 
 
@@ -44,12 +46,18 @@ class Claim:
     statement: str
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    untested: str = ""
+    """Why this grid cannot test the claim (its comparisons then inform and decide nothing)."""
+    scope: str = ""
+    """The part of the claim the verdict does not cover, if any."""
 
     @property
     def verdict(self) -> str:
         verdicts = [c.verdict for c in self.comparisons]
+        if self.untested or not set(verdicts) - {IDENTICAL}:
+            return NOT_TESTED
         if FAILS in verdicts:
-            return FAILS
+            return IN_PART if HOLDS in verdicts else FAILS
         return HOLDS if HOLDS in verdicts else NOISE
 
     @property
@@ -57,13 +65,13 @@ class Claim:
         verdicts = [c.verdict for c in self.comparisons]
         same = verdicts.count(IDENTICAL)
         return (f"{verdicts.count(HOLDS)} of {len(verdicts) - same} comparisons hold, {verdicts.count(FAILS)} go the "
-                f"other way, {verdicts.count(NOISE)} are within noise" + (f"; {same} identical by construction"
+                f"other way, {verdicts.count(NOISE)} are within noise" + (f"; {same} equal on every seed"
                                                                            if same else ""))
 
 
-def generation_rises(frame: pd.DataFrame, images: str, paired_alpha: bool) -> Claim:
+def generation_rises(frame: pd.DataFrame, images: str) -> Claim:
     """(a) Equilibrium generation rises with gamma (same data: paired by seed) and with
-    heterogeneity (smallest alpha minus largest; paired only where the data are shared)."""
+    heterogeneity (smallest alpha minus largest: other data, so Welch's interval)."""
     claim = Claim("a", "generation rises with competition intensity and with data heterogeneity")
     gammas, alphas = sorted(frame.gamma.unique()), sorted(frame.alpha.unique())
     for policy in EQUILIBRIA:
@@ -72,8 +80,8 @@ def generation_rises(frame: pd.DataFrame, images: str, paired_alpha: bool) -> Cl
         for gamma in gammas if len(alphas) > 1 else ():
             rows = frame[(frame.policy == policy) & (frame.gamma == gamma)].sort_values("seed")
             low, high = rows[rows.alpha == alphas[0]][images], rows[rows.alpha == alphas[-1]][images]
-            interval = paired_interval(low, high) if paired_alpha else welch_interval(low, high)
-            claim.comparisons.append(Comparison(f"{policy}, γ={gamma:g}: α={alphas[0]:g} − α={alphas[-1]:g}", interval))
+            claim.comparisons.append(Comparison(f"{policy}, γ={gamma:g}: α={alphas[0]:g} − α={alphas[-1]:g}",
+                                                welch_interval(low, high)))
     return claim
 
 
@@ -100,44 +108,62 @@ def welfare_peaks_strong_moderate(frame: pd.DataFrame, welfare: str, policy: str
         claim.notes.append(f"no {policy} jobs in this grid")
         return claim
     if len(alphas) < 3:
-        claim.notes.append(f"not testable here: α takes only {', '.join(f'{a:g}' for a in alphas)} "
-                           "(no moderate value); strong against weak competition instead")
+        claim.untested = (f"α takes only the values {', '.join(f'{a:g}' for a in alphas)} here (no moderate "
+                          "heterogeneity); shown instead: welfare under strong against no competition")
         for alpha, interval in paired_across(frame, welfare, policy, "gamma", gammas[-1], gammas[0]).items():
             claim.comparisons.append(Comparison(f"{policy}, α={alpha:g}: welfare γ={gammas[-1]:g} − γ={gammas[0]:g}",
                                                 interval))
         return claim
-    means = rows.groupby(["gamma", "alpha"])[welfare].mean()
+    chosen, tested = split_seeds(rows)
+    means = chosen.groupby(["gamma", "alpha"])[welfare].mean()
     inside = [(g, a) for g, a in means.index if g == gammas[-1] and alphas[0] < a < alphas[-1]]
     outside = [cell for cell in means.index if cell not in inside]
     best_in, best_out = max(inside, key=means.get), max(outside, key=means.get)
-    cell = lambda g, a: rows[(rows.gamma == g) & (rows.alpha == a)][welfare]
-    claim.notes.append(f"highest mean welfare: γ={means.idxmax()[0]:g}, α={means.idxmax()[1]:g}")
+    cell = lambda g, a: tested[(tested.gamma == g) & (tested.alpha == a)][welfare]
+    claim.notes.append(f"cells chosen on seeds {_seeds(chosen)} (highest mean welfare there: γ={means.idxmax()[0]:g}, "
+                       f"α={means.idxmax()[1]:g}), compared on seeds {_seeds(tested)}")
     claim.comparisons.append(Comparison(
         f"best claimed cell (γ={best_in[0]:g}, α={best_in[1]:g}) − best other cell (γ={best_out[0]:g}, α={best_out[1]:g})",
         welch_interval(cell(*best_in), cell(*best_out))))
     return claim
 
 
+def split_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of the even-ranked seeds (to choose a cell or rate) and of the others (to test it), so a
+    comparison is never tested on the seeds that chose it."""
+    seeds = sorted(frame.seed.unique())
+    chosen = set(seeds[0::2])
+    return frame[frame.seed.isin(chosen)], frame[~frame.seed.isin(chosen)]
+
+
+def _seeds(frame: pd.DataFrame) -> str:
+    return ", ".join(str(s) for s in sorted(frame.seed.unique()))
+
+
 def redistribution_internalises(frame: pd.DataFrame, welfare: str, ir: str, curve: pd.DataFrame | None,
                                 difficult: float | None) -> Claim:
     """(d) CoCoGen+ against CoCoGen (paired): welfare and IR share not lower; and, on the rho
-    sweep of the difficult task, welfare at the best interior rho (highest mean) above welfare
-    at rho = 0 and at the largest rho (paired by seed): a peak strictly inside the range."""
+    sweep of the ``difficult`` task, welfare at the best interior rho (chosen on half the
+    seeds) above welfare at rho = 0 and at the largest rho (paired, on the other seeds): a
+    peak strictly inside the range."""
     claim = Claim("d", "the redistribution internalises competitive externalities, and welfare peaks at a "
                        "moderate compensation rate for difficult tasks")
     for metric, name in ((welfare, "welfare"), (ir, "IR share")):
         for (gamma, alpha), interval in paired_differences(frame, metric, "cocogen_plus", "cocogen").items():
             claim.comparisons.append(Comparison(f"{name}, γ={gamma:g}, α={alpha:g}: cocogen_plus − cocogen", interval))
-    if curve is None or curve.empty or curve.rho.nunique() < 3:
-        claim.notes.append("no ρ sweep in this grid")
+    rows = None if curve is None or difficult is None else curve[curve.difficulty == difficult]
+    if rows is None or rows.rho.nunique() < 3 or rows.seed.nunique() < 2:
+        claim.scope = "the moderate-rate part is not tested (no ρ sweep with 3 rates and 2 seeds)"
         return claim
-    rows = curve[curve.difficulty == difficult] if difficult is not None else curve
-    wide = rows.pivot_table(index="seed", columns="rho", values="welfare").dropna(axis=1)
-    rates = sorted(wide.columns)
-    interior = max(rates[1:-1], key=lambda rate: wide[rate].mean())
-    claim.notes.append(f"mean welfare curve: highest at ρ={float(wide.mean().idxmax()):.3g} on {rates[0]:g}-{rates[-1]:g}"
-                       f"{'' if difficult is None else f' (task difficulty x{difficult:g})'}")
+    chosen, tested = split_seeds(rows)
+    means = chosen.groupby("rho").welfare.mean()
+    wide = tested.pivot_table(index="seed", columns="rho", values="welfare")
+    rates = sorted(means.index)
+    interior = max(rates[1:-1], key=means.get)
+    claim.notes.append(f"ρ sweep, task difficulty x{difficult:g}: mean welfare highest at ρ={means.idxmax():.3g} on "
+                       f"{rates[0]:g}-{rates[-1]:g} (seeds {_seeds(chosen)}); tested on seeds {_seeds(tested)}")
     for end in (rates[0], rates[-1]):
+        pairs = wide[[interior, end]].dropna()
         claim.comparisons.append(Comparison(f"welfare at the best interior ρ={interior:.3g} − at ρ={end:g}",
-                                            paired_interval(wide[interior], wide[end])))
+                                            paired_interval(pairs[interior], pairs[end])))
     return claim

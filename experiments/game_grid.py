@@ -33,7 +33,7 @@ class GameGrid:
     """The grid's axes and the scenario constants shared by its cells."""
 
     orgs: int = 4
-    samples_per_org: int = 400
+    samples_per_org: int | None = 400
     capacity: float = 300.0
     value: float = 1000.0
     cost: float = 0.4

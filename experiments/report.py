@@ -26,13 +26,15 @@ from experiments import figures
 from experiments.claims import (Claim, equilibria_beat_baselines, generation_rises, redistribution_internalises,
                                 welfare_peaks_strong_moderate)
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
+from experiments.stats import FAILS, HOLDS
 from experiments.tables import cell_intervals, markdown_table, paired_differences
 from strategy.game.scenario import LossCurve
 
-MEASURED = {"images": "images_generated", "welfare": "realised_welfare", "worst": "min_org_utility", "ir": "ir_fraction"}
+MEASURED = {"images": "images_generated", "welfare": "profiled_welfare", "worst": "min_org_utility", "ir": "ir_fraction"}
 GAME = {"images": "images", "welfare": "welfare", "worst": "min_utility", "ir": "ir_fraction"}
 CELL_METRICS = (("final_accuracy", "final test acc."), ("gain_over_twin", "gain over twin"),
                 ("images_generated", "images"), ("realised_welfare", "realised welfare"),
+                ("profiled_welfare", "welfare at profiled cost"),
                 ("ir_fraction", "IR share"), ("welfare_gap", "(pred−real)/|real|"))
 REFERENCE = "cocogen_plus"
 TABLE_GAMMAS, TABLE_ALPHAS = (0.0, 0.5, 2.0), (0.1, 0.5, 5.0)
@@ -40,19 +42,24 @@ TABLE_GAMMAS, TABLE_ALPHAS = (0.0, 0.5, 2.0), (0.1, 0.5, 5.0)
 
 
 def game_grid_for(grid: pd.DataFrame, seeds: int) -> GameGrid:
-    """The companion grid with the measured runs' constants (medians over jobs)."""
+    """The companion grid with the measured runs' constants: the game inputs' medians over jobs,
+    and the calibrated curve of one run (the cocogen_plus job with the median ``a``; every job
+    when there is none), so the curve is one that a run fitted."""
     median = grid.median(numeric_only=True)
-    return GameGrid(orgs=int(median.organisations), samples_per_org=int(median.samples_per_org),
+    fitted = grid[grid.policy == REFERENCE] if (grid.policy == REFERENCE).any() else grid
+    run = fitted.sort_values("curve_a").iloc[len(fitted) // 2]
+    cap = median.samples_per_org
+    return GameGrid(orgs=int(median.organisations), samples_per_org=int(cap) if cap > 0 else None,
                     capacity=float(median.capacity), value=float(median.value), cost=float(median.cost),
-                    curve=LossCurve(a=float(median.curve_a), b=float(median.curve_b), kappa=float(median.curve_kappa)),
-                    eta=float(median.eta), seeds=tuple(range(seeds)))
+                    curve=LossCurve(a=float(run.curve_a), b=float(run.curve_b), kappa=float(run.curve_kappa)),
+                    eta=float(run.eta), seeds=tuple(range(seeds)))
 
 
 def measured_compensation(grid: pd.DataFrame) -> pd.DataFrame:
     """The measured rho sweep: cocogen_plus jobs with a fixed rho (none when the grid has none)."""
     rows = grid[(grid.policy == REFERENCE) & (grid.rho_setting != "auto")]
-    return pd.DataFrame({"label": "measured", "difficulty": 1.0, "seed": rows.seed,
-                         "rho": rows.rho_setting.astype(float), "welfare": rows.realised_welfare,
+    return pd.DataFrame({"label": "measured (per round)", "difficulty": 1.0, "seed": rows.seed,
+                         "rho": rows.rho_setting.astype(float), "welfare": rows.profiled_welfare / rows.rounds,
                          "ir_fraction": rows.ir_fraction})
 
 
@@ -62,7 +69,7 @@ def cell_table(grid: pd.DataFrame) -> str:
     rows = []
     for policy, gamma, alpha in sorted(intervals["final_accuracy"], key=lambda k: (k[1], k[2], _order(k[0]))):
         rows.append([f"{gamma:g}", f"{alpha:g}", policy] +
-                    [intervals[m][(policy, gamma, alpha)].text() for m, _ in CELL_METRICS])
+                    [_text(intervals[m][(policy, gamma, alpha)]) for m, _ in CELL_METRICS])
     return markdown_table(["γ", "α", "policy"] + [label for _, label in CELL_METRICS], rows)
 
 
@@ -79,7 +86,7 @@ def difference_table(frame: pd.DataFrame, metrics: Sequence[tuple[str, str]]) ->
 def claims_for(frame: pd.DataFrame, names: dict[str, str], curve: pd.DataFrame | None,
                difficult: float | None) -> list[Claim]:
     return [
-        generation_rises(frame, names["images"], paired_alpha=False),
+        generation_rises(frame, names["images"]),
         equilibria_beat_baselines(frame, names["welfare"], names["worst"]),
         welfare_peaks_strong_moderate(frame, names["welfare"]),
         redistribution_internalises(frame, names["welfare"], names["ir"], curve, difficult),
@@ -89,9 +96,10 @@ def claims_for(frame: pd.DataFrame, names: dict[str, str], curve: pd.DataFrame |
 def explain(grid: pd.DataFrame, names: dict[str, str]) -> list[str]:
     """What the model says where equilibrium play loses to the competition-unaware baseline."""
     notes = []
+    extra_images = paired_differences(grid, names["images"], "cocogen", "wco")
     for (gamma, alpha), interval in paired_differences(grid, names["welfare"], "cocogen", "wco").items():
-        if interval.verdict() == "does not hold":
-            extra = paired_differences(grid, names["images"], "cocogen", "wco").get((gamma, alpha))
+        extra = extra_images.get((gamma, alpha))
+        if gamma > 0 and interval.verdict() == FAILS and extra is not None and extra.verdict() == HOLDS:
             notes.append(f"γ={gamma:g}, α={alpha:g}: cocogen's welfare is below wco's by {_text(interval)}; it makes "
                          f"{_text(extra)} more images. Each organisation's generation also raises its rivals' "
                          "quality, which competition makes a loss to the others: at the Nash equilibrium every "
@@ -104,6 +112,7 @@ def claim_section(title: str, claims: list[Claim]) -> list[str]:
     lines = [f"### {title}", ""]
     for claim in claims:
         lines += [f"**({claim.key}) {claim.statement}: {claim.verdict}.** {claim.tally}.", ""]
+        lines += [f"- {text}" for text in (claim.untested, claim.scope) if text]
         lines += [f"- {note}" for note in claim.notes]
         lines += [f"- {c.label}: {c.interval.text()} → {c.verdict}" for c in claim.comparisons]
         lines.append("")
@@ -111,8 +120,8 @@ def claim_section(title: str, claims: list[Claim]) -> list[str]:
 
 
 def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, command: str) -> None:
-    grid = pd.read_csv(sweep_dir / "sweep.csv")
-    utilities = pd.read_csv(sweep_dir / "utilities.csv")
+    grid = pd.read_csv(sweep_dir / "sweep.csv", dtype={"rho_setting": str})
+    utilities = pd.read_csv(sweep_dir / "utilities.csv", dtype={"rho_setting": str})
     out.mkdir(parents=True, exist_ok=True)
     grid.drop(columns=["results"]).to_csv(out / "grid.csv", index=False)
     utilities.to_csv(out / "utilities.csv", index=False)
@@ -130,7 +139,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     measured_sweep = measured_compensation(grid)
 
     figures.generation(main_grid, "images_generated", out / "generation.png",
-                       "Measured: synthetic images per job (mean, 95% CI over seeds)")
+                       "Measured: synthetic images per job (mean, 95% CI over seeds and the other axis)")
     figures.welfare_by_cell(main_grid, "realised_welfare", out / "welfare.png",
                             "Measured: realised social welfare per job", "realised welfare (money, all rounds)")
     figures.welfare_by_cell(main_grid, "final_accuracy", out / "accuracy.png",
@@ -138,7 +147,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     figures.calibration(utilities[utilities.rho_setting == "auto"], out / "calibration.png",
                         "Measured: predicted vs realised utility (org x round)")
     figures.generation(game_rows, "images", out / "game_generation.png",
-                       "Game level: equilibrium synthetic images per round")
+                       "Game level: synthetic images per round (mean, 95% CI over seeds and the other axis)")
     figures.welfare_by_cell(game_rows[game_rows.alpha.isin([min(game.alphas), 0.5, max(game.alphas)])], "welfare",
                             out / "game_welfare.png", "Game level: predicted welfare", "welfare (money per round)")
     figures.compensation(pd.concat([sweep, measured_sweep]) if len(measured_sweep) else sweep,
@@ -150,7 +159,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     lines = _header(grid, main_grid, game, game_rows, game_seconds, command)
     lines += ["## Verdicts", "", markdown_table(
         ["claim", "measured grid", "game-level grid"],
-        [[f"({m.key}) {m.statement}", f"{m.verdict} ({m.tally})", f"{g.verdict} ({g.tally})"]
+        [[f"({m.key}) {m.statement}", _summary(m), _summary(g)]
          for m, g in zip(measured_claims, game_claims)]), ""]
     lines += [f"Where the model explains a failure: {note}" for note in explain(main_grid, MEASURED) +
               explain(game_rows, GAME)] + [""]
@@ -185,6 +194,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
 def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_rows: pd.DataFrame,
             game_seconds: float, command: str) -> list[str]:
     seeds = sorted(grid.seed.unique())
+    run_seconds = grid.wall_seconds - grid.warmup_seconds
     return [
         "# Results: the paper's claims, measured on Flower", "",
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d')} from `grid.csv` (do not edit by hand).", "",
@@ -194,14 +204,20 @@ def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_ro
         f"{{{', '.join(f'{g:g}' for g in sorted(grid.gamma.unique()))}}}; Dirichlet α ∈ "
         f"{{{', '.join(f'{a:g}' for a in sorted(grid.alpha.unique()))}}}; seeds {{{', '.join(map(str, seeds))}}}; "
         f"{int(grid.organisations.median())} organisations, {int(grid.rounds.median())} rounds each.",
-        f"- Wall time per job: median {grid.wall_seconds.median():.0f} s (range {grid.wall_seconds.min():.0f}-"
-        f"{grid.wall_seconds.max():.0f} s); the grid's jobs add up to {grid.wall_seconds.sum() / 3600:.2f} h "
-        "(generator warm-ups and process start-up excluded).",
+        f"- Wall time per job, generator warm-up excluded: median {run_seconds.median():.0f} s (range "
+        f"{run_seconds.min():.0f}-{run_seconds.max():.0f} s); {int((grid.warmup_seconds > 1).sum())} federated "
+        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > 1].sum() / 60:.1f} min in all (one per data set and "
+        f"seed, cached for the rest); all jobs' runs add up to {grid.wall_seconds.sum() / 3600:.2f} h (Ray and "
+        "process start-up, about 10 s per job, not included).",
+        "- Welfare in the claims is priced at the game's cost per image (profiled seconds x price): realised "
+        "costs time each silo's sampler while the neighbouring silos share the two cores, so two jobs with the "
+        "same quotas and accuracies differ in timed welfare by that noise alone. The table shows both.",
         f"- Scenario constants the runs used (medians): cost {game.cost:.3g} per image, value {game.value:g}, "
         f"capacity {game.capacity:g}; fitted curve a={game.curve.a:.3g}, b={game.curve.b:.3g}, "
         f"κ={game.curve.kappa:.3g}, η={game.eta:.3g}. The game-level grid uses them ({len(game_rows)} solves and the "
         f"ρ sweep in {game_seconds:.0f} s).",
-        "- Intervals: 95% Student t over seeds; policy differences are paired by seed (same data, generator "
+        "- Intervals: 95% Student t over seeds, one per comparison (no correction for the number of "
+        "comparisons: a claim judged on many cells can fail in one by chance, so read the counts); policy differences are paired by seed (same data, generator "
         "warm-up and seed); differences across α use Welch's interval (different data). A comparison holds when "
         "its interval lies on the claimed side of zero, does not hold when it lies on the other side, and is "
         "not distinguishable from noise otherwise.",
@@ -217,7 +233,12 @@ def _order(policy: str) -> int:
 
 
 def _text(interval) -> str:
-    return "-" if interval is None else interval.text()
+    return "–" if interval is None or interval.n == 0 else interval.text()
+
+
+def _summary(claim: Claim) -> str:
+    scope = f"; {claim.scope}" if claim.scope else ""
+    return f"{claim.verdict}: {claim.untested}" if claim.untested else f"{claim.verdict} ({claim.tally}{scope})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

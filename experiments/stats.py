@@ -12,7 +12,9 @@ from scipy import stats
 CONFIDENCE = 0.95
 HOLDS, FAILS, NOISE = "holds", "does not hold", "not distinguishable from noise"
 IDENTICAL = "identical"
-"""Every paired difference is exactly zero (e.g. wco and cocogen at gamma = 0, the same game)."""
+"""Every paired difference is zero (e.g. wco and cocogen at gamma = 0: the same game)."""
+SAME = 1e-9
+"""Paired values within this relative tolerance are equal (float rounding of the same sum)."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,15 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
 
 
 def paired_interval(first: Sequence[float], second: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """The t-interval of the paired differences ``first_k - second_k`` (same data and seed)."""
+    """The t-interval of the paired differences ``first_k - second_k`` (same data and seed);
+    the point 0 when every pair is equal to rounding (:data:`SAME`)."""
     a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in length: {a.size} and {b.size}")
-    return t_interval(a - b, confidence)
+    differences = a - b
+    if a.size and np.all(np.abs(differences) <= SAME * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))):
+        return Interval(0.0, 0.0, 0.0, int(a.size))  # equal on every seed (to rounding): IDENTICAL
+    return t_interval(differences, confidence)
 
 
 def welch_interval(first: Sequence[float], second: Sequence[float], confidence: float = CONFIDENCE) -> Interval:

@@ -115,6 +115,10 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     return str(directory)
 
 
+PILOT_VERSION = 1
+"""Part of the pilot cache key: raise it when the pilot's points or fit change meaning."""
+
+
 def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayRecord, directory: Path,
            timeout: float) -> Calibration:
     """Run the calibration pilot on every organisation with a profile (or, with
@@ -142,7 +146,7 @@ def pilot_cache_file(cache: Path, settings: SiloSettings, order: PilotOrder, ini
                      profiles: list[Profile]) -> Path:
     """``<cache>/pilots/<digest>.json``, keyed by everything the pilot's points and fit depend on:
     what silos are told, the order, the initial model, the prior and the reported profiles."""
-    key = {"settings": asdict(settings), "order": asdict(order), "initial": protocol.array_digest(initial),
+    key = {"version": PILOT_VERSION, "settings": asdict(settings), "order": asdict(order), "initial": protocol.array_digest(initial),
            "prior": asdict(prior), "profiles": sorted(map(repr, profiles))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache / "pilots" / f"{digest}.json"

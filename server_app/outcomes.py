@@ -16,8 +16,9 @@ from strategy.game.calibration import CurveFit, GainScales, calibrated_curve
 
 OUTCOME_COLUMNS = (
     "final_accuracy", "twin_final_accuracy", "gain_over_twin", "mean_realised_quality", "images_generated",
-    "realised_welfare", "predicted_welfare", "welfare_gap", "ir_fraction", "min_org_utility", "mean_rho",
-    "rounds_completed", "wall_seconds", "cost", "value", "capacity", "curve_a", "curve_b", "curve_kappa", "eta",
+    "realised_welfare", "profiled_welfare", "predicted_welfare", "welfare_gap", "ir_fraction", "min_org_utility",
+    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "cost", "value", "capacity", "curve_a",
+    "curve_b", "curve_kappa", "eta",
 )
 """The measured columns of a grid row, in order (docs/results.md defines each)."""
 
@@ -25,28 +26,34 @@ UTILITY_COLUMNS = ("round", "organisation", "predicted_utility", "realised_utili
 
 
 def job_outcome(results_dir: Path) -> dict[str, Any]:
-    """One run's measured outcomes (:data:`OUTCOME_COLUMNS`).
+    """One run's measured outcomes (:data:`OUTCOME_COLUMNS`), over the rounds that realised
+    (a round whose every reply was dropped has no realised side and is left out).
 
     - ``gain_over_twin``: final global test accuracy minus the no-generation twin's;
     - ``mean_realised_quality``: mean over rounds and organisations of
       ``Q_i = acc_i(main) - acc_i(twin)`` on the market set (model.md section 8);
-    - ``welfare_gap``: ``(sum_r predicted - sum_r realised) / |sum_r realised|`` over rounds;
-    - ``ir_fraction``: realised ``u_i >= 0`` over all (round, organisation) pairs;
-    - ``min_org_utility``: the worst organisation's realised utility summed over rounds;
+    - ``realised_welfare``: sum over rounds of measured utilities, generation priced at the
+      seconds it took; ``profiled_welfare``: the same with generation priced at the game's
+      cost ``c_i`` per image (timing noise from neighbouring jobs removed);
+    - ``predicted_welfare``: the game's prediction for the organisations that answered;
+      ``welfare_gap``: ``(predicted - realised) / |realised|`` (None when realised is 0);
+    - ``ir_fraction``: realised ``u_i >= 0`` over all (round, answering organisation) pairs;
+    - ``min_org_utility``: the worst organisation's realised utility summed over the rounds it answered;
     - ``cost``, ``value``, ``capacity``: the organisations' median game inputs (last round);
     - ``curve_*``, ``eta``: the calibrated curve after the last round (model.md section 8).
     """
-    rows = json.loads((results_dir / "ledger.json").read_text())
+    rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
+    if not rows:
+        raise ValueError(f"{results_dir}: no round has a realised side")
     summary = json.loads((results_dir / "summary.json").read_text())
     last = rows[-1]
-    predicted = sum(row["predicted_welfare"] for row in rows)
+    predicted = sum(row["responder_predicted_welfare"] for row in rows)
     realised = sum(row["realised_welfare"] for row in rows)
     qualities = [q for row in rows for q in row["calibration"]["realised_quality"]]
     per_org: dict[int, float] = {}
     for row in rows:
         for org, utility in zip(row["responders"], row["realised_utilities"]):
             per_org[org] = per_org.get(org, 0.0) + utility
-    pairs = sum(len(row["responders"]) for row in rows)
     rhos = [row["rho"] for row in rows if row.get("rho") is not None]
     curve, eta = calibrated_curve(CurveFit.from_json(last["calibration"]["curve"]),
                                   GainScales(**last["calibration"]["scales_next"]))
@@ -56,23 +63,33 @@ def job_outcome(results_dir: Path) -> dict[str, Any]:
         "twin_final_accuracy": last["twin_global_test_accuracy"],
         "gain_over_twin": summary["final_accuracy"] - last["twin_global_test_accuracy"],
         "mean_realised_quality": sum(qualities) / len(qualities),
-        "images_generated": summary["total_images_generated"],
+        "images_generated": sum(row["images_generated"] for row in rows),
         "realised_welfare": realised,
+        "profiled_welfare": realised + sum(_timing_excess(row) for row in rows),
         "predicted_welfare": predicted,
         "welfare_gap": (predicted - realised) / abs(realised) if realised else None,
-        "ir_fraction": sum(row["realised_ir_count"] for row in rows) / pairs,
+        "ir_fraction": sum(row["realised_ir_count"] for row in rows) / sum(len(row["responders"]) for row in rows),
         "min_org_utility": min(per_org.values()),
         "mean_rho": sum(rhos) / len(rhos) if rhos else None,
         "rounds_completed": summary["rounds_completed"],
         "wall_seconds": summary["wall_seconds"],
+        "warmup_seconds": summary["generator_warmup_seconds"],
         **{key: statistics.median(org[key] for org in reported) for key in ("cost", "value", "capacity")},
         "curve_a": curve.a, "curve_b": curve.b, "curve_kappa": curve.kappa, "eta": eta,
     }
 
 
+def _timing_excess(row: dict[str, Any]) -> float:
+    """Money the round's generation cost beyond the game's price ``c_i`` per image: timed spend minus
+    ``c_i x images_i`` over the answering organisations."""
+    cost = {org["partition_id"]: org["cost"] for org in row["reported"]}
+    profiled = sum(cost[org] * images for org, images in zip(row["responders"], row["images"]))
+    return sum(row["calibration"]["realised_cost"]) - profiled
+
+
 def utility_rows(results_dir: Path) -> list[dict[str, Any]]:
     """Every (round, organisation): predicted and realised utility (:data:`UTILITY_COLUMNS`)."""
-    rows = json.loads((results_dir / "ledger.json").read_text())
+    rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
     return [
         {"round": row["round"], "organisation": org, "predicted_utility": predicted, "realised_utility": realised}
         for row in rows

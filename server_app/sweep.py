@@ -6,16 +6,20 @@
 Each job runs in its own folder under the sweep folder and, when its run finishes,
 writes ``job.json`` (what it was and what it measured, :mod:`server_app.outcomes`).
 A job whose folder already holds a ``job.json`` for the same overrides is skipped, so
-re-running an interrupted sweep with the same command finishes only what is missing;
+re-running an interrupted sweep with the same command finishes only what is missing
+(a job recorded with other overrides or another resolved config stops the sweep);
 a job that fails writes ``failed.json`` with the reason and the sweep goes on (it is
 retried on the next run). After every job ``sweep.csv`` (a row per finished job) and
 ``utilities.csv`` (a row per job, round and organisation) are rewritten atomically from
 the ``job.json`` files, and a progress line says how many jobs are done and the ETA.
+``python -m server_app.sweep --refresh SWEEP_DIR`` recomputes every ``job.json`` from its
+run's files (after the outcome definitions change) and rewrites the tables.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -55,15 +59,15 @@ def main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     sweep_dir = job_dir.parent if multirun else job_dir
     overrides = " ".join(sorted(hydra_cfg.overrides.task))
-    if _finished(job_dir, overrides):
+    if _finished(job_dir, overrides, config_digest(cfg)):
         log(INFO, "Sweep: job %s already done, skipped", job_dir.name)
     else:
         started = time.perf_counter()
         try:
-            identity = {"job": job_dir.name, "overrides": overrides, **_identity(cfg)}
+            identity = {"job": job_dir.name, "overrides": overrides, "config_digest": config_digest(cfg),
+                        **_identity(cfg)}
             results = _simulate(cfg, job_dir)
-            outcome = {**identity, **job_outcome(results), "results": str(results.relative_to(sweep_dir))}
-            write_atomically(job_dir / JOB_FILE, strict_json({**outcome, "utilities": utility_rows(results)}))
+            write_job(job_dir, identity, results)
             (job_dir / FAILED_FILE).unlink(missing_ok=True)
         except Exception as error:  # one failed job is recorded; the sweep goes on (retried on resume)
             write_atomically(job_dir / FAILED_FILE, strict_json({
@@ -74,16 +78,41 @@ def main(cfg: DictConfig) -> None:
     log(INFO, "%s", progress_line(rows, planned_jobs(hydra_cfg.sweeper.params, sys.argv[1:]) if multirun else 1))
 
 
-def _finished(job_dir: Path, overrides: str) -> bool:
-    """``job_dir`` holds a finished job; raises if it is another sweep's job (other overrides)."""
+def _finished(job_dir: Path, overrides: str, digest: str) -> bool:
+    """``job_dir`` holds a finished job; raises if it is another job (other overrides, or the
+    same overrides on another configuration: a preset or default changed since)."""
     path = job_dir / JOB_FILE
     if not path.exists():
         return False
-    recorded = json.loads(path.read_text())["overrides"]
-    if recorded != overrides:
-        raise SystemExit(f"{job_dir} holds another job ({recorded!r}, not {overrides!r}); "
+    recorded = json.loads(path.read_text())
+    if recorded["overrides"] != overrides or recorded.get("config_digest", digest) != digest:
+        raise SystemExit(f"{job_dir} holds another job ({recorded['overrides']!r}, config "
+                         f"{recorded.get('config_digest')}; now {overrides!r}, config {digest}); "
                          "use a new hydra.sweep.dir for a different sweep")
     return True
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A hash of the job's resolved config, where its results go left out."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("results_root", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_job(job_dir: Path, identity: dict[str, Any], results: Path) -> None:
+    """``job.json``: what the job was, what its run measured, and every utility point."""
+    outcome = {**identity, **job_outcome(results), "results": str(results.relative_to(job_dir.parent))}
+    write_atomically(job_dir / JOB_FILE, strict_json({**outcome, "utilities": utility_rows(results)}))
+
+
+def refresh(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Recompute every finished job's ``job.json`` from its run's files (after the outcome
+    definitions change), then the tables; no simulation runs."""
+    for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
+        job = json.loads(path.read_text())
+        identity = {key: job[key] for key in ("config_digest", *IDENTITY_COLUMNS) if key in job}
+        write_job(path.parent, identity, sweep_dir / job["results"])
+    return combine(sweep_dir)
 
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
@@ -104,14 +133,15 @@ def _simulate(cfg: DictConfig, job_dir: Path) -> Path:
     OmegaConf.set_struct(cfg, False)
     cfg.results_root = str(job_dir / "results")
     OmegaConf.resolve(cfg)
+    earlier = set((job_dir / "results").glob("*"))
     run_simulation(
         server_app=make_server_app(cfg), client_app=client_app, num_supernodes=int(cfg.federation.num_orgs),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(cfg)}},
     )
-    summaries = sorted((job_dir / "results").glob("*/summary.json"))
+    summaries = [path for path in (job_dir / "results").glob("*/summary.json") if path.parent not in earlier]
     if not summaries:
         raise RuntimeError("the simulation ended without a summary.json (see the log above)")
-    return summaries[-1].parent
+    return summaries[0].parent
 
 
 def planned_jobs(params: Any, arguments: list[str]) -> int:
@@ -133,7 +163,13 @@ def progress_line(rows: list[dict[str, Any]], planned: int) -> str:
 
 def combine(sweep_dir: Path) -> list[dict[str, Any]]:
     """Rewrite ``sweep.csv`` and ``utilities.csv`` from every finished job under ``sweep_dir``."""
-    jobs = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}"))]
+    jobs = []
+    for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
+        try:
+            job = json.loads(path.read_text())
+            jobs.append({**{key: job[key] for key in COLUMNS}, "utilities": job["utilities"]})
+        except (ValueError, KeyError) as error:
+            log(WARNING, "Sweep: %s left out of the tables: %r", path, error)
     jobs.sort(key=lambda job: (int(job["job"]) if str(job["job"]).isdigit() else math.inf, str(job["job"])))
     rows = [{key: job[key] for key in COLUMNS} for job in jobs]
     utilities = [{**{key: job[key] for key in IDENTITY_COLUMNS}, **point} for job in jobs for point in job["utilities"]]
@@ -151,4 +187,7 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--refresh":  # python -m server_app.sweep --refresh SWEEP_DIR
+        refresh(Path(sys.argv[2]))
+    else:
+        main()
