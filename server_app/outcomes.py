@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from strategy.game.calibration import CurveFit, GainScales, calibrated_curve
+from strategy.game.scenario import LossCurve
 
 OUTCOME_COLUMNS = (
     "final_accuracy", "twin_final_accuracy", "gain_over_twin", "mean_realised_quality", "images_generated",
     "realised_welfare", "profiled_welfare", "predicted_welfare", "welfare_gap", "ir_fraction", "min_org_utility",
-    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "cost", "value", "capacity", "curve_a",
-    "curve_b", "curve_kappa", "eta",
+    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "cost", "value", "capacity", "first_a",
+    "first_b", "first_kappa", "first_eta", "curve_a", "curve_b", "curve_kappa", "eta",
 )
 """The measured columns of a grid row, in order (docs/results.md defines each)."""
 
@@ -40,7 +41,8 @@ def job_outcome(results_dir: Path) -> dict[str, Any]:
     - ``ir_fraction``: realised ``u_i >= 0`` over all (round, answering organisation) pairs;
     - ``min_org_utility``: the worst organisation's realised utility summed over the rounds it answered;
     - ``cost``, ``value``, ``capacity``: the organisations' median game inputs (last round);
-    - ``curve_*``, ``eta``: the calibrated curve after the last round (model.md section 8).
+    - ``first_*``: the curve and ``eta`` the first round was solved with (the pilot's fit);
+      ``curve_*``, ``eta``: the calibrated curve after the last round (model.md section 8).
     """
     rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
     if not rows:
@@ -55,8 +57,8 @@ def job_outcome(results_dir: Path) -> dict[str, Any]:
         for org, utility in zip(row["responders"], row["realised_utilities"]):
             per_org[org] = per_org.get(org, 0.0) + utility
     rhos = [row["rho"] for row in rows if row.get("rho") is not None]
-    curve, eta = calibrated_curve(CurveFit.from_json(last["calibration"]["curve"]),
-                                  GainScales(**last["calibration"]["scales_next"]))
+    first, first_eta = _curve(rows[0], "scales_used")
+    curve, eta = _curve(last, "scales_next")
     reported = last["reported"]
     return {
         "final_accuracy": summary["final_accuracy"],
@@ -75,8 +77,14 @@ def job_outcome(results_dir: Path) -> dict[str, Any]:
         "wall_seconds": summary["wall_seconds"],
         "warmup_seconds": summary["generator_warmup_seconds"],
         **{key: statistics.median(org[key] for org in reported) for key in ("cost", "value", "capacity")},
+        "first_a": first.a, "first_b": first.b, "first_kappa": first.kappa, "first_eta": first_eta,
         "curve_a": curve.a, "curve_b": curve.b, "curve_kappa": curve.kappa, "eta": eta,
     }
+
+
+def _curve(row: dict[str, Any], scales: str) -> tuple[LossCurve, float]:
+    """A round's curve and ``eta``: the pilot's fit scaled by the round's ``scales_used`` or ``scales_next``."""
+    return calibrated_curve(CurveFit.from_json(row["calibration"]["curve"]), GainScales(**row["calibration"][scales]))
 
 
 def _timing_excess(row: dict[str, Any]) -> float:

@@ -135,7 +135,8 @@ def _ledger_row(round_: int, images: list[float], timed: list[float], utilities:
         "calibration": {"realised_quality": [0.01, 0.02], "realised_cost": timed,
                         "curve": {"a": 2.0, "b": 0.3, "kappa": 0.5, "floor": 0.0, "fitted": True, "reason": "",
                                   "stderr": {}, "r2": 0.9, "residuals": [], "points": 8},
-                        "scales_next": {"shared": 2.0, "private": 0.25, "fitted": True}},
+                        "scales_next": {"shared": 2.0, "private": 0.25, "fitted": True},
+                        "scales_used": {"shared": 1.0, "private": 0.5, "fitted": False}},
     }
 
 
@@ -155,4 +156,5 @@ def test_job_outcome_prices_generation_at_the_profile_and_skips_unrealised_round
     assert outcome["welfare_gap"] == pytest.approx((20.0 - 8.0) / 8.0)
     assert outcome["gain_over_twin"] == pytest.approx(0.1)
     assert (outcome["curve_a"], outcome["curve_kappa"], outcome["eta"]) == (4.0, 1.0, 0.25)
+    assert (outcome["first_a"], outcome["first_kappa"], outcome["first_eta"]) == (2.0, 0.5, 0.5)
     assert len(utility_rows(tmp_path)) == 4
