@@ -186,11 +186,14 @@ def test_a_sweep_is_resumable_its_twin_is_the_vcfl_run_and_it_feeds_the_report(t
     env = {**os.environ, "COCOGEN_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     sweep = tmp_path / "sweep"
     command = [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny", "policy=vcfl,cocogen",
-               f"hydra.sweep.dir={sweep}"]
+               "calibration.reuse_pilot=true", f"hydra.sweep.dir={sweep}"]
     run = lambda: subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     done = run()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Sweep: 2/2 jobs done" in done.stdout + done.stderr
+    assert (done.stdout + done.stderr).count("Pilot: reused") == 1  # cocogen reuses vcfl's pilot (same data)
+    pilots = [next(sweep.glob(f"{job}/results/*/pilot.json")).read_text() for job in (0, 1)]
+    assert pilots[0] == pilots[1] and json.loads(pilots[0])["fit"]["points"] > 0
     table = list(csv.DictReader((sweep / "sweep.csv").open()))
     assert [row["policy"] for row in table] == ["vcfl", "cocogen"]
     assert float(table[0]["images_generated"]) == 0.0 and float(table[1]["images_generated"]) > 0.0
