@@ -162,8 +162,10 @@ def redistribution_internalises(frame: pd.DataFrame, welfare: str, ir: str, curv
     interior = max(rates[1:-1], key=means.get)
     claim.notes.append(f"ρ sweep, task difficulty x{difficult:g}: mean welfare highest at ρ={means.idxmax():.3g} on "
                        f"{rates[0]:g}-{rates[-1]:g} (seeds {_seeds(chosen)}); tested on seeds {_seeds(tested)}")
-    for end in (rates[0], rates[-1]):
-        pairs = wide[[interior, end]].dropna()
-        claim.comparisons.append(Comparison(f"welfare at the best interior ρ={interior:.3g} − at ρ={end:g}",
-                                            paired_interval(pairs[interior], pairs[end])))
+    peak = [Comparison(f"welfare at the best interior ρ={interior:.3g} − at ρ={end:g}",
+                       paired_interval(wide[[interior, end]].dropna()[interior], wide[[interior, end]].dropna()[end]))
+            for end in (rates[0], rates[-1])]
+    claim.comparisons += peak
+    if all(c.verdict == IDENTICAL for c in peak):
+        claim.scope = "welfare is the same at every ρ in the sweep (one equilibrium at every rate): no peak"
     return claim

@@ -54,6 +54,14 @@ def game_grid_for(grid: pd.DataFrame, seeds: int) -> GameGrid:
                     eta=float(run.first_eta), seeds=tuple(range(seeds)))
 
 
+def widest_gap(game_rows: pd.DataFrame, gamma: float) -> float:
+    """The alpha where, at competition ``gamma``, the planner's welfare exceeds cocogen's the most
+    (where a redistribution has the most to gain): the rho sweep's cell."""
+    rows = game_rows[game_rows.gamma == gamma]
+    welfare = rows.pivot_table(index="alpha", columns="policy", values="welfare", aggfunc="mean")
+    return float((welfare["social_optimum"] - welfare["cocogen"]).idxmax())
+
+
 def collapsed_refits(grid: pd.DataFrame) -> int:
     """Jobs whose after-round refit scaled the shared gain to under 1/1000 of the pilot's."""
     return int((grid.curve_a < 1e-3 * grid.first_a).sum())
@@ -134,7 +142,8 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     game = game_grid_for(grid, game_seeds)
     started = time.perf_counter()
     game_rows = pd.DataFrame(policy_rows(game, progress=sys.stderr.isatty()))
-    strong, skewed = max(game.gammas), min(a for a in game.alphas if a >= min(main_grid.alpha))
+    strong = max(game.gammas)
+    skewed = widest_gap(game_rows, strong)
     sweep = pd.DataFrame(compensation_rows(game, strong, skewed, progress=sys.stderr.isatty()))
     sweep["label"] = [f"game, difficulty x{d:g}" for d in sweep.difficulty]
     game_seconds = time.perf_counter() - started
@@ -180,7 +189,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
               f"The solver alone on {len(game_rows) // len(set(game_rows.policy))} Dirichlet scenarios "
               f"(γ ∈ {{{', '.join(f'{g:g}' for g in game.gammas)}}}, α ∈ {{{', '.join(f'{a:g}' for a in game.alphas)}}}, "
               f"{len(game.seeds)} seeds), welfare as predicted by the calibrated game. The ρ sweep is at "
-              f"γ={strong:g}, α={skewed:g}, each rate at its best λ, for the measured curve and a task "
+              f"γ={strong:g}, α={skewed:g} (the α where the planner beats cocogen by most), each rate at its best λ, for the measured curve and a task "
               f"{max(game.difficulties):g}x as difficult (a and κ scaled).", "",
               "Paired differences against cocogen_plus (same scenario) in the cells of the full measured grid:", "",
               difference_table(game_rows[game_rows.gamma.isin(TABLE_GAMMAS) & game_rows.alpha.isin(TABLE_ALPHAS)],
@@ -209,8 +218,8 @@ def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_ro
         f"{{{', '.join(f'{a:g}' for a in sorted(grid.alpha.unique()))}}}; seeds {{{', '.join(map(str, seeds))}}}; "
         f"{int(grid.organisations.median())} organisations, {int(grid.rounds.median())} rounds each.",
         f"- Wall time per job, generator warm-up excluded: median {run_seconds.median():.0f} s (range "
-        f"{run_seconds.min():.0f}-{run_seconds.max():.0f} s); {int((grid.warmup_seconds > 1).sum())} federated "
-        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > 1].sum() / 60:.1f} min in all (one per data set and "
+        f"{run_seconds.min():.0f}-{run_seconds.max():.0f} s); {int((grid.warmup_seconds > 10).sum())} federated "
+        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > 10].sum() / 60:.1f} min in all (one per data set and "
         f"seed, cached for the rest); all jobs' runs add up to {grid.wall_seconds.sum() / 3600:.2f} h (Ray and "
         "process start-up, about 10 s per job, not included).",
         "- Welfare in the claims is priced at the game's cost per image (profiled seconds x price): realised "
