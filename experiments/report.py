@@ -24,7 +24,7 @@ import pandas as pd
 
 from experiments import figures
 from experiments.claims import (Claim, equilibria_beat_baselines, generation_rises, redistribution_internalises,
-                                welfare_peaks_strong_moderate)
+                                welfare_peaks_at_moderate_rate, welfare_peaks_strong_moderate)
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
 from experiments.stats import FAILS, HOLDS
 from experiments.tables import cell_intervals, markdown_table, paired_differences
@@ -101,7 +101,8 @@ def claims_for(frame: pd.DataFrame, names: dict[str, str], curve: pd.DataFrame |
         generation_rises(frame, names["images"]),
         equilibria_beat_baselines(frame, names["welfare"], names["worst"]),
         welfare_peaks_strong_moderate(frame, names["welfare"]),
-        redistribution_internalises(frame, names["welfare"], names["ir"], curve, difficult),
+        redistribution_internalises(frame, names["welfare"], names["ir"]),
+        welfare_peaks_at_moderate_rate(curve, difficult),
     ]
 
 

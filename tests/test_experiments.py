@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.claims import IN_PART, equilibria_beat_baselines, generation_rises, redistribution_internalises
+from experiments.claims import (IN_PART, NOT_TESTED, equilibria_beat_baselines, generation_rises,
+                                redistribution_internalises, welfare_peaks_at_moderate_rate)
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
@@ -91,15 +92,21 @@ def test_a_compensation_peak_at_the_end_is_not_moderate():
     hump = [{"seed": s, "rho": r, "welfare": 10 - (r - 2) ** 2 + noise[s, k], "difficulty": 3.0}
             for s in range(6) for k, r in enumerate(rates)]
     rising = [{**row, "welfare": row["rho"] + noise[row["seed"], k % rates.size]} for k, row in enumerate(hump)]
-    frame = _grid(1.0, 0.1)
-    moderate = redistribution_internalises(frame, "welfare", "ir", pd.DataFrame(hump), 3.0)
-    at_the_end = redistribution_internalises(frame, "welfare", "ir", pd.DataFrame(rising), 3.0)
-    assert [c.verdict for c in moderate.comparisons[-2:]] == [HOLDS, HOLDS]
-    assert [c.verdict for c in at_the_end.comparisons[-2:]] == [HOLDS, FAILS]
-    assert at_the_end.verdict == IN_PART
+    flat = [{**row, "welfare": 5.0} for row in hump]
+    moderate = welfare_peaks_at_moderate_rate(pd.DataFrame(hump), 3.0)
+    at_the_end = welfare_peaks_at_moderate_rate(pd.DataFrame(rising), 3.0)
+    assert [c.verdict for c in moderate.comparisons] == [HOLDS, HOLDS] and moderate.verdict == HOLDS
+    assert [c.verdict for c in at_the_end.comparisons] == [HOLDS, FAILS] and at_the_end.verdict == IN_PART
     assert "seeds 0, 2, 4" in moderate.notes[0] and "tested on seeds 1, 3, 5" in moderate.notes[0]
-    unswept = redistribution_internalises(frame, "welfare", "ir", None, None)
-    assert unswept.scope and len(unswept.comparisons) == 8
+    assert welfare_peaks_at_moderate_rate(pd.DataFrame(flat), 3.0).verdict == NOT_TESTED
+    assert welfare_peaks_at_moderate_rate(None, None).verdict == NOT_TESTED
+    both = pd.DataFrame(hump + [{**row, "difficulty": 1.0} for row in rising])
+    assert len(welfare_peaks_at_moderate_rate(both, 3.0).comparisons) == 2  # the other difficulty is a note
+
+
+def test_internalisation_compares_cocogen_plus_with_cocogen_by_cell():
+    claim = redistribution_internalises(_grid(1.0, 0.1), "welfare", "ir")
+    assert len(claim.comparisons) == 8 and claim.verdict == NOISE  # both lifted alike; IR equal everywhere
 
 
 def test_dirichlet_counts_are_seeded_capped_and_skewed_by_alpha():
