@@ -26,9 +26,18 @@ OUTCOME_COLUMNS = (
 UTILITY_COLUMNS = ("round", "organisation", "predicted_utility", "realised_utility")
 
 
-def job_outcome(results_dir: Path) -> dict[str, Any]:
-    """One run's measured outcomes (:data:`OUTCOME_COLUMNS`), over the rounds that realised
-    (a round whose every reply was dropped has no realised side and is left out).
+def realised_rows(results_dir: Path) -> list[dict[str, Any]]:
+    """The run's ledger rows that realised (a round whose every reply was dropped has no
+    realised side and is left out)."""
+    rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
+    if not rows:
+        raise ValueError(f"{results_dir}: no round has a realised side")
+    return rows
+
+
+def job_outcome(results_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's measured outcomes (:data:`OUTCOME_COLUMNS`) from its summary and its
+    :func:`realised_rows`.
 
     - ``gain_over_twin``: final global test accuracy minus the no-generation twin's;
     - ``mean_realised_quality``: mean over rounds and organisations of
@@ -44,9 +53,6 @@ def job_outcome(results_dir: Path) -> dict[str, Any]:
     - ``first_*``: the curve and ``eta`` the first round was solved with (the pilot's fit);
       ``curve_*``, ``eta``: the calibrated curve after the last round (model.md section 8).
     """
-    rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
-    if not rows:
-        raise ValueError(f"{results_dir}: no round has a realised side")
     summary = json.loads((results_dir / "summary.json").read_text())
     last = rows[-1]
     predicted = sum(row["responder_predicted_welfare"] for row in rows)
@@ -95,9 +101,9 @@ def _timing_excess(row: dict[str, Any]) -> float:
     return sum(row["calibration"]["realised_cost"]) - profiled
 
 
-def utility_rows(results_dir: Path) -> list[dict[str, Any]]:
-    """Every (round, organisation): predicted and realised utility (:data:`UTILITY_COLUMNS`)."""
-    rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
+def utility_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every (round, organisation) of :func:`realised_rows`: predicted and realised utility
+    (:data:`UTILITY_COLUMNS`)."""
     return [
         {"round": row["round"], "organisation": org, "predicted_utility": predicted, "realised_utility": realised}
         for row in rows

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from client_app.app import app as client_app
 from server_app.app import make_server_app
 from server_app.config import CONFIG_DIR, client_gpus
-from server_app.outcomes import OUTCOME_COLUMNS, UTILITY_COLUMNS, job_outcome, utility_rows
+from server_app.outcomes import OUTCOME_COLUMNS, UTILITY_COLUMNS, job_outcome, realised_rows, utility_rows
 from strategy.ledger import strict_json, write_atomically
 
 JOB_FILE = "job.json"
@@ -101,8 +101,9 @@ def config_digest(cfg: DictConfig) -> str:
 
 def write_job(job_dir: Path, identity: dict[str, Any], results: Path) -> None:
     """``job.json``: what the job was, what its run measured, and every utility point."""
-    outcome = {**identity, **job_outcome(results), "results": str(results.relative_to(job_dir.parent))}
-    write_atomically(job_dir / JOB_FILE, strict_json({**outcome, "utilities": utility_rows(results)}))
+    rows = realised_rows(results)
+    outcome = {**identity, **job_outcome(results, rows), "results": str(results.relative_to(job_dir.parent))}
+    write_atomically(job_dir / JOB_FILE, strict_json({**outcome, "utilities": utility_rows(rows)}))
 
 
 def refresh(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -167,12 +168,12 @@ def combine(sweep_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
         try:
             job = json.loads(path.read_text())
-            jobs.append({**{key: job[key] for key in COLUMNS}, "utilities": job["utilities"]})
+            jobs.append(({key: job[key] for key in COLUMNS}, job["utilities"]))
         except (ValueError, KeyError) as error:
             log(WARNING, "Sweep: %s left out of the tables: %r", path, error)
-    jobs.sort(key=lambda job: (int(job["job"]) if str(job["job"]).isdigit() else math.inf, str(job["job"])))
-    rows = [{key: job[key] for key in COLUMNS} for job in jobs]
-    utilities = [{**{key: job[key] for key in IDENTITY_COLUMNS}, **point} for job in jobs for point in job["utilities"]]
+    jobs.sort(key=lambda job: (int(job[0]["job"]) if str(job[0]["job"]).isdigit() else math.inf, str(job[0]["job"])))
+    rows = [row for row, _ in jobs]
+    utilities = [{**{key: row[key] for key in IDENTITY_COLUMNS}, **point} for row, points in jobs for point in points]
     write_atomically(sweep_dir / "sweep.csv", _csv(rows, COLUMNS))
     write_atomically(sweep_dir / "utilities.csv", _csv(utilities, (*IDENTITY_COLUMNS, *UTILITY_COLUMNS)))
     return rows

@@ -148,14 +148,15 @@ def _ledger_row(round_: int, images: list[float], timed: list[float], utilities:
 
 
 def test_job_outcome_prices_generation_at_the_profile_and_skips_unrealised_rounds(tmp_path):
-    from server_app.outcomes import job_outcome, utility_rows
+    from server_app.outcomes import job_outcome, realised_rows, utility_rows
 
     rows = [_ledger_row(1, [10.0, 20.0], [6.0, 9.0], [3.0, -1.0]), {"round": 2, "responders": []},
             _ledger_row(3, [0.0, 40.0], [0.0, 25.0], [4.0, 2.0])]
     (tmp_path / "ledger.json").write_text(json.dumps(rows))
     (tmp_path / "summary.json").write_text(json.dumps({"final_accuracy": 0.6, "rounds_completed": 3,
                                                        "wall_seconds": 50.0, "generator_warmup_seconds": 20.0}))
-    outcome = job_outcome(tmp_path)
+    realised = realised_rows(tmp_path)
+    outcome = job_outcome(tmp_path, realised)
     assert outcome["realised_welfare"] == 8.0 and outcome["images_generated"] == 70.0
     # timed spend 40 vs 0.5 x 70 = 35 at the profile: 5 more money stays with the organisations
     assert outcome["profiled_welfare"] == pytest.approx(13.0)
@@ -164,4 +165,4 @@ def test_job_outcome_prices_generation_at_the_profile_and_skips_unrealised_round
     assert outcome["gain_over_twin"] == pytest.approx(0.1)
     assert (outcome["curve_a"], outcome["curve_kappa"], outcome["eta"]) == (4.0, 1.0, 0.25)
     assert (outcome["first_a"], outcome["first_kappa"], outcome["first_eta"]) == (2.0, 0.5, 0.5)
-    assert len(utility_rows(tmp_path)) == 4
+    assert len(utility_rows(realised)) == 4
