@@ -92,10 +92,12 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
     torch.manual_seed(int(cfg.seed))
     initial = ArrayRecord(Net().state_dict())
+    pilot_started = time.perf_counter()
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
     elif cfg.calibration.pilot:
         strategy.calibration = _pilot(grid, strategy, cfg, initial, directory, timeout)
+    pilot_seconds = time.perf_counter() - pilot_started
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         main, twin = data.test_scores(arrays), data.test_scores(strategy.twin)
@@ -108,7 +110,8 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
                             timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                             evaluate_fn=evaluate_global)
     final_accuracy = data.test_scores(result.arrays).accuracy
-    summary = summarise(cfg, ledger.rows, final_accuracy, time.perf_counter() - started, warmup_seconds)
+    summary = summarise(cfg, ledger.rows, final_accuracy, time.perf_counter() - started, warmup_seconds,
+                        pilot_seconds)
     write_summary(directory, summary)
     plot_run(ledger.rows, directory)
     log(INFO, "Run summary (%s):\n%s", directory, summary_table(summary, ledger.rows))

@@ -18,7 +18,7 @@ from strategy.game.scenario import LossCurve
 OUTCOME_COLUMNS = (
     "final_accuracy", "twin_final_accuracy", "gain_over_twin", "mean_realised_quality", "images_generated",
     "realised_welfare", "profiled_welfare", "predicted_welfare", "welfare_gap", "ir_fraction", "min_org_utility",
-    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "cost", "value", "capacity", "first_a",
+    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "pilot_seconds", "cost", "value", "capacity", "first_a",
     "first_b", "first_kappa", "first_eta", "curve_a", "curve_b", "curve_kappa", "eta",
 )
 """The measured columns of a grid row, in order (docs/results.md defines each)."""
@@ -82,6 +82,7 @@ def job_outcome(results_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]
         "rounds_completed": summary["rounds_completed"],
         "wall_seconds": summary["wall_seconds"],
         "warmup_seconds": summary["generator_warmup_seconds"],
+        "pilot_seconds": summary.get("pilot_seconds"),  # None for runs from before it was recorded
         **{key: statistics.median(org[key] for org in reported) for key in ("cost", "value", "capacity")},
         "first_a": first.a, "first_b": first.b, "first_kappa": first.kappa, "first_eta": first_eta,
         "curve_a": curve.a, "curve_b": curve.b, "curve_kappa": curve.kappa, "eta": eta,

@@ -27,8 +27,9 @@ def results_directory(cfg: DictConfig) -> Path:
 
 
 def summarise(cfg: DictConfig, rows: list[dict[str, Any]], final_accuracy: float, wall_seconds: float,
-              warmup_seconds: float) -> dict[str, Any]:
-    """Run totals for ``summary.json``."""
+              warmup_seconds: float, pilot_seconds: float) -> dict[str, Any]:
+    """Run totals for ``summary.json``; ``wall_seconds`` includes the generator warm-up and
+    the calibration pilot (a reused one takes well under a second)."""
     shares = [row["strategy_share"] for row in rows if "strategy_share" in row]
     return {
         "policy": cfg.policy.name,
@@ -40,6 +41,7 @@ def summarise(cfg: DictConfig, rows: list[dict[str, Any]], final_accuracy: float
         "dropped": {row["round"]: row["dropped"] for row in rows if row.get("dropped")},
         "wall_seconds": wall_seconds,
         "generator_warmup_seconds": warmup_seconds,
+        "pilot_seconds": pilot_seconds,
         "strategy_share_of_round_time": max(shares) if shares else None,
     }
 

@@ -61,7 +61,7 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
     result = strategy.start(grid, MODEL, num_rounds=2, timeout=1.0)  # nothing escapes
     rows = _strict(directory / "ledger.json")
     write_summary(directory, summarise(CFG, ledger.rows, final_accuracy=float("nan"), wall_seconds=1.0,
-                                       warmup_seconds=0.0))
+                                       warmup_seconds=0.0, pilot_seconds=0.0))
     assert _strict(directory / "summary.json")["final_accuracy"] is None  # NaN became null
     assert (directory / "rounds.csv").read_text().count("\n") == len(rows) + 1
     admitted = {p.partition_id for p in strategy.profiles.values()}
