@@ -1,6 +1,7 @@
 """Write docs/results.md, its CSVs and figures from a finished (or partial) grid sweep.
 
     python -m experiments.report SWEEP_DIR [--out docs/results] [--markdown docs/results.md]
+                                 [--game-seeds 10] [--cost COST_SWEEP_DIR]
 
 SWEEP_DIR is a ``python -m server_app.sweep -m +experiment=paper_small`` folder (its
 ``sweep.csv`` and ``utilities.csv``). The report copies them as ``grid.csv`` and
@@ -8,6 +9,8 @@ SWEEP_DIR is a ``python -m server_app.sweep -m +experiment=paper_small`` folder 
 with the scenario constants and learning curve the measured runs used, draws the
 figures and writes the Markdown: tables with 95% t-intervals over seeds, paired
 differences against cocogen_plus, and a verdict per claim (:mod:`experiments.claims`).
+With ``--cost``, a sweep over part of a larger preset's grid (:mod:`experiments.cost`)
+gives that preset's measured cost per job and its projected total (``cost.csv``).
 Nothing in the Markdown is typed by hand.
 """
 
@@ -23,6 +26,7 @@ from typing import Sequence
 import pandas as pd
 
 from experiments import figures
+from experiments.cost import PresetCost, measure, rounds_seconds
 from experiments.claims import (Claim, equilibria_beat_baselines, generation_rises, redistribution_internalises,
                                 welfare_peaks_at_moderate_rate, welfare_peaks_strong_moderate)
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
@@ -132,7 +136,28 @@ def claim_section(title: str, claims: list[Claim]) -> list[str]:
     return lines
 
 
-def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, command: str) -> None:
+def cost_section(jobs: pd.DataFrame, cost: PresetCost, out: Path) -> list[str]:
+    """The measured jobs of a larger preset (``cost.csv``) and its projected cost."""
+    jobs.drop(columns=["results"]).to_csv(out / "cost.csv", index=False)
+    rows = [[str(j.job), j.policy, f"{j.gamma:g}", f"{j.alpha:g}", str(j.seed), f"{j.images_generated:.0f}",
+             f"{j.warmup_seconds:.0f}", f"{j.pilot_seconds:.0f}", f"{r:.0f}", f"{j.wall_seconds:.0f}"]
+            for j, r in zip(jobs.itertuples(), rounds_seconds(jobs))]
+    return [
+        f"## The cost of `+experiment={cost.preset}`", "",
+        f"{cost.measured} of its jobs were run on this machine (`cost.csv`, {int(jobs.organisations.median())} "
+        f"organisations, {int(jobs.rounds.median())} rounds each), starting from an empty cache so that the "
+        "first job of the group trains the generator and runs the pilot:", "",
+        markdown_table(["job", "policy", "γ", "α", "seed", "images", "warm-up s", "pilot s", "rounds s", "wall s"], rows),
+        "",
+        f"Medians: warm-up {cost.warmup_seconds / 60:.1f} min and pilot {cost.pilot_seconds / 60:.1f} min, once per "
+        f"(seed, α) group; rounds {cost.rounds_seconds / 60:.1f} min per job. The preset's {cost.jobs} jobs in "
+        f"{cost.groups} groups would take {cost.groups} x {cost.group_seconds / 60:.1f} min + {cost.jobs} x "
+        f"{cost.rounds_seconds / 60:.1f} min = **{cost.projected_hours:.1f} h** here (Ray start-up, about 10 s per "
+        "job, not included; cells with less generation than the measured one take less).", ""]
+
+
+def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, command: str,
+                 cost: tuple[pd.DataFrame, PresetCost] | None = None) -> None:
     grid = pd.read_csv(sweep_dir / "sweep.csv", dtype={"rho_setting": str})
     utilities = pd.read_csv(sweep_dir / "utilities.csv", dtype={"rho_setting": str})
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +196,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     game_claims = claims_for(game_rows, GAME, sweep, max(game.difficulties))
     figure_dir = Path(os.path.relpath(out, markdown.parent))
     lines = _header(grid, main_grid, game, game_rows, game_seconds, command)
+    lines += cost_section(*cost, out) if cost else []
     lines += ["## Verdicts", "", markdown_table(
         ["claim", "measured grid", "game-level grid"],
         [[f"({m.key}) {m.statement}", _summary(m), _summary(g)]
@@ -263,13 +289,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--game-seeds", type=int, default=10)
+    parser.add_argument("--cost", type=Path, help="a sweep over part of a larger preset's grid: its cost")
     args = parser.parse_args(argv)
-    if not (args.sweep_dir / "sweep.csv").exists():
-        print(f"error: {args.sweep_dir / 'sweep.csv'} not found (run the sweep first)", file=sys.stderr)
-        return 2
+    for sweep in filter(None, (args.sweep_dir, args.cost)):
+        if not (sweep / "sweep.csv").exists():
+            print(f"error: {sweep / 'sweep.csv'} not found (run the sweep first)", file=sys.stderr)
+            return 2
+    cost = None
+    if args.cost:
+        jobs = pd.read_csv(args.cost / "sweep.csv", dtype={"rho_setting": str})
+        try:
+            cost = jobs, measure(jobs)
+        except ValueError as error:
+            print(f"error: --cost {args.cost}: {error}", file=sys.stderr)
+            return 2
     command = "python -m experiments.report " + " ".join(
-        [str(args.sweep_dir.name)] + (["--game-seeds", str(args.game_seeds)] if args.game_seeds != 10 else []))
-    write_report(args.sweep_dir, args.out, args.markdown, args.game_seeds, command)
+        [str(args.sweep_dir.name)] + (["--game-seeds", str(args.game_seeds)] if args.game_seeds != 10 else []) +
+        (["--cost", str(args.cost.name)] if args.cost else []))
+    write_report(args.sweep_dir, args.out, args.markdown, args.game_seeds, command, cost)
     print(f"wrote {args.markdown} and {args.out}/")
     return 0
 

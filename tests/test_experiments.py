@@ -154,7 +154,8 @@ def test_job_outcome_prices_generation_at_the_profile_and_skips_unrealised_round
             _ledger_row(3, [0.0, 40.0], [0.0, 25.0], [4.0, 2.0])]
     (tmp_path / "ledger.json").write_text(json.dumps(rows))
     (tmp_path / "summary.json").write_text(json.dumps({"final_accuracy": 0.6, "rounds_completed": 3,
-                                                       "wall_seconds": 50.0, "generator_warmup_seconds": 20.0}))
+                                                       "wall_seconds": 50.0, "generator_warmup_seconds": 20.0,
+                                                       "pilot_seconds": 5.0}))
     realised = realised_rows(tmp_path)
     outcome = job_outcome(tmp_path, realised)
     assert outcome["realised_welfare"] == 8.0 and outcome["images_generated"] == 70.0
@@ -166,3 +167,41 @@ def test_job_outcome_prices_generation_at_the_profile_and_skips_unrealised_round
     assert (outcome["curve_a"], outcome["curve_kappa"], outcome["eta"]) == (4.0, 1.0, 0.25)
     assert (outcome["first_a"], outcome["first_kappa"], outcome["first_eta"]) == (2.0, 0.5, 0.5)
     assert len(utility_rows(realised)) == 4
+
+
+def _cost_jobs(preset: str = "paper") -> pd.DataFrame:
+    """Six measured jobs of one group: the first trained the generator and ran the pilot."""
+    policies = ["vcfl", "radg", "wco", "cocogen", "cocogen_plus", "social_optimum"]
+    return pd.DataFrame({
+        "job": range(6), "overrides": [f"+experiment={preset} game.gamma=2 policy={p} seed=0" for p in policies],
+        "policy": policies, "gamma": 2.0, "alpha": 0.5, "seed": 0, "organisations": 5, "rounds": 3,
+        "images_generated": [0.0, 3000.0, 2500.0, 3000.0, 2800.0, 2700.0], "results": "r",
+        "warmup_seconds": [900.0, 8.0, 7.0, 8.0, 9.0, 8.0], "pilot_seconds": [200.0, 0.1, 0.1, 0.1, 0.1, 0.1],
+        "wall_seconds": [1200.0, 408.1, 357.1, 418.1, 389.1, 398.1]})
+
+
+def test_a_presets_cost_is_its_groups_warm_up_and_pilot_plus_its_jobs_rounds(tmp_path):
+    from experiments.cost import measure, preset_grid
+    from experiments.report import cost_section
+
+    assert preset_grid("paper") == (162, 9) and preset_grid("paper_small") == (72, 6)
+    cost = measure(_cost_jobs())
+    # rounds: 100, 400, 350, 410, 380, 390 -> median 385
+    assert (cost.preset, cost.jobs, cost.groups, cost.measured) == ("paper", 162, 9, 6)
+    assert (cost.warmup_seconds, cost.pilot_seconds, cost.rounds_seconds) == (900.0, 200.0, 385.0)
+    assert cost.projected_hours == pytest.approx((9 * 1100 + 162 * 385) / 3600)
+    text = "\n".join(cost_section(_cost_jobs(), cost, tmp_path))
+    assert "+experiment=paper" in text and f"**{cost.projected_hours:.1f} h**" in text
+    assert len(pd.read_csv(tmp_path / "cost.csv")) == 6
+
+
+def test_a_presets_cost_needs_one_preset_and_a_job_that_paid_the_warm_up():
+    from experiments.cost import measure
+
+    cached = _cost_jobs().assign(warmup_seconds=8.0)
+    with pytest.raises(ValueError, match="trained the generator"):
+        measure(cached)
+    mixed = _cost_jobs()
+    mixed.loc[0, "overrides"] = "+experiment=paper_small policy=vcfl"
+    with pytest.raises(ValueError, match="one \\+experiment preset"):
+        measure(mixed)

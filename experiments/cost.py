@@ -1,0 +1,89 @@
+"""What a grid preset costs: some of its jobs measured, the whole grid projected.
+
+A preset (``conf/experiment/<name>.yaml``) sweeps ``hydra.sweeper.params``. Its jobs of
+one (seed, Dirichlet alpha) group share one federated generator warm-up and one
+calibration pilot (both cached by the first job of the group); every job pays its own
+rounds. A sweep over part of the preset's grid (``+experiment=<name>`` with some of the
+swept keys fixed on the command line) measures the three parts, and the projection is
+
+    hours = groups x (warm-up + pilot) + jobs x rounds
+
+with the medians of the measured jobs: the warm-up and the pilot over the jobs that ran
+them, the rounds (wall time minus both) over all jobs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from server_app.config import CONFIG_DIR
+from server_app.sweep import planned_jobs
+
+RAN = 10.0
+"""Seconds above which a job trained the generator or ran the pilot (loading the cached
+generator or reusing the pilot takes less)."""
+GROUP_KEYS = ("seed", "partition.alpha")
+"""The swept keys that share a warm-up and a pilot (the data and the seed)."""
+PRESET = re.compile(r"\+experiment=(\w+)")
+
+
+@dataclass(frozen=True)
+class PresetCost:
+    """A preset's grid size and the measured medians of its jobs' parts (seconds)."""
+
+    preset: str
+    jobs: int
+    groups: int
+    measured: int
+    warmup_seconds: float
+    pilot_seconds: float
+    rounds_seconds: float
+
+    @property
+    def group_seconds(self) -> float:
+        """What a (seed, alpha) group pays once: the warm-up and the pilot."""
+        return self.warmup_seconds + self.pilot_seconds
+
+    @property
+    def projected_hours(self) -> float:
+        """``groups x (warm-up + pilot) + jobs x rounds``, in hours."""
+        return (self.groups * self.group_seconds + self.jobs * self.rounds_seconds) / 3600
+
+
+def preset_name(jobs: pd.DataFrame) -> str:
+    """The ``+experiment=`` preset every measured job ran (one, or ValueError)."""
+    names = {match.group(1) for match in map(PRESET.search, jobs.overrides) if match}
+    if len(names) != 1 or not all(PRESET.search(o) for o in jobs.overrides):
+        raise ValueError(f"the cost sweep's jobs must all run one +experiment preset, found {sorted(names)}")
+    return names.pop()
+
+
+def preset_grid(preset: str) -> tuple[int, int]:
+    """The preset's number of jobs and of (seed, alpha) groups."""
+    params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params)
+    groups = {key: value for key, value in params.items() if key in GROUP_KEYS}
+    return planned_jobs(params, []), planned_jobs(groups, [])
+
+
+def rounds_seconds(jobs: pd.DataFrame) -> pd.Series:
+    """Each job's wall time without its warm-up and pilot."""
+    return jobs.wall_seconds - jobs.warmup_seconds - jobs.pilot_seconds
+
+
+def measure(jobs: pd.DataFrame) -> PresetCost:
+    """The preset's cost from measured jobs (a sweep's rows with ``pilot_seconds``); ValueError
+    when no job ran the warm-up or the pilot (their cost would be unknown)."""
+    jobs = jobs.dropna(subset=["pilot_seconds"])
+    warmups, pilots = jobs.warmup_seconds[jobs.warmup_seconds > RAN], jobs.pilot_seconds[jobs.pilot_seconds > RAN]
+    if warmups.empty or pilots.empty:
+        raise ValueError("no measured job trained the generator and ran the pilot (start the cost sweep on an "
+                         "empty cache)")
+    preset = preset_name(jobs)
+    total, groups = preset_grid(preset)
+    return PresetCost(preset=preset, jobs=total, groups=groups, measured=len(jobs),
+                      warmup_seconds=float(warmups.median()), pilot_seconds=float(pilots.median()),
+                      rounds_seconds=float(rounds_seconds(jobs).median()))
