@@ -9,7 +9,9 @@ swept keys fixed on the command line) measures the three parts, and the projecti
     hours = groups x (warm-up + pilot) + jobs x rounds
 
 with the medians of the measured jobs: the warm-up and the pilot over the jobs that ran
-them, the rounds (wall time minus both) over all jobs.
+them, the rounds (wall time minus both) over all jobs. The rounds' time grows with the
+images generated; a line fitted through the measured jobs (``rounds = base + seconds per
+image x images``) gives the bound where every job of the grid generates at capacity.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -42,6 +45,9 @@ class PresetCost:
     warmup_seconds: float
     pilot_seconds: float
     rounds_seconds: float
+    base_seconds: float
+    seconds_per_image: float
+    capacity_images: float
 
     @property
     def group_seconds(self) -> float:
@@ -52,6 +58,16 @@ class PresetCost:
     def projected_hours(self) -> float:
         """``groups x (warm-up + pilot) + jobs x rounds``, in hours."""
         return (self.groups * self.group_seconds + self.jobs * self.rounds_seconds) / 3600
+
+    @property
+    def capacity_rounds_seconds(self) -> float:
+        """A job's rounds when every organisation generates its capacity every round (the fitted line)."""
+        return self.base_seconds + self.seconds_per_image * self.capacity_images
+
+    @property
+    def capacity_hours(self) -> float:
+        """The projection with every job at capacity: the grid's most, in hours."""
+        return (self.groups * self.group_seconds + self.jobs * self.capacity_rounds_seconds) / 3600
 
 
 def preset_name(jobs: pd.DataFrame) -> str:
@@ -82,8 +98,13 @@ def measure(jobs: pd.DataFrame) -> PresetCost:
     if warmups.empty or pilots.empty:
         raise ValueError("no measured job trained the generator and ran the pilot (start the cost sweep on an "
                          "empty cache)")
+    if jobs.images_generated.nunique() < 2:
+        raise ValueError("the measured jobs must generate different numbers of images (e.g. every policy)")
     preset = preset_name(jobs)
     total, groups = preset_grid(preset)
+    rounds = rounds_seconds(jobs)
+    slope, base = np.polyfit(jobs.images_generated, rounds, 1)
     return PresetCost(preset=preset, jobs=total, groups=groups, measured=len(jobs),
                       warmup_seconds=float(warmups.median()), pilot_seconds=float(pilots.median()),
-                      rounds_seconds=float(rounds_seconds(jobs).median()))
+                      rounds_seconds=float(rounds.median()), base_seconds=float(base), seconds_per_image=float(slope),
+                      capacity_images=float((jobs.organisations * jobs.rounds * jobs.capacity).median()))

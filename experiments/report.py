@@ -153,7 +153,11 @@ def cost_section(jobs: pd.DataFrame, cost: PresetCost, out: Path) -> list[str]:
         f"(seed, α) group; rounds {cost.rounds_seconds / 60:.1f} min per job. The preset's {cost.jobs} jobs in "
         f"{cost.groups} groups would take {cost.groups} x {cost.group_seconds / 60:.1f} min + {cost.jobs} x "
         f"{cost.rounds_seconds / 60:.1f} min = **{cost.projected_hours:.1f} h** here (Ray start-up, about 10 s per "
-        "job, not included; cells with less generation than the measured one take less).", ""]
+        "job, not included).",
+        f"The rounds' time against the images generated, fitted through these jobs: {cost.base_seconds:.0f} s + "
+        f"{cost.seconds_per_image:.3f} s per image. With every organisation at capacity in every round "
+        f"({cost.capacity_images:.0f} images per job) a job's rounds would take {cost.capacity_rounds_seconds / 60:.1f} "
+        f"min and the grid at most **{cost.capacity_hours:.1f} h**.", ""]
 
 
 def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, command: str,

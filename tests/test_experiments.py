@@ -175,7 +175,7 @@ def _cost_jobs(preset: str = "paper") -> pd.DataFrame:
     return pd.DataFrame({
         "job": range(6), "overrides": [f"+experiment={preset} game.gamma=2 policy={p} seed=0" for p in policies],
         "policy": policies, "gamma": 2.0, "alpha": 0.5, "seed": 0, "organisations": 5, "rounds": 3,
-        "images_generated": [0.0, 3000.0, 2500.0, 3000.0, 2800.0, 2700.0], "results": "r",
+        "capacity": 600.0, "images_generated": [0.0, 3000.0, 2500.0, 3000.0, 2800.0, 2700.0], "results": "r",
         "warmup_seconds": [900.0, 8.0, 7.0, 8.0, 9.0, 8.0], "pilot_seconds": [200.0, 0.1, 0.1, 0.1, 0.1, 0.1],
         "wall_seconds": [1200.0, 408.1, 357.1, 418.1, 389.1, 398.1]})
 
@@ -190,6 +190,9 @@ def test_a_presets_cost_is_its_groups_warm_up_and_pilot_plus_its_jobs_rounds(tmp
     assert (cost.preset, cost.jobs, cost.groups, cost.measured) == ("paper", 162, 9, 6)
     assert (cost.warmup_seconds, cost.pilot_seconds, cost.rounds_seconds) == (900.0, 200.0, 385.0)
     assert cost.projected_hours == pytest.approx((9 * 1100 + 162 * 385) / 3600)
+    slope, base = np.polyfit([0, 3000, 2500, 3000, 2800, 2700], [100, 400, 350, 410, 380, 390], 1)
+    assert (cost.seconds_per_image, cost.base_seconds) == pytest.approx((slope, base))
+    assert cost.capacity_images == 9000 and cost.capacity_hours > cost.projected_hours
     text = "\n".join(cost_section(_cost_jobs(), cost, tmp_path))
     assert "+experiment=paper" in text and f"**{cost.projected_hours:.1f} h**" in text
     assert len(pd.read_csv(tmp_path / "cost.csv")) == 6
@@ -201,6 +204,8 @@ def test_a_presets_cost_needs_one_preset_and_a_job_that_paid_the_warm_up():
     cached = _cost_jobs().assign(warmup_seconds=8.0)
     with pytest.raises(ValueError, match="trained the generator"):
         measure(cached)
+    with pytest.raises(ValueError, match="different numbers of images"):
+        measure(_cost_jobs().assign(images_generated=0.0))
     mixed = _cost_jobs()
     mixed.loc[0, "overrides"] = "+experiment=paper_small policy=vcfl"
     with pytest.raises(ValueError, match="one \\+experiment preset"):
