@@ -82,7 +82,7 @@ def preset_grid(preset: str) -> tuple[int, int]:
     """The preset's number of jobs and of (seed, alpha) groups."""
     params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params)
     groups = {key: value for key, value in params.items() if key in GROUP_KEYS}
-    return planned_jobs(params, []), planned_jobs(groups, [])
+    return len(planned_jobs(params, [])), len(planned_jobs(groups, []))
 
 
 def rounds_seconds(jobs: pd.DataFrame) -> pd.Series:

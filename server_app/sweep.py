@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import statistics
@@ -75,7 +76,8 @@ def main(cfg: DictConfig) -> None:
                 "seconds": time.perf_counter() - started}))
             log(WARNING, "Sweep: job %s failed (%r); recorded in %s", job_dir.name, error, FAILED_FILE)
     rows = combine(sweep_dir)
-    log(INFO, "%s", progress_line(rows, planned_jobs(hydra_cfg.sweeper.params, sys.argv[1:]) if multirun else 1))
+    log(INFO, "%s", progress_line(rows, planned_jobs(hydra_cfg.sweeper.params, sys.argv[1:]) if multirun
+                                  else {overrides}))
 
 
 def _finished(job_dir: Path, overrides: str, digest: str) -> bool:
@@ -145,21 +147,26 @@ def _simulate(cfg: DictConfig, job_dir: Path) -> Path:
     return summaries[0].parent
 
 
-def planned_jobs(params: Any, arguments: list[str]) -> int:
-    """How many jobs the sweep has: the product of the sweep lengths of ``hydra.sweeper.params``
-    and the command line's overrides (the command line wins for a key in both)."""
+def planned_jobs(params: Any, arguments: list[str]) -> set[str]:
+    """Each job's overrides, as ``job.json`` records them, in the sweep of ``hydra.sweeper.params``
+    and the command line's overrides (the command line wins for a key in both), spelled as
+    Hydra's basic sweeper spells them."""
     items = [f"{key}={value}" for key, value in (params or {}).items()]
     items += [a for a in arguments if "=" in a and not a.startswith(("hydra.", "-"))]
     by_key = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(items)}
-    return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in by_key.values())
+    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [f"{o.get_key_element()}={o.get_value_element_as_str()}"] for o in by_key.values()]
+    return {" ".join(sorted(job)) for job in itertools.product(*choices)}
 
 
-def progress_line(rows: list[dict[str, Any]], planned: int) -> str:
-    """``done/planned`` jobs and the ETA: the median job's wall time x the jobs left."""
-    left = max(planned - len(rows), 0)
+def progress_line(rows: list[dict[str, Any]], planned: set[str]) -> str:
+    """``done/planned`` jobs of this sweep (a sweep folder may hold others) and the ETA: the
+    median job's wall time x the jobs left."""
+    rows = [row for row in rows if row["overrides"] in planned]
+    left = len(planned) - len(rows)
     median = statistics.median(row["wall_seconds"] for row in rows) if rows else math.nan
     eta = "unknown" if math.isnan(median) else time.strftime("%H:%M", time.localtime(time.time() + median * left))
-    return f"Sweep: {len(rows)}/{planned} jobs done, median {median:.0f} s per job, {left} left, ETA {eta}"
+    return f"Sweep: {len(rows)}/{len(planned)} jobs done, median {median:.0f} s per job, {left} left, ETA {eta}"
 
 
 def combine(sweep_dir: Path) -> list[dict[str, Any]]:

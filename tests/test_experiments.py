@@ -102,6 +102,7 @@ def test_a_compensation_peak_at_the_end_is_not_moderate():
     assert welfare_peaks_at_moderate_rate(None, None).verdict == NOT_TESTED
     both = pd.DataFrame(hump + [{**row, "difficulty": 1.0} for row in rising])
     assert len(welfare_peaks_at_moderate_rate(both, 3.0).comparisons) == 2  # the other difficulty is a note
+    assert "one task only" in moderate.scope and welfare_peaks_at_moderate_rate(both, 3.0).scope == ""
 
 
 def test_internalisation_compares_cocogen_plus_with_cocogen_by_cell():
@@ -210,3 +211,15 @@ def test_a_presets_cost_needs_one_preset_and_a_job_that_paid_the_warm_up():
     mixed.loc[0, "overrides"] = "+experiment=paper_small policy=vcfl"
     with pytest.raises(ValueError, match="one \\+experiment preset"):
         measure(mixed)
+
+
+def test_progress_counts_only_this_sweeps_jobs_in_a_shared_folder():
+    from server_app.sweep import planned_jobs, progress_line
+
+    params = {"seed": "0,1", "policy": "vcfl,cocogen"}
+    planned = planned_jobs(params, ["+experiment=tiny", "policy=cocogen", "mechanism.rho=0,1", "hydra.sweep.subdir=x"])
+    assert planned == {f"+experiment=tiny mechanism.rho={r} policy=cocogen seed={s}" for r in (0, 1) for s in (0, 1)}
+    earlier = [{"overrides": f"+experiment=tiny policy={p} seed={s}", "wall_seconds": 9.0}
+               for p in ("vcfl", "cocogen") for s in (0, 1)]
+    done = [{"overrides": "+experiment=tiny mechanism.rho=1 policy=cocogen seed=0", "wall_seconds": 60.0}]
+    assert progress_line(earlier + done, planned).startswith("Sweep: 1/4 jobs done, median 60 s per job, 3 left")
