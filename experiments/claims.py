@@ -172,6 +172,8 @@ def welfare_peaks_at_moderate_rate(curve: pd.DataFrame | None, difficult: float 
                                f"{rates[0]:g}-{rates[-1]:g} (seeds {_seeds(chosen)}); tested on seeds {_seeds(tested)}")
         else:
             claim.notes += [f"(not the difficult task) {c.label}: {c.interval.text()} → {c.verdict}" for c in peak]
+    if curve.difficulty.nunique() == 1:
+        claim.scope = "one task only: the sweep does not vary the difficulty"
     if all(c.verdict == IDENTICAL for c in claim.comparisons):
         claim.untested = "welfare is the same at every ρ of the sweep (one equilibrium at every rate): no peak to test"
     return claim

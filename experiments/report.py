@@ -41,6 +41,8 @@ CELL_METRICS = (("final_accuracy", "final test acc."), ("gain_over_twin", "gain 
                 ("profiled_welfare", "welfare at profiled cost"),
                 ("ir_fraction", "IR share"), ("welfare_gap", "(pred−real)/|real|"))
 REFERENCE = "cocogen_plus"
+MEASURED_DIFFICULTY = 1.0
+"""The measured rho sweep has one task, the one the runs trained on (claim (d') tests it as given)."""
 TABLE_GAMMAS, TABLE_ALPHAS = (0.0, 0.5, 2.0), (0.1, 0.5, 5.0)
 """The game-level table's cells: those of the full measured preset (conf/experiment/paper.yaml)."""
 
@@ -74,7 +76,7 @@ def collapsed_refits(grid: pd.DataFrame) -> int:
 def measured_compensation(grid: pd.DataFrame) -> pd.DataFrame:
     """The measured rho sweep: cocogen_plus jobs with a fixed rho (none when the grid has none)."""
     rows = grid[(grid.policy == REFERENCE) & (grid.rho_setting != "auto")]
-    return pd.DataFrame({"label": "measured (per round)", "difficulty": 1.0, "seed": rows.seed,
+    return pd.DataFrame({"label": "measured (per round)", "difficulty": MEASURED_DIFFICULTY, "seed": rows.seed,
                          "rho": rows.rho_setting.astype(float), "welfare": rows.profiled_welfare / rows.rounds,
                          "ir_fraction": rows.ir_fraction})
 
@@ -144,16 +146,17 @@ def cost_section(jobs: pd.DataFrame, cost: PresetCost, out: Path) -> list[str]:
             for j, r in zip(jobs.itertuples(), rounds_seconds(jobs))]
     return [
         f"## The cost of `+experiment={cost.preset}`", "",
-        f"{cost.measured} of its jobs were run on this machine (`cost.csv`, {int(jobs.organisations.median())} "
+        f"{cost.measured} of its jobs were measured (`cost.csv`, {int(jobs.organisations.median())} "
         f"organisations, {int(jobs.rounds.median())} rounds each), starting from an empty cache so that the "
         "first job of the group trains the generator and runs the pilot:", "",
-        markdown_table(["job", "policy", "γ", "α", "seed", "images", "warm-up s", "pilot s", "rounds s", "wall s"], rows),
+        markdown_table(["job", "policy", "γ", "α", "seed", "images", "warm-up s", "pilot s", "rounds s", "wall s"],
+                       rows),
         "",
         f"Medians: warm-up {cost.warmup_seconds / 60:.1f} min and pilot {cost.pilot_seconds / 60:.1f} min, once per "
         f"(seed, α) group; rounds {cost.rounds_seconds / 60:.1f} min per job. The preset's {cost.jobs} jobs in "
         f"{cost.groups} groups would take {cost.groups} x {cost.group_seconds / 60:.1f} min + {cost.jobs} x "
-        f"{cost.rounds_seconds / 60:.1f} min = **{cost.projected_hours:.1f} h** here (Ray start-up, about 10 s per "
-        "job, not included).",
+        f"{cost.rounds_seconds / 60:.1f} min = **{cost.projected_hours:.1f} h** on the machine that ran them "
+        "(the sweep's start-up of each job, a few seconds, not included).",
         f"The rounds' time against the images generated, fitted through these jobs: {cost.base_seconds:.0f} s + "
         f"{cost.seconds_per_image:.3f} s per image. With every organisation at capacity in every round "
         f"({cost.capacity_images:.0f} images per job) a job's rounds would take {cost.capacity_rounds_seconds / 60:.1f} "
@@ -196,7 +199,8 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     figures.compensation(pd.concat([sweep, measured_sweep]) if len(measured_sweep) else sweep,
                          out / "compensation.png", f"Welfare and IR over ρ (γ={strong:g}, α={skewed:g})")
 
-    measured_claims = claims_for(main_grid, MEASURED, measured_sweep if len(measured_sweep) else None, None)
+    measured_claims = claims_for(main_grid, MEASURED, measured_sweep if len(measured_sweep) else None,
+                                 MEASURED_DIFFICULTY if len(measured_sweep) else None)
     game_claims = claims_for(game_rows, GAME, sweep, max(game.difficulties))
     figure_dir = Path(os.path.relpath(out, markdown.parent))
     lines = _header(grid, main_grid, game, game_rows, game_seconds, command)
