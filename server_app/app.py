@@ -125,15 +125,17 @@ PILOT_VERSION = 1
 def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayRecord, directory: Path,
            timeout: float) -> Calibration:
     """Run the calibration pilot on every organisation with a profile (or, with
-    ``calibration.reuse_pilot``, reuse an identical earlier run's); write ``pilot.json``."""
+    ``calibration.reuse_pilot``, reuse an identical earlier run's, noted as ``reused_from``);
+    write ``pilot.json``."""
     profiles = [strategy.profiles[n] for n in strategy.profiles]
     _, target = round_scenario(profiles, strategy.game)
     order = PilotOrder(fractions=tuple(cfg.calibration.fractions), multiples=tuple(cfg.calibration.multiples),
                        target=tuple(map(float, target)))
-    cached = pilot_cache_file(server_cache(cfg), strategy.settings, order, initial, strategy.game.loss, profiles)
+    cached = pilot_cache_file(server_cache(cfg), strategy.settings, order, initial, strategy.generator,
+                              strategy.game.loss, profiles)
     if cfg.calibration.reuse_pilot and cached.exists():
-        record = json.loads(cached.read_text())
-        log(INFO, "Pilot: reused %s (same settings, profiles and initial model)", cached)
+        record = {**json.loads(cached.read_text()), "reused_from": str(cached)}
+        log(INFO, "Pilot: reused %s (same settings, profiles, generator and initial model)", cached)
     else:
         pilot = run_pilot(grid, strategy.profiles, strategy.settings, order, initial, strategy.game.loss, timeout)
         record = pilot.to_json()
@@ -145,11 +147,14 @@ def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayReco
     return Calibration(CurveFit.from_json(record["fit"]), strategy.game.eta)
 
 
-def pilot_cache_file(cache: Path, settings: SiloSettings, order: PilotOrder, initial: ArrayRecord, prior: LossCurve,
-                     profiles: list[Profile]) -> Path:
+def pilot_cache_file(cache: Path, settings: SiloSettings, order: PilotOrder, initial: ArrayRecord,
+                     generator: ArrayRecord | None, prior: LossCurve, profiles: list[Profile]) -> Path:
     """``<cache>/pilots/<digest>.json``, keyed by everything the pilot's points and fit depend on:
-    what silos are told, the order, the initial model, the prior and the reported profiles."""
-    key = {"version": PILOT_VERSION, "settings": asdict(settings), "order": asdict(order), "initial": protocol.array_digest(initial),
+    what silos are told, the order, the initial model, the consortium generator's weights (the
+    synthetic points), the prior and the reported profiles."""
+    key = {"version": PILOT_VERSION, "settings": asdict(settings), "order": asdict(order),
+           "initial": protocol.array_digest(initial),
+           "generator": protocol.array_digest(generator) if generator is not None else None,
            "prior": asdict(prior), "profiles": sorted(map(repr, profiles))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache / "pilots" / f"{digest}.json"

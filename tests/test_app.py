@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -112,8 +113,9 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
 
 def test_the_same_seed_gives_the_same_quotas(calibrated_run, tmp_path, cache_dir):
     _, rows, _, run = calibrated_run
-    _, again, _, rerun = simulate(INTERIOR, tmp_path, cache_dir)
+    _, again, _, rerun = simulate([*INTERIOR, "calibration.reuse_pilot=false"], tmp_path, cache_dir)  # measured again
     assert [row["quotas"] for row in again] == [row["quotas"] for row in rows]
+    assert "reused_from" not in json.loads((rerun / "pilot.json").read_text())
     assert json.loads((rerun / "pilot.json").read_text())["fit"] == json.loads((run / "pilot.json").read_text())["fit"]
 
 
@@ -186,15 +188,17 @@ def test_a_sweep_is_resumable_its_twin_is_the_vcfl_run_and_it_feeds_the_report(t
     env = {**os.environ, "COCOGEN_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     sweep = tmp_path / "sweep"
     command = [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny", "policy=vcfl,cocogen",
-               "calibration.reuse_pilot=true", f"hydra.sweep.dir={sweep}"]
+               f"hydra.sweep.dir={sweep}"]
+    shutil.rmtree(cache_dir / "pilots", ignore_errors=True)  # other tests' runs may have cached this pilot
     run = lambda: subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     done = run()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Sweep: 2/2 jobs done" in done.stdout + done.stderr
     assert "Pilot: reused" in done.stdout + done.stderr  # cocogen reuses vcfl's pilot (same data)
     assert len(list((cache_dir / "pilots").glob("*.json"))) == 1
-    pilots = [next(sweep.glob(f"{job}/results/*/pilot.json")).read_text() for job in (0, 1)]
-    assert pilots[0] == pilots[1] and json.loads(pilots[0])["fit"]["points"] > 0
+    pilots = [json.loads(next(sweep.glob(f"{job}/results/*/pilot.json")).read_text()) for job in (0, 1)]
+    assert pilots[0]["fit"] == pilots[1]["fit"] and pilots[0]["fit"]["points"] > 0
+    assert "reused_from" not in pilots[0] and pilots[1]["reused_from"].startswith(str(cache_dir / "pilots"))
     table = list(csv.DictReader((sweep / "sweep.csv").open()))
     assert [row["policy"] for row in table] == ["vcfl", "cocogen"]
     assert float(table[0]["images_generated"]) == 0.0 and float(table[1]["images_generated"]) > 0.0
