@@ -120,8 +120,8 @@ def welfare_peaks_strong_moderate(frame: pd.DataFrame, welfare: str, policy: str
     outside = [cell for cell in means.index if cell not in inside]
     best_in, best_out = max(inside, key=means.get), max(outside, key=means.get)
     cell = lambda g, a: tested[(tested.gamma == g) & (tested.alpha == a)][welfare]
-    claim.notes.append(f"cells chosen on seeds {_seeds(chosen)} (highest mean welfare there: γ={means.idxmax()[0]:g}, "
-                       f"α={means.idxmax()[1]:g}), compared on seeds {_seeds(tested)}")
+    claim.notes.append(f"cells chosen on seeds {seed_list(chosen)} (highest mean welfare there: γ={means.idxmax()[0]:g}, "
+                       f"α={means.idxmax()[1]:g}), compared on seeds {seed_list(tested)}")
     claim.comparisons.append(Comparison(
         f"best claimed cell (γ={best_in[0]:g}, α={best_in[1]:g}) − best other cell (γ={best_out[0]:g}, α={best_out[1]:g})",
         welch_interval(cell(*best_in), cell(*best_out))))
@@ -136,7 +136,8 @@ def split_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[frame.seed.isin(chosen)], frame[~frame.seed.isin(chosen)]
 
 
-def _seeds(frame: pd.DataFrame) -> str:
+def seed_list(frame: pd.DataFrame) -> str:
+    """The frame's seeds, sorted, for a note."""
     return ", ".join(str(s) for s in sorted(frame.seed.unique()))
 
 
@@ -154,8 +155,10 @@ def welfare_peaks_at_moderate_rate(curve: pd.DataFrame | None, difficult: float 
     half the seeds) above welfare at rho = 0 and at the largest rho (paired, on the other seeds):
     a peak strictly inside the range. Other difficulties in the sweep are shown as notes."""
     claim = Claim("d′", "welfare peaks at a moderate compensation rate for difficult tasks")
-    if curve is None or difficult is None or curve.rho.nunique() < 3 or curve.seed.nunique() < 2:
-        claim.untested = "no ρ sweep with 3 rates and 2 seeds on this grid"
+    if curve is None or difficult is None or curve.rho.nunique() < 3 or curve.seed.nunique() < 4:
+        seeds = 0 if curve is None else curve.seed.nunique()
+        claim.untested = (f"needs a ρ sweep with 3 rates and 4 seeds (half choose the rate, half test it; "
+                          f"this grid has {seeds})")
         return claim
     for difficulty in sorted(curve.difficulty.unique()):
         chosen, tested = split_seeds(curve[curve.difficulty == difficulty])
@@ -169,7 +172,7 @@ def welfare_peaks_at_moderate_rate(curve: pd.DataFrame | None, difficult: float 
         if difficulty == difficult:
             claim.comparisons += peak
             claim.notes.append(f"difficulty x{difficulty:g}: mean welfare highest at ρ={means.idxmax():.3g} on "
-                               f"{rates[0]:g}-{rates[-1]:g} (seeds {_seeds(chosen)}); tested on seeds {_seeds(tested)}")
+                               f"{rates[0]:g}-{rates[-1]:g} (seeds {seed_list(chosen)}); tested on seeds {seed_list(tested)}")
         else:
             claim.notes += [f"(not the difficult task) {c.label}: {c.interval.text()} → {c.verdict}" for c in peak]
     if curve.difficulty.nunique() == 1:

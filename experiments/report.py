@@ -28,9 +28,9 @@ import pandas as pd
 from experiments import figures
 from experiments.cost import PresetCost, measure, rounds_seconds
 from experiments.claims import (Claim, equilibria_beat_baselines, generation_rises, redistribution_internalises,
-                                welfare_peaks_at_moderate_rate, welfare_peaks_strong_moderate)
+                                seed_list, welfare_peaks_at_moderate_rate, welfare_peaks_strong_moderate)
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
-from experiments.stats import FAILS, HOLDS
+from experiments.stats import FAILS, HOLDS, t_interval
 from experiments.tables import cell_intervals, markdown_table, paired_differences
 from strategy.game.scenario import LossCurve
 
@@ -89,6 +89,20 @@ def cell_table(grid: pd.DataFrame) -> str:
         rows.append([f"{gamma:g}", f"{alpha:g}", policy] +
                     [_text(intervals[m][(policy, gamma, alpha)]) for m, _ in CELL_METRICS])
     return markdown_table(["γ", "α", "policy"] + [label for _, label in CELL_METRICS], rows)
+
+
+def rho_table(jobs: pd.DataFrame) -> list[str]:
+    """The measured rho sweep (cocogen_plus jobs with a fixed rho), per rate: mean [95% t-interval]
+    over seeds; nothing when the grid has none."""
+    if jobs.empty:
+        return []
+    cells = sorted({(g, a) for g, a in zip(jobs.gamma, jobs.alpha)})
+    rows = [[f"{rate:g}"] + [_text(t_interval(group[metric].dropna())) for metric in
+                             ("profiled_welfare", "ir_fraction", "images_generated")]
+            for rate, group in jobs.assign(rate=jobs.rho_setting.astype(float)).groupby("rate")]
+    return [f"Measured ρ sweep ({REFERENCE} with a fixed ρ at "
+            f"{', '.join(f'γ={g:g}, α={a:g}' for g, a in cells)}; seeds {seed_list(jobs)}), mean [95% t-interval]:", "",
+            markdown_table(["ρ", "welfare at profiled cost", "IR share", "images"], rows), ""]
 
 
 def difference_table(frame: pd.DataFrame, metrics: Sequence[tuple[str, str]]) -> str:
@@ -216,6 +230,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
               difference_table(main_grid, (("realised_welfare", "realised welfare"),
                                            ("final_accuracy", "final test accuracy"),
                                            ("min_org_utility", "worst organisation's utility"))), ""]
+    lines += rho_table(grid[grid.rho_setting != "auto"])
     for name, caption in (("generation", "Synthetic images against γ and α"), ("welfare", "Realised welfare per cell"),
                           ("accuracy", "Final test accuracy per cell"),
                           ("calibration", "Predicted against realised utility")):

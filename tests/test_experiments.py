@@ -100,6 +100,8 @@ def test_a_compensation_peak_at_the_end_is_not_moderate():
     assert "seeds 0, 2, 4" in moderate.notes[0] and "tested on seeds 1, 3, 5" in moderate.notes[0]
     assert welfare_peaks_at_moderate_rate(pd.DataFrame(flat), 3.0).verdict == NOT_TESTED
     assert welfare_peaks_at_moderate_rate(None, None).verdict == NOT_TESTED
+    three_seeds = welfare_peaks_at_moderate_rate(pd.DataFrame([r for r in hump if r["seed"] < 3]), 3.0)
+    assert three_seeds.verdict == NOT_TESTED and "has 3" in three_seeds.untested  # one held-out seed is no test
     both = pd.DataFrame(hump + [{**row, "difficulty": 1.0} for row in rising])
     assert len(welfare_peaks_at_moderate_rate(both, 3.0).comparisons) == 2  # the other difficulty is a note
     assert "one task only" in moderate.scope and welfare_peaks_at_moderate_rate(both, 3.0).scope == ""
