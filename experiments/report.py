@@ -186,7 +186,7 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
     utilities.to_csv(out / "utilities.csv", index=False)
     main_grid = grid[grid.rho_setting == "auto"]
 
-    game = game_grid_for(grid, game_seeds)
+    game = game_grid_for(main_grid, game_seeds)
     started = time.perf_counter()
     game_rows = pd.DataFrame(policy_rows(game, progress=sys.stderr.isatty()))
     strong = max(game.gammas)
