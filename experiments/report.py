@@ -26,7 +26,7 @@ from typing import Sequence
 import pandas as pd
 
 from experiments import figures
-from experiments.cost import PresetCost, measure, rounds_seconds
+from experiments.cost import RAN, PresetCost, measure, rounds_seconds
 from experiments.claims import (Claim, equilibria_beat_baselines, generation_rises, redistribution_internalises,
                                 seed_list, welfare_peaks_at_moderate_rate, welfare_peaks_strong_moderate)
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
@@ -268,8 +268,8 @@ def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_ro
         f"{{{', '.join(f'{a:g}' for a in sorted(grid.alpha.unique()))}}}; seeds {{{', '.join(map(str, seeds))}}}; "
         f"{int(grid.organisations.median())} organisations, {int(grid.rounds.median())} rounds each.",
         f"- Wall time per job, generator warm-up excluded: median {run_seconds.median():.0f} s (range "
-        f"{run_seconds.min():.0f}-{run_seconds.max():.0f} s); {int((grid.warmup_seconds > 10).sum())} federated "
-        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > 10].sum() / 60:.1f} min in all (one per data set and "
+        f"{run_seconds.min():.0f}-{run_seconds.max():.0f} s); {int((grid.warmup_seconds > RAN).sum())} federated "
+        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > RAN].sum() / 60:.1f} min in all (one per data set and "
         f"seed, cached for the rest); all jobs' runs add up to {grid.wall_seconds.sum() / 3600:.2f} h (Ray and "
         "process start-up, about 10 s per job, not included).",
         "- Welfare in the claims is priced at the game's cost per image (profiled seconds x price): realised "

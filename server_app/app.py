@@ -92,12 +92,13 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
     torch.manual_seed(int(cfg.seed))
     initial = ArrayRecord(Net().state_dict())
-    pilot_started = time.perf_counter()
+    pilot_seconds = 0.0
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
     elif cfg.calibration.pilot:
+        pilot_started = time.perf_counter()
         strategy.calibration = _pilot(grid, strategy, cfg, initial, directory, timeout)
-    pilot_seconds = time.perf_counter() - pilot_started
+        pilot_seconds = time.perf_counter() - pilot_started
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         main, twin = data.test_scores(arrays), data.test_scores(strategy.twin)
