@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
+from client_app.local import round_models, synthetic, trained
 from client_app.silo import (
     SiloData,
     generator_config,
@@ -34,7 +35,7 @@ from client_app.silo import (
     training_tensors,
     unet_from_record,
 )
-from generation import allocate, compute_seconds, measure_seconds_per_image, sample, train_generator
+from generation import allocate, measure_seconds_per_image, train_generator
 from strategy import protocol
 from strategy.protocol import (
     EvaluateOrder,
@@ -50,8 +51,7 @@ from strategy.protocol import (
     WarmupReport,
 )
 from task.device import resolve_device
-from task.images import IMAGE_SHAPE
-from task.model import Net, Scores, evaluate, set_threads, to_tensor, train
+from task.model import Net, Scores, evaluate, set_threads, to_tensor
 
 app = ClientApp()
 
@@ -140,20 +140,18 @@ def train_silo(msg: Message, context: Context) -> Message:
     settings, order = protocol.read_order(TrainOrder, msg.content)
     node = _node(context, settings)
     silo = load_silo(settings, node)
-    real_images, real_labels = training_tensors(silo)
-    synthetic_images, synthetic_labels, generation_seconds = _synthetic(
-        settings, silo, node, context, order.quota, order.target,
-        protocol.round_seed(settings.seed, order.server_round, "sampling", node.partition_id))
-    seed = protocol.round_seed(settings.seed, order.server_round, "training", node.partition_id)
-    model = _trained(settings, msg.content.array_records[protocol.ARRAYS],
-                     torch.cat([real_images, synthetic_images]), torch.cat([real_labels, synthetic_labels]), seed)
-    twin = _trained(settings, msg.content.array_records[protocol.TWIN], real_images, real_labels, seed)
-    market, twin_market = _market_scores(model, silo), _market_scores(twin, silo)
-    report = TrainReport(num_examples=len(real_labels) + len(synthetic_labels), accuracy=market.accuracy,
-                         loss=market.loss, images_generated=len(synthetic_labels),
-                         generation_seconds=generation_seconds, quota=order.quota,
+    made = synthetic(settings, silo, node, context.state.get(GENERATOR_STATE), order.quota, order.target,
+                     protocol.round_seed(settings.seed, order.server_round, "sampling", node.partition_id))
+    models = round_models(settings, silo, made, msg.content.array_records[protocol.ARRAYS],
+                          msg.content.array_records[protocol.TWIN],
+                          protocol.round_seed(settings.seed, order.server_round, "training", node.partition_id))
+    market, twin_market = _market_scores(models.main, silo), _market_scores(models.twin, silo)
+    report = TrainReport(num_examples=models.num_examples, accuracy=market.accuracy,
+                         loss=market.loss, images_generated=len(made.labels),
+                         generation_seconds=made.seconds, quota=order.quota,
                          twin_accuracy=twin_market.accuracy, twin_loss=twin_market.loss)
-    content = protocol.report_content(report, ArrayRecord(model.state_dict()), ArrayRecord(twin.state_dict()))
+    content = protocol.report_content(report, ArrayRecord(models.main.state_dict()),
+                                      ArrayRecord(models.twin.state_dict()))
     return Message(content, reply_to=msg)
 
 
@@ -171,33 +169,18 @@ def pilot(msg: Message, context: Context) -> Message:
                      for size in sorted({max(1, round(f * len(labels))) for f in order.fractions})]
     if order.multiples:
         most = round(max(order.multiples) * len(labels))
-        pool_images, pool_labels, _ = _synthetic(settings, silo, node, context, most, order.target, seed)
+        pool = synthetic(settings, silo, node, context.state.get(GENERATOR_STATE), most, order.target, seed)
         for multiple in sorted(order.multiples):
-            extra = _nested_allocation(pool_labels, round(multiple * len(labels)), silo, order.target)
-            training_sets.append((torch.cat([images, pool_images[extra]]), torch.cat([labels, pool_labels[extra]])))
+            extra = _nested_allocation(pool.labels, round(multiple * len(labels)), silo, order.target)
+            training_sets.append((torch.cat([images, pool.images[extra]]), torch.cat([labels, pool.labels[extra]])))
     arrays = msg.content.array_records[protocol.ARRAYS]
     counts, errors = [], []
     for subset_images, subset_labels in training_sets:
-        model = _trained(settings, arrays, subset_images, subset_labels, seed)
+        model = trained(settings, arrays, subset_images, subset_labels, seed)
         counts += np.bincount(subset_labels.numpy(), minlength=len(silo.org.label_counts)).tolist()
         errors.append(1.0 - _market_scores(model, silo).accuracy)
     report = PilotReport(label_counts=tuple(counts), errors=tuple(errors))
     return Message(protocol.report_content(report), reply_to=msg)
-
-
-def _synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, context: Context, quota: int,
-               target: tuple[float, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """``quota`` synthetic images with labels allocated to move the silo's mix towards ``target``,
-    and the compute seconds spent making them (0 for none; :func:`generation.compute_seconds`)."""
-    per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))
-    wanted = np.repeat(np.arange(len(per_class)), per_class)
-    if quota == 0:
-        return torch.empty((0, 1, *IMAGE_SHAPE)), torch.from_numpy(wanted).long(), 0.0
-    device = resolve_device(settings.device)
-    started = compute_seconds(device)
-    unet = silo_generator(settings, context.state.get(GENERATOR_STATE), silo, node)
-    images = sample(unet, wanted, generator_config(settings), seed=seed)
-    return images, torch.from_numpy(wanted).long(), compute_seconds(device) - started
 
 
 def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, target: tuple[float, ...]) -> torch.Tensor:
@@ -205,16 +188,6 @@ def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, ta
     would (taking what the pool has where a class falls short)."""
     per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))
     return torch.cat([torch.nonzero(pool_labels == k).flatten()[:count] for k, count in enumerate(per_class)])
-
-
-def _trained(settings: SiloSettings, arrays: ArrayRecord, images: torch.Tensor, labels: torch.Tensor,
-             seed: int) -> Net:
-    """The model in ``arrays`` after this silo's local training on the given images."""
-    model = Net().to(resolve_device(settings.device))
-    model.load_state_dict(arrays.to_torch_state_dict())
-    train(model, images, labels, epochs=settings.local_epochs, lr=settings.learning_rate,
-          batch_size=settings.batch_size, seed=seed)
-    return model
 
 
 @app.evaluate()

@@ -27,6 +27,7 @@ from server_app.config import (
     compose_config,
     effective_config,
     game_settings,
+    keep_checkpoints,
     safeguards,
     server_cache,
     silo_settings,
@@ -86,12 +87,12 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     data = ServerData(cfg)
     ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
     strategy = GameFedAvg(game, settings, ledger, data.judge, safeguards(cfg), generator=generator, timeout=timeout,
-                          min_orgs=int(federation.min_orgs), aggregation=aggregation(cfg))
+                          min_orgs=int(federation.min_orgs), aggregation=aggregation(cfg),
+                          keep_checkpoints=keep_checkpoints(cfg))
     strategy.refresh_profiles(grid)
     if len(strategy.profiles) < int(federation.min_orgs):
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
-    torch.manual_seed(int(cfg.seed))
-    initial = ArrayRecord(Net().state_dict())
+    initial = initial_model(int(cfg.seed))
     pilot_seconds = 0.0
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
@@ -117,6 +118,12 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     plot_run(ledger.rows, directory)
     log(INFO, "Run summary (%s):\n%s", directory, summary_table(summary, ledger.rows))
     return str(directory)
+
+
+def initial_model(seed: int) -> ArrayRecord:
+    """The run's first global model (and its twin's): a fresh :class:`Net` under ``seed``."""
+    torch.manual_seed(seed)
+    return ArrayRecord(Net().state_dict())
 
 
 PILOT_VERSION = 1

@@ -103,6 +103,14 @@ def aggregation(cfg: DictConfig) -> Aggregation:
                        krum_malicious=int(federation.krum_malicious), clip_norm=_optional(federation.clip_norm))
 
 
+def keep_checkpoints(cfg: DictConfig) -> bool:
+    """``keep_checkpoints``: whether a run keeps every round's checkpoint (a boolean, nothing else)."""
+    keep = cfg.keep_checkpoints
+    if not isinstance(keep, bool):
+        raise ValueError(f"keep_checkpoints must be true or false, got {keep!r}")
+    return keep
+
+
 def _optional(value: float | None) -> float | None:
     return None if value is None else float(value)
 
@@ -161,6 +169,7 @@ def check(overrides: str, run_config: Path) -> tuple[int, float, Path]:
     silo_settings(cfg)
     safeguards(cfg)
     aggregation(cfg)
+    keep_checkpoints(cfg)
     # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
     write_atomically(run_config, f"{protocol.RUN_CONFIG_OVERRIDES} = {json.dumps(overrides)}\n")
     return int(cfg.federation.num_orgs), client_gpus(cfg), results_root(cfg)

@@ -23,7 +23,8 @@ from flwr.common import log
 from strategy.game.calibration import Calibration
 from strategy.game.mechanism import Redistribution
 from strategy.game.policies import Solution
-from strategy.game.realised import realised_round
+from strategy.game.realised import RealisedRound, realised_round
+from strategy.game.scenario import Scenario
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile, TrainReport
 
@@ -65,6 +66,7 @@ class RoundPlan:
     game: GameSettings
     solution: Solution
     quotas: dict[int, int]
+    target: tuple[float, ...]
     strategy_seconds: float = 0.0
     dropped: dict[int, str] = field(default_factory=dict)
 
@@ -79,6 +81,7 @@ class RoundPlan:
             "solution": self.solution.to_json(),
             "quotas": [self.quotas[node] for node in self.nodes],
             "quota_total": sum(self.quotas.values()),
+            "target": list(self.target),
             "dropped": {partition_of.get(node, node): reason for node, reason in self.dropped.items()},
             "nash_gap": self.solution.nash_gap,
             "rho": self.solution.rho,
@@ -99,9 +102,7 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
     gains = np.array([a.main.validation_accuracy - a.twin.validation_accuracy for a in answers])
     images = np.array([r.images_generated for r in reports], dtype=float)
     spent = np.array([r.generation_seconds * p.price_per_second for r, p in zip(reports, profiles)])
-    rule = Redistribution(rate=predicted.rho or 0.0, mix=predicted.mix or 0.0,
-                          price=plan.game.mechanism.price_for(scenario))
-    realised = realised_round(scenario, gains, images, spent, rule, transfer_cap)
+    realised = realised_books(scenario, plan.game, predicted.rho, predicted.mix, gains, images, spent, transfer_cap)
     scales_used = calibration.scales
     pilot_scenario, _ = round_scenario(profiles, replace(plan.game, loss=calibration.curve.curve))
     scales_next = calibration.observe(pilot_scenario, images, gains)
@@ -141,6 +142,14 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
             "welfare_gap": welfare_gap,
         },
     }
+
+
+def realised_books(scenario: Scenario, game: GameSettings, rate: float | None, mix: float | None,
+                   gains: np.ndarray, images: np.ndarray, spent: np.ndarray, cap: float | None) -> RealisedRound:
+    """The round's realised utilities (:func:`realised_round`) under the redistribution rule
+    ``(rate, mix)`` the round's game chose (``None``: no transfers), paid on the images generated."""
+    rule = Redistribution(rate=rate or 0.0, mix=mix or 0.0, price=game.mechanism.price_for(scenario))
+    return realised_round(scenario, gains, images, spent, rule, cap)
 
 
 def _disagreements(server_round: int, profiles: list[Profile], answers: list[Judged]) -> dict[int, dict]:

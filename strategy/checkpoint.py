@@ -5,13 +5,16 @@ The checkpoint is a single ``checkpoint.npz`` (arrays, plus the state as a JSON 
 written to a temporary file and renamed into place, so a kill at any moment leaves
 either the previous round's checkpoint or this one's, never a torn one. On resume the
 ledger is cut back to the checkpoint's round, which makes ``ledger.json`` and
-``rounds.csv`` agree with it whatever the kill interrupted.
+``rounds.csv`` agree with it whatever the kill interrupted. A run may also keep every
+round's checkpoint (``checkpoints/round-<r>.npz``): what the noise-floor replay
+(``experiments/noise_floor.py``) starts each round from.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from flwr.app import Array, ArrayRecord
 from strategy.ledger import strict_json
 
 CHECKPOINT = "checkpoint.npz"
+KEPT = "checkpoints"
 STATE_KEY = "state"
 MODELS = ("main", "twin")
 
@@ -36,8 +40,14 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
-    """Write ``checkpoint.npz`` atomically (temporary file, fsync, rename)."""
+def kept_checkpoint(directory: Path, server_round: int) -> Path:
+    """Where a run that keeps its checkpoints holds the one after ``server_round``."""
+    return Path(directory) / KEPT / f"round-{server_round}.npz"
+
+
+def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: bool = False) -> None:
+    """Write ``checkpoint.npz`` atomically (temporary file, fsync, rename); with ``keep``,
+    also copy it to :func:`kept_checkpoint` (copied, then renamed into place: never torn either)."""
     arrays = {f"{model}/{key}": array.numpy() for model in MODELS
               for key, array in getattr(checkpoint, model).items()}
     state = strict_json({"round": checkpoint.server_round, **checkpoint.state})
@@ -46,12 +56,18 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
         np.savez(handle, **arrays, **{STATE_KEY: np.array(state)})
         handle.flush()
         os.fsync(handle.fileno())
+    if keep:
+        kept = kept_checkpoint(directory, checkpoint.server_round)
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(temporary, kept.with_suffix(".tmp"))
+        os.replace(kept.with_suffix(".tmp"), kept)
     os.replace(temporary, Path(directory) / CHECKPOINT)
 
 
-def load_checkpoint(directory: Path) -> Checkpoint | None:
-    """The last complete round's checkpoint in ``directory``, or ``None`` if it has none."""
-    path = Path(directory) / CHECKPOINT
+def load_checkpoint(directory: Path, server_round: int | None = None) -> Checkpoint | None:
+    """The last complete round's checkpoint in ``directory`` (or, given ``server_round``,
+    the one kept after that round), or ``None`` if there is none."""
+    path = Path(directory) / CHECKPOINT if server_round is None else kept_checkpoint(directory, server_round)
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as stored:

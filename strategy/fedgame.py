@@ -72,12 +72,13 @@ class GameFedAvg(FedAvg):
         aggregation: the rule that turns returned models into the next global ones.
         calibration: the pilot's curve and the gain scales (default: the configured
             curve and ``eta``, recalibrated from each round's realised gains).
+        keep_checkpoints: keep every round's checkpoint, not only the last one.
     """
 
     def __init__(self, game: GameSettings, settings: SiloSettings, ledger: Ledger, judge: ModelJudge,
                  safeguards: Safeguards, *, generator: ArrayRecord | None = None, timeout: float = 600.0,
                  min_orgs: int = 2, aggregation: Aggregation | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None, keep_checkpoints: bool = False) -> None:
         super().__init__(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1,
                          weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS,
                          configrecord_key=protocol.CONFIG)
@@ -92,6 +93,7 @@ class GameFedAvg(FedAvg):
         self.aggregation = aggregation or Aggregation()
         self.calibration = calibration or Calibration(CurveFit(game.loss, 0.0, fitted=False, reason="no pilot"),
                                                       game.eta)
+        self.keep_checkpoints = keep_checkpoints
         self.profiles: dict[int, Profile] = {}
         self.twin: ArrayRecord | None = None
         self.round_offset = 0
@@ -151,7 +153,8 @@ class GameFedAvg(FedAvg):
             metrics = evaluate_fn(server_round, arrays) if evaluate_fn is not None else None
             if flower_round > 0:
                 save_checkpoint(self.ledger.directory, Checkpoint(server_round, arrays, self.twin,
-                                                                  {"calibration": self.calibration.to_state()}))
+                                                                  {"calibration": self.calibration.to_state()}),
+                                keep=self.keep_checkpoints)
             return metrics
 
         return super().start(grid, initial_arrays, num_rounds - self.round_offset, timeout, train_config,
@@ -187,15 +190,15 @@ class GameFedAvg(FedAvg):
         scenario, target = round_scenario(profiles, game)
         solution = solve_round(scenario, game, server_round)
         quotas = {node: int(round(s)) for node, s in zip(nodes, solution.quotas)}
+        target = tuple(map(float, target))
         self._reference = arrays
         messages = [
             Message(content=protocol.order_content(
-                self.settings, TrainOrder(server_round=server_round, quota=quotas[node],
-                                          target=tuple(map(float, target))), arrays, self.twin),
-                    dst_node_id=node, message_type=MessageType.TRAIN)
+                self.settings, TrainOrder(server_round=server_round, quota=quotas[node], target=target),
+                arrays, self.twin), dst_node_id=node, message_type=MessageType.TRAIN)
             for node in nodes
         ]
-        self._plan = RoundPlan(server_round, started, nodes, profiles, game, solution, quotas,
+        self._plan = RoundPlan(server_round, started, nodes, profiles, game, solution, quotas, target,
                                 strategy_seconds=time.perf_counter() - solve_started)
         log(INFO, "Round %d quotas (%s): %s", server_round, game.policy,
             {p.partition_id: quotas[node] for node, p in zip(nodes, profiles)})

@@ -18,14 +18,18 @@ import pytest
 from flwr.simulation import run_simulation
 
 from client_app.app import app as client_app
+from experiments.noise_floor import NOISE_FLOOR, ledger_profiles, replay
+from experiments.noise_floor import main as replay_main
 from faulty_client import app as faulty_client_app
 from faulty_client import scaling_app
 from server_app.app import make_server_app
 from server_app.config import compose_config, game_settings
+from strategy import protocol
+from strategy.checkpoint import load_checkpoint
 from strategy.game.policies import solve
 from strategy.game.scenario import LossCurve
 from strategy.profiles import round_scenario
-from strategy.protocol import Profile, round_seed
+from strategy.protocol import round_seed
 from task.paths import CACHE_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,13 +60,8 @@ INTERIOR = ["game.capacity=[1000.0]"]
 
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory, cache_dir):
-    """The tiny configuration under cocogen_plus, with the pilot and the twin."""
-    return simulate(INTERIOR, tmp_path_factory.mktemp("results"), cache_dir)
-
-
-def _profiles(row: dict) -> list[Profile]:
-    return [Profile(**{k: v for k, v in p.items() if k != "cost"} | {"label_counts": tuple(p["label_counts"])})
-            for p in row["reported"]]
+    """The tiny configuration under cocogen_plus, with the pilot and the twin, keeping every checkpoint."""
+    return simulate([*INTERIOR, "keep_checkpoints=true"], tmp_path_factory.mktemp("results"), cache_dir)
 
 
 def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_run):
@@ -75,7 +74,7 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
         scales = calibration["scales_used"]
         solved_with = replace(game, loss=LossCurve(curve.a * scales["shared"], curve.b,
                                                    curve.kappa * scales["shared"]), eta=scales["private"])
-        scenario, _ = round_scenario(_profiles(row), solved_with)
+        scenario, _ = round_scenario(list(ledger_profiles(row).values()), solved_with)
         seed = round_seed(game.seed, row["round"], "game")
         expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, seed).quotas]
         assert row["quotas"] == row["received_quotas"] == row["images"] == expected
@@ -109,6 +108,24 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
         expected = theta * ((1 + gamma) * gains - gamma * rivals) - calibration["realised_cost"] + row["transfers"]
         assert np.allclose(row["realised_utilities"], expected)
         assert row["realised_ir_count"] == int(np.sum(expected >= 0))
+
+
+def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_others(calibrated_run):
+    _, rows, _, run = calibrated_run
+    last = len(rows)
+    assert protocol.array_digest(load_checkpoint(run, last).main) == protocol.array_digest(load_checkpoint(run).main)
+    replayed = replay(run, replicates=3)
+    assert [r.server_round for r in replayed] == [row["round"] for row in rows]
+    for row, again in zip(rows, replayed):
+        assert again.reproduced == 0.0  # replicate 0: the run's seeds, its models, its gains
+        assert again.welfares[0] == pytest.approx(row["realised_welfare"], rel=1e-9, abs=1e-9)
+        assert again.predicted == row["responder_predicted_welfare"]
+        assert np.ptp(again.welfares) > 0  # other training seeds, other models
+    assert replayed[0].fork_gains == replayed[0].gains  # round 1: the twin starts where the main model does
+    assert replayed[1].fork_gains != replayed[1].gains  # round 2: the twin carries round 1's lead, a fork does not
+    assert replay_main([str(run), "--replicates", "2"]) == 0
+    written = json.loads((run / NOISE_FLOOR).read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert [r["round"] for r in written["rounds"]] == [1, 2] and written["replicates"] == 2
 
 
 def test_the_same_seed_gives_the_same_quotas(calibrated_run, tmp_path, cache_dir):

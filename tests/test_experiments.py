@@ -13,9 +13,12 @@ from scipy import stats
 from experiments.claims import (IN_PART, NOT_TESTED, equilibria_beat_baselines, generation_rises,
                                 redistribution_internalises, welfare_peaks_at_moderate_rate)
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
+from experiments.noise_floor import ReplayError, ReplayedRound, replicate_seeds, starting_models
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
+from server_app.config import check, compose_config, keep_checkpoints
 from strategy.game.scenario import LossCurve
+from strategy.protocol import round_seed
 
 
 def test_t_interval_matches_the_textbook_formula():
@@ -225,3 +228,38 @@ def test_progress_counts_only_this_sweeps_jobs_in_a_shared_folder():
                for p in ("vcfl", "cocogen") for s in (0, 1)]
     done = [{"overrides": "+experiment=tiny mechanism.rho=1 policy=cocogen seed=0", "wall_seconds": 60.0}]
     assert progress_line(earlier + done, planned).startswith("Sweep: 1/4 jobs done, median 60 s per job, 3 left")
+
+
+def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean():
+    replayed = ReplayedRound(3, predicted=120.0, realised=80.0, welfares=(80.0, 100.0, 120.0),
+                             gains=((0.1, 0.2), (0.1, 0.3), (0.1, 0.4)), reproduced=0.0,
+                             predicted_gains=(0.2, 0.3), fork_gains=((0.0, 0.1),) * 3, fork_welfares=(60.0,) * 3)
+    numbers = replayed.to_json()
+    assert numbers["mean"] == pytest.approx(100.0) and numbers["sd"] == pytest.approx(20.0)
+    assert numbers["gap"] == pytest.approx(0.5) and numbers["gap_to_mean"] == pytest.approx(0.2)
+    assert numbers["gap_in_sd"] == pytest.approx(2.0) and numbers["relative_sd"] == pytest.approx(0.2)
+    assert numbers["gain_sd"] == pytest.approx([0.0, 0.1])
+    assert numbers["interval"][0] < 100.0 < numbers["interval"][1]
+    assert numbers["predicted_gain_sum"] == pytest.approx(0.5) and numbers["gain_sum"] == pytest.approx(0.4)
+    assert numbers["fork_gain_sum"] == pytest.approx(0.1) and numbers["fork_gap_to_mean"] == pytest.approx(1.0)
+    still = ReplayedRound(1, 5.0, 5.0, (5.0, 5.0), ((0.0,), (0.0,)), 0.0, (0.0,), ((0.0,), (0.0,)),
+                          (5.0, 5.0)).to_json()
+    assert still["gap_in_sd"] is None and json.loads(json.dumps(still, allow_nan=False))["sd"] == 0.0
+
+
+def test_the_replay_trains_first_with_the_runs_seed_then_fresh_ones():
+    seeds = replicate_seeds(4, 2, 1, 5)
+    assert seeds[0] == round_seed(4, 2, "training", 1) and len(set(seeds)) == 5
+    assert all(0 <= s < 2**63 for s in seeds) and replicate_seeds(4, 2, 1, 5) == seeds
+
+
+def test_the_replay_refuses_a_run_that_kept_no_checkpoints(tmp_path):
+    with pytest.raises(ReplayError, match="keep_checkpoints=true"):
+        starting_models(tmp_path, 0, 2, [])
+
+
+def test_keep_checkpoints_takes_a_boolean_and_nothing_else(tmp_path):
+    assert keep_checkpoints(compose_config("keep_checkpoints=true")) is True
+    assert keep_checkpoints(compose_config("")) is False
+    with pytest.raises(ValueError, match="keep_checkpoints must be true or false"):
+        check("keep_checkpoints=maybe", tmp_path / "run.toml")

@@ -1,0 +1,79 @@
+"""What a silo computes in a game round, apart from messages: the quota's synthetic images
+and its two locally trained models, the main one on real + synthetic images and the twin
+on the real images alone (docs/model.md section 8).
+
+The ClientApp's ``train`` handler runs both with the round's own seeds; the noise-floor
+replay (``experiments/noise_floor.py``) makes the same images, then trains on them again
+with other training seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+
+from client_app.silo import SiloData, generator_config, silo_generator, training_tensors
+from generation import allocate, compute_seconds, sample
+from strategy.protocol import NodeConfig, SiloSettings
+from task.device import resolve_device
+from task.images import IMAGE_SHAPE
+from task.model import Net, train
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """A quota's synthetic images, their labels, and the compute seconds making them took."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RoundModels:
+    """A silo's two trained models of a round."""
+
+    main: Net
+    twin: Net
+    num_examples: int
+    """Real + synthetic images the main model trained on."""
+
+
+def round_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRecord, twin: ArrayRecord,
+                 seed: int) -> RoundModels:
+    """``main`` trained on the real images + ``made``, ``twin`` on the real images alone,
+    both with the training seed ``seed`` and the same epochs."""
+    real_images, real_labels = training_tensors(silo)
+    model = trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
+                    seed)
+    return RoundModels(model, trained(settings, twin, real_images, real_labels, seed),
+                       len(real_labels) + len(made.labels))
+
+
+def synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, generator: ArrayRecord | None, quota: int,
+              target: tuple[float, ...], seed: int) -> Synthetic:
+    """``quota`` synthetic images with labels allocated to move the silo's mix towards ``target``,
+    and the compute seconds spent making them (0 for none; :func:`generation.compute_seconds`).
+    ``generator``: the consortium's weights, where the generator source is federated."""
+    per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))
+    wanted = np.repeat(np.arange(len(per_class)), per_class)
+    if quota == 0:
+        return Synthetic(torch.empty((0, 1, *IMAGE_SHAPE)), torch.from_numpy(wanted).long(), 0.0)
+    device = resolve_device(settings.device)
+    started = compute_seconds(device)
+    unet = silo_generator(settings, generator, silo, node)
+    images = sample(unet, wanted, generator_config(settings), seed=seed)
+    return Synthetic(images, torch.from_numpy(wanted).long(), compute_seconds(device) - started)
+
+
+def trained(settings: SiloSettings, arrays: ArrayRecord, images: torch.Tensor, labels: torch.Tensor,
+            seed: int) -> Net:
+    """The model in ``arrays`` after this silo's local training on the given images."""
+    model = Net().to(resolve_device(settings.device))
+    model.load_state_dict(arrays.to_torch_state_dict())
+    train(model, images, labels, epochs=settings.local_epochs, lr=settings.learning_rate,
+          batch_size=settings.batch_size, seed=seed)
+    return model

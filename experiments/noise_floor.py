@@ -1,0 +1,230 @@
+"""The noise floor of a round's realised welfare: a finished run's rounds replayed with
+other training seeds (issue #10; docs/model.md section 9).
+
+A round's realised welfare is one draw. Its gains ``Q_i = acc_i(main) - acc_i(twin)``
+come from one local training of each of two models, whose mini-batch order alone moves
+an accuracy by points; the prediction is of the expectation. The replay measures how far
+one draw falls from it.
+
+It takes a simulation run made with ``keep_checkpoints=true``. Each round starts from the
+models the run started it from (round 1: the initial model; later rounds: the checkpoint
+kept after the round before, its digests checked against the ledger). Every organisation
+that answered gets the quota and target it was sent and makes the same synthetic images
+(the run's sampling seed); then its main model and twin are trained ``replicates`` times,
+replicate 0 with the run's training seed (it must reproduce the run's realised gains) and
+the others with fresh seeds. The server's judge scores them as in the run, and the
+realised welfare is the run's formula with the costs the run measured. Each replicate also
+trains a fork, a real-only model from the round's *main* global model: the gain over it is
+this round's generation alone, while the gain over the persistent twin also carries the
+lead of earlier rounds' images. The starting
+models, the images and the costs are held fixed, so the replicates' spread is a lower
+bound of one realised welfare's noise, and their mean estimates the expectation.
+
+    python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8]
+
+writes ``noise_floor.json`` into each run directory and prints one line per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+from omegaconf import OmegaConf
+
+from client_app.local import round_models, synthetic, trained
+from client_app.silo import load_silo, training_tensors
+from experiments.stats import t_interval
+from generation import load_generator
+from server_app.app import initial_model
+from server_app.config import game_settings, safeguards, server_cache, silo_settings
+from server_app.evaluation import ServerData
+from server_app.generator_stage import warmup_checkpoint
+from strategy.accounting import realised_books
+from strategy.checkpoint import load_checkpoint
+from strategy.ledger import strict_json, write_atomically
+from strategy.profiles import round_scenario
+from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, round_seed
+from task.model import set_threads
+
+NOISE_FLOOR = "noise_floor.json"
+REPLICATES = 8
+TARGET_GAP = 0.35
+"""Issue #10's target for |predicted - realised| / |realised| welfare by round 3."""
+
+
+class ReplayError(RuntimeError):
+    """The run cannot be replayed (no kept checkpoint, a digest that does not match, ...)."""
+
+
+@dataclass(frozen=True)
+class ReplayedRound:
+    """One round of a run, its prediction, its realised welfare and the replicates'."""
+
+    server_round: int
+    predicted: float
+    realised: float
+    welfares: tuple[float, ...]
+    gains: tuple[tuple[float, ...], ...]
+    """Replicate x organisation: realised quality gains over the twin."""
+    reproduced: float
+    """Largest |replicate 0's gain - the run's gain| (0: the replay is the run)."""
+    predicted_gains: tuple[float, ...]
+    """The gains the round's game predicted (the ledger's)."""
+    fork_gains: tuple[tuple[float, ...], ...]
+    """Replicate x organisation: gains over a fork, the real-only model trained from the
+    round's main global model: this round's generation alone, without the lead the
+    persistent twin lets earlier rounds carry."""
+    fork_welfares: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The round's numbers: the replicates' mean with its 95% t-interval and standard
+        deviation, the prediction's gap to the run's draw and to that mean, and the same
+        against the fork."""
+        mean, fork = t_interval(self.welfares), t_interval(self.fork_welfares)
+        spread = float(np.std(self.welfares, ddof=1))
+        return {
+            "round": self.server_round, "predicted_welfare": self.predicted, "realised_welfare": self.realised,
+            "replicate_welfare": list(self.welfares), "replicate_gains": [list(g) for g in self.gains],
+            "reproduced": self.reproduced, "mean": mean.mean, "interval": [mean.low, mean.high], "sd": spread,
+            "relative_sd": _ratio(spread, abs(mean.mean)),
+            "gap": _ratio(self.predicted - self.realised, abs(self.realised)),
+            "gap_to_mean": _ratio(self.predicted - mean.mean, abs(mean.mean)),
+            "gap_in_sd": _ratio(self.predicted - self.realised, spread),
+            "gain_sd": np.std(self.gains, axis=0, ddof=1).tolist(),
+            "predicted_gain_sum": float(np.sum(self.predicted_gains)),
+            "gain_sum": float(np.sum(self.gains, axis=1).mean()),
+            "fork_gain_sum": float(np.sum(self.fork_gains, axis=1).mean()),
+            "replicate_fork_gains": [list(g) for g in self.fork_gains],
+            "fork_welfare": fork.mean, "fork_interval": [fork.low, fork.high],
+            "fork_gap_to_mean": _ratio(self.predicted - fork.mean, abs(fork.mean)),
+        }
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    """``numerator / denominator``, or ``None`` (JSON null) where the denominator is 0."""
+    return numerator / denominator if denominator else None
+
+
+def replicate_seeds(seed: int, server_round: int, partition_id: int, replicates: int) -> list[int]:
+    """The run's own training seed, then ``replicates - 1`` fresh 63-bit ones."""
+    fresh = [int(np.random.SeedSequence([seed, server_round, partition_id, k]).generate_state(1, np.uint64)[0] >> 1)
+             for k in range(1, replicates)]
+    return [round_seed(seed, server_round, "training", partition_id), *fresh]
+
+
+def starting_models(run: Path, seed: int, server_round: int, rows: Sequence[dict]) -> tuple[ArrayRecord, ArrayRecord]:
+    """The main and twin global models the run started ``server_round`` from."""
+    if server_round == 1:
+        initial = initial_model(seed)
+        return initial, initial
+    checkpoint = load_checkpoint(run, server_round - 1)
+    if checkpoint is None:
+        raise ReplayError(f"{run} kept no checkpoint of round {server_round - 1}: run it with keep_checkpoints=true")
+    before = next(row for row in rows if row["round"] == server_round - 1)
+    if (array_digest(checkpoint.main), array_digest(checkpoint.twin)) != (before["global_digest"], before["twin_digest"]):
+        raise ReplayError(f"{run}: the checkpoint of round {server_round - 1} is not the ledger's global model")
+    return checkpoint.main, checkpoint.twin
+
+
+def ledger_profiles(row: dict) -> dict[int, Profile]:
+    """The profiles a ledger row records, by partition id."""
+    return {p["partition_id"]: Profile(**{k: v for k, v in p.items() if k != "cost"}
+                                       | {"label_counts": tuple(p["label_counts"])}) for p in row["reported"]}
+
+
+def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | None:
+    """The run's federated generator from the server's cache (``None`` for other sources)."""
+    if settings.generator_source != "federated":
+        return None
+    unet = load_generator(warmup_checkpoint(settings, cache))
+    if unet is None:
+        raise ReplayError(f"the run's generator is not in {cache}: replay with the run's COCOGEN_CACHE")
+    return ArrayRecord(unet.state_dict())
+
+
+def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
+    """Every round of ``run`` replayed ``replicates`` times (see the module docstring)."""
+    if replicates < 2:
+        raise ValueError(f"need at least 2 replicates for a spread, got {replicates}")
+    cfg = OmegaConf.load(run / "config.yaml")
+    rows = json.loads((run / "ledger.json").read_text())
+    settings, game, cap = silo_settings(cfg), game_settings(cfg), safeguards(cfg).transfer_cap
+    judge = ServerData(cfg).judge
+    generator = consortium_generator(settings, server_cache(cfg))
+    set_threads(settings.threads)
+    replayed = []
+    for row in rows:
+        main, twin = starting_models(run, settings.seed, row["round"], rows)
+        gains, fork_gains = (np.zeros((replicates, len(row["responders"]))) for _ in range(2))
+        for index, partition_id in enumerate(row["responders"]):
+            node = NodeConfig(partition_id, None, None, None, None, None)
+            silo = load_silo(settings, node)
+            made = synthetic(settings, silo, node, generator, row["received_quotas"][index], tuple(row["target"]),
+                             round_seed(settings.seed, row["round"], "sampling", partition_id))
+            for k, seed in enumerate(replicate_seeds(settings.seed, row["round"], partition_id, replicates)):
+                models = round_models(settings, silo, made, main, twin, seed)
+                fork = trained(settings, main, *training_tensors(silo), seed)
+                accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
+                gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
+                fork_gains[k, index] = accuracy - judge(ArrayRecord(fork.state_dict())).validation_accuracy
+        profiles = ledger_profiles(row)
+        scenario, _ = round_scenario([profiles[p] for p in row["responders"]], game)
+
+        def welfares(of: np.ndarray) -> tuple[float, ...]:
+            return tuple(realised_books(scenario, game, row["rho"], row["lambda"], g, np.asarray(row["images"]),
+                                        np.asarray(row["calibration"]["realised_cost"]), cap).social_welfare
+                         for g in of)
+
+        reproduced = float(np.max(np.abs(gains[0] - row["calibration"]["realised_quality"])))
+        replayed.append(ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
+                                      welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
+                                      tuple(row["calibration"]["predicted_quality"]),
+                                      tuple(map(tuple, fork_gains.tolist())), welfares(fork_gains)))
+    return replayed
+
+
+def line(run: Path, replayed: ReplayedRound) -> str:
+    """One printed line per round."""
+    n = replayed.to_json()
+    low, high = n["interval"]
+    return (f"{run.name} round {replayed.server_round}: predicted {n['predicted_welfare']:.1f}, "
+            f"realised {n['realised_welfare']:.1f} (gap {_text(n['gap'])}), replicates {n['mean']:.1f} "
+            f"[{low:.1f}, {high:.1f}] sd {n['sd']:.1f} (sd/|mean| {_text(n['relative_sd'])}; "
+            f"gap to mean {_text(n['gap_to_mean'])}; gap in sd {_text(n['gap_in_sd'])}); sum Q predicted "
+            f"{n['predicted_gain_sum']:.3f}, over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
+            f"fork welfare {n['fork_welfare']:.1f} (gap {_text(n['fork_gap_to_mean'])}); "
+            f"reproduced to {n['reproduced']:.1g}")
+
+
+def _text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.noise_floor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="results directories of runs made with keep_checkpoints=true")
+    parser.add_argument("--replicates", type=int, default=REPLICATES, help="trainings per organisation and round")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        try:
+            replayed = replay(run, args.replicates)
+        except (ReplayError, FileNotFoundError) as error:
+            print(f"{run}: {error}", file=sys.stderr)
+            return 1
+        write_atomically(run / NOISE_FLOOR, strict_json({"replicates": args.replicates, "target_gap": TARGET_GAP,
+                                                          "rounds": [r.to_json() for r in replayed]}, indent=1))
+        for replayed_round in replayed:
+            print(line(run, replayed_round))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
