@@ -78,11 +78,14 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
         seed = round_seed(game.seed, row["round"], "game")
         expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, seed).quotas]
         assert row["quotas"] == row["received_quotas"] == row["images"] == expected
-        assert 0 < sum(expected) < 3 * 1000  # an interior equilibrium, not capacity
+        assert sum(expected) > 0
         assert abs(row["transfer_sum"]) <= 1e-9
         assert row["solution"]["rho"] is not None and row["nash_gap"] <= 1e-9
         assert 0 < row["strategy_share"] < 1
         assert all(math.isfinite(v) for v in row["realised_utilities"] + row["transfers"])
+    # Round 1 is solved on the pilot's curve: an interior equilibrium, not capacity. Round 2's
+    # may reach capacity: three noisy gains can scale the curve up several-fold (issue #10).
+    assert 0 < sum(rows[0]["quotas"]) < 3 * 1000
     assert rows[1]["calibration"]["scales_used"] == rows[0]["calibration"]["scales_next"]
     assert rows[0]["calibration"]["scales_next"]["fitted"]  # round 2 ran on what round 1 measured
     for name in RESULT_FILES:
