@@ -16,7 +16,8 @@ the others with fresh seeds. The server's judge scores them as in the run, and t
 realised welfare is the run's formula with the costs the run measured. Each replicate also
 trains a fork, a real-only model from the round's *main* global model: the gain over it is
 this round's generation alone, while the gain over the persistent twin also carries the
-lead of earlier rounds' images. The starting
+lead of earlier rounds' images. Beside the game's prediction, the replay also gives what
+the pilot's curve alone (before any online correction) predicts for the images made. The starting
 models, the images and the costs are held fixed, so the replicates' spread is a lower
 bound of one realised welfare's noise, and their mean estimates the expectation.
 
@@ -31,7 +32,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,9 @@ from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import realised_books
 from strategy.checkpoint import load_checkpoint
+from strategy.game.calibration import Calibration, CurveFit, gain_terms
 from strategy.ledger import strict_json, write_atomically
-from strategy.profiles import round_scenario
+from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, round_seed
 from task.model import set_threads
 
@@ -83,6 +85,8 @@ class ReplayedRound:
     round's main global model: this round's generation alone, without the lead the
     persistent twin lets earlier rounds carry."""
     fork_welfares: tuple[float, ...]
+    pilot_gains: tuple[float, ...]
+    """The gains the pilot's curve alone (no online correction) predicts for the images made."""
 
     def to_json(self) -> dict[str, Any]:
         """The round's numbers: the replicates' mean with its 95% t-interval and standard
@@ -100,6 +104,7 @@ class ReplayedRound:
             "gap_in_sd": _ratio(self.predicted - self.realised, spread),
             "gain_sd": np.std(self.gains, axis=0, ddof=1).tolist(),
             "predicted_gain_sum": float(np.sum(self.predicted_gains)),
+            "pilot_gain_sum": float(np.sum(self.pilot_gains)),
             "gain_sum": float(np.sum(self.gains, axis=1).mean()),
             "fork_gain_sum": float(np.sum(self.fork_gains, axis=1).mean()),
             "replicate_fork_gains": [list(g) for g in self.fork_gains],
@@ -140,6 +145,14 @@ def ledger_profiles(row: dict) -> dict[int, Profile]:
                                        | {"label_counts": tuple(p["label_counts"])}) for p in row["reported"]}
 
 
+def pilot_curve(run: Path, game: GameSettings) -> CurveFit:
+    """The curve the run's pilot fitted, or the configured prior where the run had no pilot."""
+    pilot = run / "pilot.json"
+    if not pilot.exists():
+        return CurveFit(game.loss, 0.0, fitted=False, reason="no pilot")
+    return CurveFit.from_json(json.loads(pilot.read_text())["fit"])
+
+
 def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | None:
     """The run's federated generator from the server's cache (``None`` for other sources)."""
     if settings.generator_source != "federated":
@@ -158,6 +171,7 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
     rows = json.loads((run / "ledger.json").read_text())
     settings, game, cap = silo_settings(cfg), game_settings(cfg), safeguards(cfg).transfer_cap
     judge = ServerData(cfg).judge
+    pilot = Calibration(pilot_curve(run, game), game.eta)
     generator = consortium_generator(settings, server_cache(cfg))
     set_threads(settings.threads)
     replayed = []
@@ -175,8 +189,11 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
                 accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
                 gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
                 fork_gains[k, index] = accuracy - judge(ArrayRecord(fork.state_dict())).validation_accuracy
-        profiles = ledger_profiles(row)
-        scenario, _ = round_scenario([profiles[p] for p in row["responders"]], game)
+        recorded = ledger_profiles(row)
+        profiles = [recorded[p] for p in row["responders"]]
+        scenario, _ = round_scenario(profiles, game)
+        shared, private = gain_terms(round_scenario(profiles, replace(game, loss=pilot.curve.curve))[0],
+                                     np.asarray(row["images"], dtype=float))
 
         def welfares(of: np.ndarray) -> tuple[float, ...]:
             return tuple(realised_books(scenario, game, row["rho"], row["lambda"], g, np.asarray(row["images"]),
@@ -187,7 +204,8 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
         replayed.append(ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
                                       welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
                                       tuple(row["calibration"]["predicted_quality"]),
-                                      tuple(map(tuple, fork_gains.tolist())), welfares(fork_gains)))
+                                      tuple(map(tuple, fork_gains.tolist())), welfares(fork_gains),
+                                      tuple(shared * pilot.prior.shared + private * pilot.prior.private)))
     return replayed
 
 
@@ -199,7 +217,7 @@ def line(run: Path, replayed: ReplayedRound) -> str:
             f"realised {n['realised_welfare']:.1f} (gap {_text(n['gap'])}), replicates {n['mean']:.1f} "
             f"[{low:.1f}, {high:.1f}] sd {n['sd']:.1f} (sd/|mean| {_text(n['relative_sd'])}; "
             f"gap to mean {_text(n['gap_to_mean'])}; gap in sd {_text(n['gap_in_sd'])}); sum Q predicted "
-            f"{n['predicted_gain_sum']:.3f}, over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
+            f"{n['predicted_gain_sum']:.3f} (pilot's curve alone {n['pilot_gain_sum']:.3f}), over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
             f"fork welfare {n['fork_welfare']:.1f} (gap {_text(n['fork_gap_to_mean'])}); "
             f"reproduced to {n['reproduced']:.1g}")
 

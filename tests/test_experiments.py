@@ -233,7 +233,8 @@ def test_progress_counts_only_this_sweeps_jobs_in_a_shared_folder():
 def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean():
     replayed = ReplayedRound(3, predicted=120.0, realised=80.0, welfares=(80.0, 100.0, 120.0),
                              gains=((0.1, 0.2), (0.1, 0.3), (0.1, 0.4)), reproduced=0.0,
-                             predicted_gains=(0.2, 0.3), fork_gains=((0.0, 0.1),) * 3, fork_welfares=(60.0,) * 3)
+                             predicted_gains=(0.2, 0.3), fork_gains=((0.0, 0.1),) * 3, fork_welfares=(60.0,) * 3,
+                             pilot_gains=(0.1, 0.1))
     numbers = replayed.to_json()
     assert numbers["mean"] == pytest.approx(100.0) and numbers["sd"] == pytest.approx(20.0)
     assert numbers["gap"] == pytest.approx(0.5) and numbers["gap_to_mean"] == pytest.approx(0.2)
@@ -242,8 +243,9 @@ def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean
     assert numbers["interval"][0] < 100.0 < numbers["interval"][1]
     assert numbers["predicted_gain_sum"] == pytest.approx(0.5) and numbers["gain_sum"] == pytest.approx(0.4)
     assert numbers["fork_gain_sum"] == pytest.approx(0.1) and numbers["fork_gap_to_mean"] == pytest.approx(1.0)
+    assert numbers["pilot_gain_sum"] == pytest.approx(0.2)
     still = ReplayedRound(1, 5.0, 5.0, (5.0, 5.0), ((0.0,), (0.0,)), 0.0, (0.0,), ((0.0,), (0.0,)),
-                          (5.0, 5.0)).to_json()
+                          (5.0, 5.0), (0.0,)).to_json()
     assert still["gap_in_sd"] is None and json.loads(json.dumps(still, allow_nan=False))["sd"] == 0.0
 
 
