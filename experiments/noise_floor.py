@@ -13,13 +13,15 @@ that answered gets the quota and target it was sent and makes the same synthetic
 (the run's sampling seed); then its main model and twin are trained ``replicates`` times,
 replicate 0 with the run's training seed (it must reproduce the run's realised gains) and
 the others with fresh seeds. The server's judge scores them as in the run, and the
-realised welfare is the run's formula with the costs the run measured. Each replicate also
-trains a fork, a real-only model from the round's *main* global model: the gain over it is
-this round's generation alone, while the gain over the persistent twin also carries the
-lead of earlier rounds' images. Beside the game's prediction, the replay also gives what
-the pilot's curve alone (before any online correction) predicts for the images made. The starting
+realised welfare is the run's formula with the costs the run measured. The starting
 models, the images and the costs are held fixed, so the replicates' spread is a lower
 bound of one realised welfare's noise, and their mean estimates the expectation.
+
+Two diagnostics come with it. Each replicate also trains a fork, a real-only model from
+the round's *main* global model: the gain over it is this round's generation alone,
+while the gain over the persistent twin also carries the lead of earlier rounds' images.
+And beside the game's prediction stands what the pilot's curve alone (before any online
+correction) predicts for the images made.
 
     python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8]
 
@@ -48,7 +50,7 @@ from server_app.app import initial_model
 from server_app.config import game_settings, safeguards, server_cache, silo_settings
 from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
-from strategy.accounting import realised_books
+from strategy.accounting import ModelJudge, realised_books
 from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import Calibration, CurveFit, gain_terms
 from strategy.ledger import strict_json, write_atomically
@@ -177,18 +179,7 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
     replayed = []
     for row in rows:
         main, twin = starting_models(run, settings.seed, row["round"], rows)
-        gains, fork_gains = (np.zeros((replicates, len(row["responders"]))) for _ in range(2))
-        for index, partition_id in enumerate(row["responders"]):
-            node = NodeConfig(partition_id, None, None, None, None, None)
-            silo = load_silo(settings, node)
-            made = synthetic(settings, silo, node, generator, row["received_quotas"][index], tuple(row["target"]),
-                             round_seed(settings.seed, row["round"], "sampling", partition_id))
-            for k, seed in enumerate(replicate_seeds(settings.seed, row["round"], partition_id, replicates)):
-                models = round_models(settings, silo, made, main, twin, seed)
-                fork = trained(settings, main, *training_tensors(silo), seed)
-                accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
-                gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
-                fork_gains[k, index] = accuracy - judge(ArrayRecord(fork.state_dict())).validation_accuracy
+        gains, fork_gains = replicate_gains(settings, judge, generator, row, main, twin, replicates)
         recorded = ledger_profiles(row)
         profiles = [recorded[p] for p in row["responders"]]
         scenario, _ = round_scenario(profiles, game)
@@ -207,6 +198,24 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
                                       tuple(map(tuple, fork_gains.tolist())), welfares(fork_gains),
                                       tuple(shared * pilot.prior.shared + private * pilot.prior.private)))
     return replayed
+
+
+def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: dict,
+                    main: ArrayRecord, twin: ArrayRecord, replicates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate x organisation gains of the round's main model over its twin and over a fork."""
+    gains, fork_gains = (np.zeros((replicates, len(row["responders"]))) for _ in range(2))
+    for index, partition_id in enumerate(row["responders"]):
+        node = NodeConfig(partition_id, None, None, None, None, None)
+        silo = load_silo(settings, node)
+        made = synthetic(settings, silo, node, generator, row["received_quotas"][index], tuple(row["target"]),
+                         round_seed(settings.seed, row["round"], "sampling", partition_id))
+        for k, seed in enumerate(replicate_seeds(settings.seed, row["round"], partition_id, replicates)):
+            models = round_models(settings, silo, made, main, twin, seed)
+            fork = trained(settings, main, *training_tensors(silo), seed)
+            accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
+            gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
+            fork_gains[k, index] = accuracy - judge(ArrayRecord(fork.state_dict())).validation_accuracy
+    return gains, fork_gains
 
 
 def line(run: Path, replayed: ReplayedRound) -> str:
