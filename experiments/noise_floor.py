@@ -25,7 +25,8 @@ correction) predicts for the images made.
 
     python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8]
 
-writes ``noise_floor.json`` into each run directory and prints one line per round.
+prints one line per round as it is done and writes ``noise_floor.json`` into each run
+directory.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,9 @@ def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | N
     return ArrayRecord(unet.state_dict())
 
 
-def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
-    """Every round of ``run`` replayed ``replicates`` times (see the module docstring)."""
+def replay(run: Path, replicates: int = REPLICATES) -> Iterator[ReplayedRound]:
+    """Every round of ``run`` replayed ``replicates`` times, round after round as each is
+    done (see the module docstring)."""
     if replicates < 2:
         raise ValueError(f"need at least 2 replicates for a spread, got {replicates}")
     cfg = OmegaConf.load(run / "config.yaml")
@@ -176,7 +178,6 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
     pilot = Calibration(pilot_curve(run, game), game.eta)
     generator = consortium_generator(settings, server_cache(cfg))
     set_threads(settings.threads)
-    replayed = []
     for row in rows:
         main, twin = starting_models(run, settings.seed, row["round"], rows)
         gains, fork_gains = replicate_gains(settings, judge, generator, row, main, twin, replicates)
@@ -192,12 +193,10 @@ def replay(run: Path, replicates: int = REPLICATES) -> list[ReplayedRound]:
                          for g in of)
 
         reproduced = float(np.max(np.abs(gains[0] - row["calibration"]["realised_quality"])))
-        replayed.append(ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
-                                      welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
-                                      tuple(row["calibration"]["predicted_quality"]),
-                                      tuple(map(tuple, fork_gains.tolist())), welfares(fork_gains),
-                                      tuple(shared * pilot.prior.shared + private * pilot.prior.private)))
-    return replayed
+        yield ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
+                            welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
+                            tuple(row["calibration"]["predicted_quality"]), tuple(map(tuple, fork_gains.tolist())),
+                            welfares(fork_gains), tuple(shared * pilot.prior.shared + private * pilot.prior.private))
 
 
 def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: dict,
@@ -240,16 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="results directories of runs made with keep_checkpoints=true")
     parser.add_argument("--replicates", type=int, default=REPLICATES, help="trainings per organisation and round")
     args = parser.parse_args(argv)
+    if args.replicates < 2:
+        parser.error(f"--replicates must be at least 2 (a spread needs two), got {args.replicates}")
     for run in args.runs:
+        replayed = []
         try:
-            replayed = replay(run, args.replicates)
+            for replayed_round in replay(run, args.replicates):
+                print(line(run, replayed_round), flush=True)
+                replayed.append(replayed_round)
         except (ReplayError, FileNotFoundError) as error:
             print(f"{run}: {error}", file=sys.stderr)
             return 1
         write_atomically(run / NOISE_FLOOR, strict_json({"replicates": args.replicates, "target_gap": TARGET_GAP,
                                                           "rounds": [r.to_json() for r in replayed]}, indent=1))
-        for replayed_round in replayed:
-            print(line(run, replayed_round))
     return 0
 
 

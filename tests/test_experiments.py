@@ -14,6 +14,7 @@ from experiments.claims import (IN_PART, NOT_TESTED, equilibria_beat_baselines, 
                                 redistribution_internalises, welfare_peaks_at_moderate_rate)
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
 from experiments.noise_floor import ReplayError, ReplayedRound, replicate_seeds, starting_models
+from experiments.noise_floor import main as replay_main
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
 from server_app.config import check, compose_config, keep_checkpoints
@@ -255,9 +256,12 @@ def test_the_replay_trains_first_with_the_runs_seed_then_fresh_ones():
     assert all(0 <= s < 2**63 for s in seeds) and replicate_seeds(4, 2, 1, 5) == seeds
 
 
-def test_the_replay_refuses_a_run_that_kept_no_checkpoints(tmp_path):
+def test_the_replay_refuses_a_run_that_kept_no_checkpoints_and_a_single_replicate(tmp_path, capsys):
     with pytest.raises(ReplayError, match="keep_checkpoints=true"):
         starting_models(tmp_path, 0, 2, [])
+    with pytest.raises(SystemExit):
+        replay_main([str(tmp_path), "--replicates", "1"])
+    assert "at least 2" in capsys.readouterr().err
 
 
 def test_keep_checkpoints_takes_a_boolean_and_nothing_else(tmp_path):
