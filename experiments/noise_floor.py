@@ -23,10 +23,10 @@ while the gain over the persistent twin also carries the lead of earlier rounds'
 And beside the game's prediction stands what the pilot's curve alone (before any online
 correction) predicts for the images made.
 
-    python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8]
+    python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8] [--rounds 2 3]
 
-prints one line per round as it is done and writes ``noise_floor.json`` into each run
-directory.
+prints one line per round as it is done and writes ``noise_floor.json`` (the rounds
+replayed) into each run directory.
 """
 
 from __future__ import annotations
@@ -166,19 +166,22 @@ def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | N
     return ArrayRecord(unet.state_dict())
 
 
-def replay(run: Path, replicates: int = REPLICATES) -> Iterator[ReplayedRound]:
-    """Every round of ``run`` replayed ``replicates`` times, round after round as each is
-    done (see the module docstring)."""
+def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) -> Iterator[ReplayedRound]:
+    """Every round of ``run`` (or those in ``rounds``) replayed ``replicates`` times, round
+    after round as each is done (see the module docstring)."""
     if replicates < 2:
         raise ValueError(f"need at least 2 replicates for a spread, got {replicates}")
     cfg = OmegaConf.load(run / "config.yaml")
     rows = json.loads((run / "ledger.json").read_text())
+    missing = sorted(set(rounds) - {row["round"] for row in rows})
+    if missing:
+        raise ReplayError(f"{run} has no round {missing[0]}")
     settings, game, cap = silo_settings(cfg), game_settings(cfg), safeguards(cfg).transfer_cap
     judge = ServerData(cfg).judge
     pilot = Calibration(pilot_curve(run, game), game.eta)
     generator = consortium_generator(settings, server_cache(cfg))
     set_threads(settings.threads)
-    for row in rows:
+    for row in (row for row in rows if not rounds or row["round"] in rounds):
         main, twin = starting_models(run, settings.seed, row["round"], rows)
         gains, fork_gains = replicate_gains(settings, judge, generator, row, main, twin, replicates)
         recorded = ledger_profiles(row)
@@ -238,13 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.noise_floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="results directories of runs made with keep_checkpoints=true")
     parser.add_argument("--replicates", type=int, default=REPLICATES, help="trainings per organisation and round")
+    parser.add_argument("--rounds", type=int, nargs="+", default=(), help="only these rounds (default: every round)")
     args = parser.parse_args(argv)
     if args.replicates < 2:
         parser.error(f"--replicates must be at least 2 (a spread needs two), got {args.replicates}")
     for run in args.runs:
         replayed = []
         try:
-            for replayed_round in replay(run, args.replicates):
+            for replayed_round in replay(run, args.replicates, args.rounds):
                 print(line(run, replayed_round), flush=True)
                 replayed.append(replayed_round)
         except (ReplayError, FileNotFoundError) as error:

@@ -126,6 +126,7 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
         "realised_ir_count": int(realised.individually_rational.sum()),
         "calibration": {
             "curve": calibration.curve.to_json(),
+            "prior": calibration.prior.to_json(),
             "scales_used": scales_used.to_json(),
             "scales_next": scales_next.to_json(),
             "eta_used": plan.game.eta,

@@ -13,7 +13,7 @@ from scipy import stats
 from experiments.claims import (IN_PART, NOT_TESTED, equilibria_beat_baselines, generation_rises,
                                 redistribution_internalises, welfare_peaks_at_moderate_rate)
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
-from experiments.noise_floor import ReplayError, ReplayedRound, replicate_seeds, starting_models
+from experiments.noise_floor import ReplayError, ReplayedRound, replay, replicate_seeds, starting_models
 from experiments.noise_floor import main as replay_main
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
@@ -256,12 +256,16 @@ def test_the_replay_trains_first_with_the_runs_seed_then_fresh_ones():
     assert all(0 <= s < 2**63 for s in seeds) and replicate_seeds(4, 2, 1, 5) == seeds
 
 
-def test_the_replay_refuses_a_run_that_kept_no_checkpoints_and_a_single_replicate(tmp_path, capsys):
+def test_the_replay_refuses_a_run_without_checkpoints_a_single_replicate_and_a_missing_round(tmp_path, capsys):
     with pytest.raises(ReplayError, match="keep_checkpoints=true"):
         starting_models(tmp_path, 0, 2, [])
     with pytest.raises(SystemExit):
         replay_main([str(tmp_path), "--replicates", "1"])
     assert "at least 2" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "ledger.json").write_text('[{"round": 1}, {"round": 2}]')
+    with pytest.raises(ReplayError, match="no round 3"):
+        next(replay(tmp_path, 2, rounds=[2, 3]))
 
 
 def test_keep_checkpoints_takes_a_boolean_and_nothing_else(tmp_path):

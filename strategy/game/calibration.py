@@ -8,8 +8,10 @@ Two fits, both bounded least squares (scipy):
   floor is kept only when it lowers the Akaike criterion. The game's shared gain is
   ``G(M) = e(M0, H) - e(M, H)`` (the floor cancels), in accuracy units.
 - :func:`fit_gain_scales`: each round's realised quality gains over the no-generation
-  twin, ``Q_i = phi psi_i G(M) + eta g_i(s_i)``, give the scale ``phi`` of the shared
-  gain and the weight ``eta`` of the private gain (both ``>= 0``).
+  twin, ``Q_i = phi psi_i G(M) + eta g_i(s_i)``, update the scale ``phi`` of the shared
+  gain and the weight ``eta`` of the private gain (both ``>= 0``) from the pilot's prior
+  (:func:`gain_prior`): the posterior mean under Gaussian noise, so that one noisy round
+  moves them by what it is worth.
 
 A fit that has too few or degenerate points, or explains less than a constant would,
 keeps the prior and says why.
@@ -30,10 +32,15 @@ CURVE_BOUNDS = {"floor": (0.0, 1.0), "a": (1e-9, 1e4), "b": (1e-3, 1.0), "kappa"
 """Bounds of the learning-curve parameters (``b <= 1`` is the game's domain)."""
 PHI_FLOOR = 1e-6
 """Least shared-gain scale: the game's curve needs ``a > 0``."""
-POINTS_FOR_TWO_SCALES = 8
-"""Realised gains needed before ``phi`` and ``eta`` are fitted apart (4 per scale)."""
 RECENCY = 0.5
 """Weight of a round's gains per round of age in the online fit (half-life: one round)."""
+WEAK_PRIOR_SD = 1.0
+"""Prior standard deviation of ``phi`` (relative: its prior is 1) and of ``eta`` where the
+pilot did not fit them: a configured curve is a guess, as uncertain as it is large."""
+GAIN_NOISE_SD = 0.05
+"""Noise of one realised gain where the pilot's residuals cannot tell it: the default run's
+replays measured a per-organisation gain spread of 0.02-0.08, median 0.043 (docs/model.md
+section 9)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,8 @@ def _standard_errors(jacobian: np.ndarray, residuals: np.ndarray, names: list[st
 
 @dataclass(frozen=True)
 class GainScales:
-    """``phi`` (scale of the shared gain) and ``eta`` (weight of the private gain)."""
+    """``phi`` (scale of the shared gain) and ``eta`` (weight of the private gain), with
+    their posterior standard deviations (``None``: not fitted)."""
 
     shared: float
     private: float
@@ -144,9 +152,50 @@ class GainScales:
     reason: str = ""
     r2: float | None = None
     points: int = 0
+    shared_sd: float | None = None
+    private_sd: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GainPrior:
+    """What the pilot says about the scales before any round: ``phi ~ N(shared, shared_sd^2)``,
+    ``eta ~ N(private, private_sd^2)``, and the noise ``noise_sd`` of one realised gain."""
+
+    shared: float
+    private: float
+    shared_sd: float
+    private_sd: float
+    noise_sd: float
+
+    def scales(self, reason: str) -> GainScales:
+        """The prior as scales: what a round is solved with before any gain is realised."""
+        return GainScales(self.shared, self.private, fitted=False, reason=reason, shared_sd=self.shared_sd,
+                          private_sd=self.private_sd)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gain_prior(fit: CurveFit, eta: float) -> GainPrior:
+    """The scales' prior from the pilot's fit: ``phi = 1`` with sd ``se(a) / a`` (``G`` is
+    proportional to ``a``); ``eta = kappa`` with sd ``se(kappa)`` (on one silo the non-IID
+    term ``kappa H / M`` is exactly ``kappa g_i(s)``); the noise of one gain is the fit's
+    residual standard deviation ``sqrt(RSS / (m - p))``, the scatter of one trained model's
+    market error around the curve. Where the pilot did not fit (or cannot say), the
+    configured ``eta`` and :data:`WEAK_PRIOR_SD`, :data:`GAIN_NOISE_SD` stand in."""
+    if not fit.fitted:
+        return GainPrior(1.0, eta, WEAK_PRIOR_SD, WEAK_PRIOR_SD, GAIN_NOISE_SD)
+    residuals, parameters = np.asarray(fit.residuals, dtype=float), len(fit.stderr)
+    noise = float(np.sqrt(residuals @ residuals / (residuals.size - parameters))) if residuals.size > parameters else 0.0
+    return GainPrior(1.0, fit.curve.kappa, _positive(fit.stderr.get("a", 0.0) / fit.curve.a, WEAK_PRIOR_SD),
+                     _positive(fit.stderr.get("kappa", 0.0), WEAK_PRIOR_SD), _positive(noise, GAIN_NOISE_SD))
+
+
+def _positive(value: float, otherwise: float) -> float:
+    return float(value) if np.isfinite(value) and value > 0 else otherwise
 
 
 def gain_terms(scenario: Scenario, quotas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,39 +205,40 @@ def gain_terms(scenario: Scenario, quotas: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: np.ndarray,
-                    prior: GainScales, weights: np.ndarray | None = None) -> GainScales:
-    """Non-negative (weighted) least squares of ``gains ~ phi shared_terms + eta private_terms``.
+                    prior: GainPrior, weights: np.ndarray | None = None) -> GainScales:
+    """The posterior mean of ``(phi, eta)`` given ``gains ~ phi shared_terms + eta private_terms``.
 
-    With fewer than :data:`POINTS_FOR_TWO_SCALES` points, or regressors that cannot be
-    told apart, only one common factor ``k`` of the prior's prediction is fitted
-    (``phi = k phi_prior``, ``eta = k eta_prior``): two free scales on a handful of noisy
-    gains swing from round to round. Keeps ``prior`` (with the reason) when the prior
-    predicts no gain at all or the points are not finite.
+    Each gain has noise ``N(0, noise_sd^2 / weight)``; the prior is :class:`GainPrior`. The
+    mean minimises ``sum_j w_j (Q_j - phi x_j - eta z_j)^2 / noise_sd^2 + (phi - phi_0)^2 /
+    sd_phi^2 + (eta - eta_0)^2 / sd_eta^2``, solved as bounded least squares on the gains
+    stacked with the prior's two rows (``scipy.optimize.lsq_linear``, ``phi >= PHI_FLOOR``,
+    ``eta >= 0``). A round of five gains, each as noisy as the pilot's points, so moves the
+    scales by what it is worth against what the pilot measured. Keeps the prior (with the
+    reason) when the points are not finite or nobody generated (the gains then say
+    nothing about the scales).
     """
     design = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)])
     gains = np.asarray(gains, dtype=float)
     root = np.sqrt(np.ones_like(gains) if weights is None else np.asarray(weights, dtype=float))
-    kept = replace(prior, fitted=False, points=int(gains.size))
     if gains.size == 0 or design.shape[0] != gains.size or root.shape != gains.shape:
-        return replace(kept, reason="no realised gains")
+        return replace(prior.scales("no realised gains"), points=int(gains.size))
     if not (np.all(np.isfinite(design)) and np.all(np.isfinite(gains)) and np.all(np.isfinite(root))):
-        return replace(kept, reason="non-finite realised gains")
+        return replace(prior.scales("non-finite realised gains"), points=int(gains.size))
+    if not np.any(design):
+        return replace(prior.scales("nobody generated: the gains say nothing about the scales"),
+                       points=int(gains.size))
     design, gains = design * root[:, None], gains * root
-    separable = np.linalg.matrix_rank(design, tol=1e-12 * max(1.0, float(np.abs(design).max()))) == 2
-    if separable and gains.size >= POINTS_FOR_TWO_SCALES:
-        result = lsq_linear(design, gains, bounds=([PHI_FLOOR, 0.0], np.inf))
-        shared, private = map(float, result.x)
-    else:
-        predicted = design @ [prior.shared, prior.private]
-        if not np.any(predicted > 0):
-            return replace(kept, reason="the prior predicts no gain (nobody generated)")
-        factor = max(float(predicted @ gains) / float(predicted @ predicted), PHI_FLOOR / prior.shared)
-        shared, private = factor * prior.shared, factor * prior.private
+    precision = np.diag([1.0 / prior.shared_sd, 1.0 / prior.private_sd])
+    stacked = np.vstack([design / prior.noise_sd, precision])
+    targets = np.concatenate([gains / prior.noise_sd, precision @ [prior.shared, prior.private]])
+    shared, private = map(float, lsq_linear(stacked, targets, bounds=([PHI_FLOOR, 0.0], np.inf), method="bvls").x)
+    shared_sd, private_sd = np.sqrt(np.diag(np.linalg.inv(stacked.T @ stacked)))
     residuals = design @ [shared, private] - gains
     mean = float(np.sum(root * gains) / np.sum(root**2))
     total = float(np.sum((gains - root * mean) ** 2))
     r2 = 1.0 - float(residuals @ residuals) / total if total > 0 else None
-    return GainScales(shared=shared, private=private, fitted=True, r2=r2, points=int(gains.size))
+    return GainScales(shared=shared, private=private, fitted=True, r2=r2, points=int(gains.size),
+                      shared_sd=float(shared_sd), private_sd=float(private_sd))
 
 
 def calibrated_curve(fit: CurveFit, scales: GainScales) -> tuple[LossCurve, float]:
@@ -199,22 +249,20 @@ def calibrated_curve(fit: CurveFit, scales: GainScales) -> tuple[LossCurve, floa
 
 
 class Calibration:
-    """The game's calibration through a run: the pilot's curve, the gain scales fitted to
-    every realised gain so far, and what the next round is solved with.
+    """The game's calibration through a run: the pilot's curve, the gain scales updated
+    from every realised gain so far, and what the next round is solved with.
 
     The regressors of :func:`fit_gain_scales` are computed with the pilot's (unscaled)
-    curve, so ``phi`` always multiplies the same ``G``; ``eta``'s prior is the pilot's
-    ``kappa`` when the pilot fitted (on one silo the non-IID term ``kappa H / M`` is
-    exactly ``kappa g_i(s)``), else the configured ``eta``. Rounds are weighted by
-    ``RECENCY ** age``: the gains drift as the main model and its twin both converge, so
-    the latest round says most about the next.
+    curve, so ``phi`` always multiplies the same ``G``; the prior is :func:`gain_prior`.
+    Rounds are weighted by ``RECENCY ** age`` (an older gain counts as a noisier one): the
+    gains drift as the main model and its twin both converge, so the latest round says
+    most about the next.
     """
 
     def __init__(self, curve: CurveFit, eta: float) -> None:
         self.curve = curve
-        self.prior = GainScales(shared=1.0, private=curve.curve.kappa if curve.fitted else eta, fitted=False,
-                                reason="prior (no round realised yet)")
-        self.scales = self.prior
+        self.prior = gain_prior(curve, eta)
+        self.scales = self.prior.scales("prior (no round realised yet)")
         self._shared: list[float] = []
         self._private: list[float] = []
         self._gains: list[float] = []
@@ -233,14 +281,14 @@ class Calibration:
     def from_state(cls, state: dict[str, Any]) -> Calibration:
         """The inverse of :meth:`to_state`."""
         calibration = cls(CurveFit.from_json(state["curve"]), eta=0.0)
-        calibration.prior, calibration.scales = GainScales(**state["prior"]), GainScales(**state["scales"])
+        calibration.prior, calibration.scales = GainPrior(**state["prior"]), GainScales(**state["scales"])
         calibration._shared, calibration._private = list(state["shared"]), list(state["private"])
         calibration._gains, calibration._rounds = list(state["gains"]), list(state["rounds"])
         return calibration
 
     def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray) -> GainScales:
         """Add a round's realised gains (``pilot_scenario``: the responders with the pilot's curve)
-        and refit the scales on all of them; an unusable refit keeps the current scales."""
+        and update the scales on all of them; an unusable update keeps the current scales."""
         shared, private = gain_terms(pilot_scenario, np.asarray(images, dtype=float))
         self._shared += shared.tolist()
         self._private += private.tolist()
