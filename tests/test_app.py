@@ -132,14 +132,6 @@ def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_
     assert second["replicate_fork_gains"] != second["replicate_gains"]  # later: the twin carries round 1's lead
 
 
-def test_the_same_seed_gives_the_same_quotas(calibrated_run, tmp_path, cache_dir):
-    _, rows, _, run = calibrated_run
-    _, again, _, rerun = simulate([*INTERIOR, "calibration.reuse_pilot=false"], tmp_path, cache_dir)  # measured again
-    assert [row["quotas"] for row in again] == [row["quotas"] for row in rows]
-    assert "reused_from" not in json.loads((rerun / "pilot.json").read_text())
-    assert json.loads((rerun / "pilot.json").read_text())["fit"] == json.loads((run / "pilot.json").read_text())["fit"]
-
-
 def test_a_faulty_client_is_dropped_and_the_run_goes_on(tmp_path, cache_dir):
     _, rows, summary, _ = simulate(["federation.num_orgs=4"], tmp_path, cache_dir, client=faulty_client_app)
     assert len(rows) == 2
@@ -174,10 +166,13 @@ def test_trimmed_mean_keeps_the_model_when_one_silo_scales_its_weights(tmp_path,
     assert honest["final_accuracy"] > 0.2
 
 
-def test_flwr_run_with_a_hydra_override_generates_nothing_under_vcfl(tmp_path, cache_dir):
+def test_flwr_run_with_the_same_overrides_and_seed_gives_the_same_quotas(calibrated_run, tmp_path, cache_dir):
+    """``make run`` (``flwr run`` on its own local SuperLink) with the calibrated run's
+    overrides and the pilot measured again: the quotas of the in-process run."""
+    _, rows, _, run = calibrated_run
     results = tmp_path / "results"
     env = {**os.environ, "COCOGEN_RESULTS": str(results), "COCOGEN_CACHE": str(cache_dir),
-           "OVERRIDES": "+experiment=tiny policy=vcfl game.gamma=1.0"}
+           "OVERRIDES": f"+experiment=tiny {' '.join(INTERIOR)} calibration.reuse_pilot=false"}
     # Another run's SuperLink, as `pkill -f <FLWR_HOME>/local-superlink` would have matched it.
     decoy = subprocess.Popen(["bash", "-c", f'exec -a "{ROOT}/.flwr/local-superlink --decoy" sleep 900'])
     try:
@@ -187,11 +182,13 @@ def test_flwr_run_with_a_hydra_override_generates_nothing_under_vcfl(tmp_path, c
     finally:
         decoy.kill()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [run] = list(results.iterdir())
-    rows = json.loads((run / "ledger.json").read_text())
-    assert all(row["quotas"] == [0, 0, 0] and row["images_generated"] == 0 for row in rows)
-    assert (run / "config.yaml").read_text().count("gamma: 1.0") == 1
-    assert f"Results: {run}" in done.stdout
+    [rerun] = list(results.iterdir())
+    assert f"Results: {rerun}" in done.stdout
+    assert (rerun / "config.yaml").read_text().count("capacity:\n  - 1000.0\n") == 1  # the override arrived
+    again = json.loads((rerun / "ledger.json").read_text())
+    assert [row["quotas"] for row in again] == [row["quotas"] for row in rows]  # tiny's capacity would cap them
+    assert "reused_from" not in json.loads((rerun / "pilot.json").read_text())
+    assert json.loads((rerun / "pilot.json").read_text())["fit"] == json.loads((run / "pilot.json").read_text())["fit"]
 
 
 def test_run_refuses_overrides_that_try_to_leave_hydra(tmp_path):
@@ -232,12 +229,12 @@ def test_a_sweep_is_resumable_its_twin_is_the_vcfl_run_and_it_feeds_the_report(t
     utilities = list(csv.DictReader((sweep / "utilities.csv").open()))
     assert len(utilities) == sum(len(row["responders"]) for row in vcfl + cocogen)
 
-    (sweep / "1" / "job.json").unlink()  # job 1 lost its record: only it runs again
+    (sweep / "0" / "job.json").unlink()  # job 0 lost its record: only it runs again
     again = run()
     assert again.returncode == 0, again.stderr[-3000:]
     output = again.stdout + again.stderr
-    assert "job 0 already done, skipped" in output and "job 1 already done" not in output
-    assert len(list(sweep.glob("0/results/*"))) == 1 and len(list(sweep.glob("1/results/*"))) == 2
+    assert "job 1 already done, skipped" in output and "job 0 already done" not in output
+    assert len(list(sweep.glob("0/results/*"))) == 2 and len(list(sweep.glob("1/results/*"))) == 1
     assert [row["policy"] for row in csv.DictReader((sweep / "sweep.csv").open())] == ["vcfl", "cocogen"]
 
     docs = tmp_path / "docs"
