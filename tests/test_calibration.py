@@ -118,6 +118,12 @@ def test_calibration_pools_rounds_and_scales_the_curve():
     assert eta == pytest.approx(0.5, rel=1e-3)
     again = Calibration.from_state(calibration.to_state())
     assert again.prior == calibration.prior and again.parameters() == calibration.parameters()
+    state = calibration.to_state()  # as a checkpoint written before the prior had standard deviations
+    state["prior"] = {"shared": 1.0, "private": scenario.loss.kappa, "fitted": False, "reason": "prior", "r2": None,
+                      "points": 0}
+    state["scales"] = {k: v for k, v in state["scales"].items() if not k.endswith("_sd")}
+    older = Calibration.from_state(state)
+    assert older.prior == calibration.prior and older.parameters() == calibration.parameters()
 
 
 PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

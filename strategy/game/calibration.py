@@ -144,7 +144,8 @@ def _standard_errors(jacobian: np.ndarray, residuals: np.ndarray, names: list[st
 @dataclass(frozen=True)
 class GainScales:
     """``phi`` (scale of the shared gain) and ``eta`` (weight of the private gain), with
-    their posterior standard deviations (``None``: not fitted)."""
+    their standard deviations: the posterior's without the bounds, or the prior's before
+    any gain (``None`` in ledgers written before the update was Bayesian)."""
 
     shared: float
     private: float
@@ -279,9 +280,10 @@ class Calibration:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Calibration:
-        """The inverse of :meth:`to_state`."""
-        calibration = cls(CurveFit.from_json(state["curve"]), eta=0.0)
-        calibration.prior, calibration.scales = GainPrior(**state["prior"]), GainScales(**state["scales"])
+        """The inverse of :meth:`to_state`. The prior is rebuilt from the curve and the prior
+        ``eta``, so a checkpoint written before the prior had standard deviations resumes too."""
+        calibration = cls(CurveFit.from_json(state["curve"]), eta=state["prior"]["private"])
+        calibration.scales = GainScales(**state["scales"])
         calibration._shared, calibration._private = list(state["shared"]), list(state["private"])
         calibration._gains, calibration._rounds = list(state["gains"]), list(state["rounds"])
         return calibration
