@@ -53,7 +53,7 @@ from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import ModelJudge, realised_books
 from strategy.checkpoint import load_checkpoint
-from strategy.game.calibration import Calibration, CurveFit, gain_terms
+from strategy.game.calibration import CurveFit, gain_prior, gain_terms
 from strategy.ledger import strict_json, write_atomically
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, round_seed
@@ -152,7 +152,7 @@ def pilot_curve(run: Path, game: GameSettings) -> CurveFit:
     """The curve the run's pilot fitted, or the configured prior where the run had no pilot."""
     pilot = run / "pilot.json"
     if not pilot.exists():
-        return CurveFit(game.loss, 0.0, fitted=False, reason="no pilot")
+        return CurveFit.kept(game.loss, "no pilot")
     return CurveFit.from_json(json.loads(pilot.read_text())["fit"])
 
 
@@ -178,7 +178,8 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         raise ReplayError(f"{run} has no round {missing[0]}")
     settings, game, cap = silo_settings(cfg), game_settings(cfg), safeguards(cfg).transfer_cap
     judge = ServerData(cfg).judge
-    pilot = Calibration(pilot_curve(run, game), game.eta)
+    pilot = pilot_curve(run, game)
+    prior = gain_prior(pilot, game.eta)
     generator = consortium_generator(settings, server_cache(cfg))
     set_threads(settings.threads)
     for row in (row for row in rows if not rounds or row["round"] in rounds):
@@ -187,7 +188,7 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         recorded = ledger_profiles(row)
         profiles = [recorded[p] for p in row["responders"]]
         scenario, _ = round_scenario(profiles, game)
-        shared, private = gain_terms(round_scenario(profiles, replace(game, loss=pilot.curve.curve))[0],
+        shared, private = gain_terms(round_scenario(profiles, replace(game, loss=pilot.curve))[0],
                                      np.asarray(row["images"], dtype=float))
 
         def welfares(of: np.ndarray) -> tuple[float, ...]:
@@ -199,7 +200,7 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         yield ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
                             welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
                             tuple(row["calibration"]["predicted_quality"]), tuple(map(tuple, fork_gains.tolist())),
-                            welfares(fork_gains), tuple(shared * pilot.prior.shared + private * pilot.prior.private))
+                            welfares(fork_gains), tuple(shared * prior.shared + private * prior.private))
 
 
 def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: dict,

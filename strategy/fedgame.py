@@ -91,8 +91,7 @@ class GameFedAvg(FedAvg):
         self.judge = judge
         self.safeguards = safeguards
         self.aggregation = aggregation or Aggregation()
-        self.calibration = calibration or Calibration(CurveFit(game.loss, 0.0, fitted=False, reason="no pilot"),
-                                                      game.eta)
+        self.calibration = calibration or Calibration(CurveFit.kept(game.loss, "no pilot"), game.eta)
         self.keep_checkpoints = keep_checkpoints
         self.profiles: dict[int, Profile] = {}
         self.twin: ArrayRecord | None = None

@@ -94,7 +94,7 @@ def test_the_prior_of_the_scales_is_what_the_pilot_measured():
     assert prior.private_sd == pytest.approx(fit.stderr["kappa"])
     assert prior.noise_sd == pytest.approx(np.sqrt(residuals @ residuals / (residuals.size - len(fit.stderr))))
     assert prior.noise_sd == pytest.approx(0.02, rel=0.3)  # the noise the points were drawn with
-    unfitted = gain_prior(CurveFit(PRIOR, 0.0, fitted=False, reason="no pilot"), eta=9.0)
+    unfitted = gain_prior(CurveFit.kept(PRIOR, "no pilot"), eta=9.0)
     assert unfitted == GainPrior(1.0, 9.0, WEAK_PRIOR_SD, WEAK_PRIOR_SD, GAIN_NOISE_SD)
 
 

@@ -61,6 +61,11 @@ class CurveFit:
         c = self.curve
         return self.floor + c.a * sizes ** (-c.b) + c.kappa * skew_masses / sizes
 
+    @classmethod
+    def kept(cls, prior: LossCurve, reason: str, points: int = 0) -> CurveFit:
+        """The configured curve, not fitted, and why (no pilot, or points that cannot carry a fit)."""
+        return cls(prior, 0.0, fitted=False, reason=reason, points=points)
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self.curve), "floor": self.floor, "fitted": self.fitted, "reason": self.reason,
                 "stderr": self.stderr, "r2": self.r2, "residuals": list(self.residuals), "points": self.points}
@@ -75,7 +80,7 @@ class CurveFit:
 def fit_learning_curve(sizes: np.ndarray, skew_masses: np.ndarray, errors: np.ndarray, prior: LossCurve) -> CurveFit:
     """Fit ``e(M, H)`` to the points; keep ``prior`` (and say why) when the points cannot carry it."""
     sizes, skew_masses, errors = (np.asarray(v, dtype=float) for v in (sizes, skew_masses, errors))
-    kept = CurveFit(prior, 0.0, fitted=False, points=int(errors.size))
+    kept = CurveFit.kept(prior, "", points=int(errors.size))
     if not (sizes.shape == skew_masses.shape == errors.shape and sizes.ndim == 1):
         return replace(kept, reason="points of unequal shapes")
     finite = np.isfinite(sizes) & np.isfinite(skew_masses) & np.isfinite(errors) & (sizes > 0) & (skew_masses >= 0)
