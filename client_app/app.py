@@ -130,7 +130,7 @@ def train_generator_step(msg: Message, context: Context) -> Message:
                              seed=seed, progress=False)
     unet.eval()
     report = WarmupReport(num_examples=len(images), loss=float(np.mean(losses[-20:])))
-    return Message(protocol.report_content(report, ArrayRecord(unet.state_dict())), reply_to=msg)
+    return Message(protocol.report_content(report, protocol.packed(ArrayRecord(unet.state_dict()))), reply_to=msg)
 
 
 @app.train()

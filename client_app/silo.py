@@ -14,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, place, save_generator, train_generator
-from strategy.protocol import NodeConfig, SiloSettings, array_digest
+from strategy.protocol import GENERATOR, NodeConfig, SiloSettings, array_digest, load_packed
 from task.device import resolve_device
 from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
 from task.model import to_tensor
@@ -130,8 +130,7 @@ def unet_from_record(cfg: GeneratorConfig, record: ArrayRecord, device: torch.de
     weights stay the same)."""
     key = (cfg.fingerprint(), array_digest(record), str(device))
     if key not in _UNETS:
-        unet = place(build_unet(cfg), device)
-        unet.load_state_dict(record.to_torch_state_dict())
+        unet = place(load_packed(build_unet(cfg), record, GENERATOR), device)
         _UNETS.clear()
         _UNETS[key] = unet.eval()
     return _UNETS[key]

@@ -56,7 +56,7 @@ from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import CurveFit, gain_prior, gain_terms
 from strategy.ledger import strict_json, write_atomically
 from strategy.profiles import GameSettings, round_scenario
-from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, round_seed
+from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, packed, round_seed
 from task.model import set_threads
 
 NOISE_FLOOR = "noise_floor.json"
@@ -163,7 +163,7 @@ def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | N
     unet = load_generator(warmup_checkpoint(settings, cache))
     if unet is None:
         raise ReplayError(f"the run's generator is not in {cache}: replay with the run's COCOGEN_CACHE")
-    return ArrayRecord(unet.state_dict())
+    return packed(ArrayRecord(unet.state_dict()))
 
 
 def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) -> Iterator[ReplayedRound]:

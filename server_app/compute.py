@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image, place
 from strategy.ledger import strict_json, write_atomically
+from strategy import protocol
 from strategy.protocol import SiloSettings
 from task.device import resolve_device
 
@@ -76,9 +77,7 @@ def _measured(settings: SiloSettings, generator: ArrayRecord | None, cache: Path
 
 def _generator(settings: SiloSettings, cfg: GeneratorConfig, generator: ArrayRecord | None):
     if generator is not None:
-        unet = build_unet(cfg)
-        unet.load_state_dict(generator.to_torch_state_dict())
-        return unet.eval()
+        return protocol.load_packed(build_unet(cfg), generator, protocol.GENERATOR).eval()
     if settings.generator_source == "pretrained":
         unet = load_generator(settings.generator_path)
         if unet is not None:

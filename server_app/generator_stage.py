@@ -42,7 +42,8 @@ def warmup_checkpoint(settings: SiloSettings, cache: Path) -> Path:
 
 def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, cache: Path,
                       timeout: float) -> ArrayRecord | None:
-    """The consortium generator's weights (cached, or trained now); ``None`` unless federated."""
+    """The consortium generator's weights (cached, or trained now), packed for the wire;
+    ``None`` unless federated."""
     if settings.generator_source != "federated":
         return None
     directory = warmup_checkpoint(settings, cache)
@@ -50,10 +51,10 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
     cached = load_generator(directory)
     if cached is not None:
         log(INFO, "Generator: cached federated checkpoint %s", directory)
-        return ArrayRecord(cached.state_dict())
+        return protocol.packed(ArrayRecord(cached.state_dict()))
     started = time.perf_counter()
     unet = build_unet(gen_cfg)
-    arrays = ArrayRecord(unet.state_dict())
+    arrays = protocol.packed(ArrayRecord(unet.state_dict()))
     averager = FedAvg(min_train_nodes=1, min_available_nodes=1, weighted_by_key=protocol.NUM_EXAMPLES,
                       arrayrecord_key=protocol.ARRAYS, configrecord_key=protocol.CONFIG)
     rounds = settings.generator_warmup_rounds
@@ -70,7 +71,7 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
         arrays, _ = averager.aggregate_train(server_round, screened.valid)
         losses = [report.loss for report in screened.reports.values()]
         log(INFO, "Generator warm-up round %d/%d: mean silo loss %.4f", server_round, rounds, sum(losses) / len(losses))
-    unet.load_state_dict(arrays.to_torch_state_dict())
+    protocol.load_packed(unet, arrays, protocol.GENERATOR)
     seconds = time.perf_counter() - started
     save_generator(unet, gen_cfg, path=directory,
                    metadata={"source": "federated", "silos": len(node_ids), "warmup_seconds": seconds})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from server_app.config import compose_config, silo_settings
 from strategy import protocol
@@ -117,6 +118,46 @@ def test_whole_messages_round_trip():
     assert report.points(2) == [(3, 1), (5, 5), (6, 8)]
     with pytest.raises(ProtocolError, match="not 3 rows of 3"):
         report.points(3)
+
+
+def test_a_packed_model_unpacks_exactly_and_averages_as_its_arrays():
+    """The generator travels as one array per dtype; FedAvg on packed records gives the
+    same weights, bit for bit, as FedAvg on the arrays themselves."""
+    rng = np.random.default_rng(0)
+    models = [ArrayRecord({"conv.weight": Array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32)),
+                           "conv.bias": Array(rng.normal(size=4).astype(np.float32)),
+                           "steps": Array(np.array([k], dtype=np.int64)),
+                           "scale": Array(rng.normal(size=()).astype(np.float32))}) for k in range(3)]
+    packed = [protocol.packed(model) for model in models]
+    assert set(packed[0]) == {"packed.float32", "packed.int64"} and packed[0]["packed.float32"].shape == (41,)
+    for model, flat in zip(models, packed):
+        back = protocol.unpacked(flat, models[0], "generator")
+        assert list(back) == list(model)
+        for key in model:
+            assert back[key].shape == model[key].shape and back[key].dtype == model[key].dtype
+            np.testing.assert_array_equal(back[key].numpy(), model[key].numpy())
+    floats = [ArrayRecord({key: model[key] for key in model if key != "steps"}) for model in models]
+    averaged = aggregate_arrayrecords(_weighted(floats), "num-examples")
+    averaged_flat = aggregate_arrayrecords(_weighted([protocol.packed(model) for model in floats]), "num-examples")
+    for key, array in protocol.unpacked(averaged_flat, floats[0], "generator").items():
+        np.testing.assert_array_equal(array.numpy(), averaged[key].numpy())
+
+
+def _weighted(models: list[ArrayRecord]) -> list[RecordDict]:
+    return [RecordDict({"arrays": model, "metrics": MetricRecord({"num-examples": n})})
+            for model, n in zip(models, (5, 1, 7))]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda r: {"packed.float32": Array(r["packed.float32"].numpy()[:-1])}, "has shape"),
+    (lambda r: {"packed.float64": Array(r["packed.float32"].numpy().astype(np.float64))}, "keys differ"),
+    (lambda r: {"packed.float32": Array(np.where(np.arange(6) == 2, np.nan, 1).astype(np.float32))}, "NaN"),
+    (lambda r: {**{k: r[k] for k in r}, "extra": Array(np.zeros(1, dtype=np.float32))}, "keys differ"),
+])
+def test_a_packed_model_that_does_not_fit_the_layout_is_refused(change, problem):
+    flat = protocol.packed(WEIGHTS)
+    with pytest.raises(ProtocolError, match=problem):
+        protocol.unpacked(ArrayRecord(change(flat)), REFERENCE, "generator")
 
 
 def test_an_order_of_the_wrong_kind_is_refused():
