@@ -219,7 +219,7 @@ class GameFedAvg(FedAvg):
         plan.dropped = {**screened.dropped, **{n: "no reply before the timeout" for n in expected - answered}}
         for node, reason in plan.dropped.items():
             log(WARNING, "Round %d: dropped node %d: %s", server_round, node, reason)
-        valid = [r for r in screened.valid if r.metadata.src_node_id in expected]
+        valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
         arrays, metrics = None, None
         if valid:
             arrays, metrics, self.twin = self._aggregate(server_round, valid)
@@ -285,5 +285,11 @@ class GameFedAvg(FedAvg):
         screened = screen_replies(replies, lambda reply: protocol.read_report(EvaluateReport, reply.content))
         for node, reason in screened.dropped.items():
             log(WARNING, "Round %d evaluation: dropped node %d: %s", server_round, node, reason)
-        return super().aggregate_evaluate(server_round, screened.valid) if screened.valid else None
+        valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in self.profiles])
+        return super().aggregate_evaluate(server_round, valid) if valid else None
+
+    def _in_partition_order(self, replies: list[Message]) -> list[Message]:
+        """``replies`` by their silos' partition ids, not in arrival order: float sums depend on
+        their order, and the same silos must give the same aggregate whoever answers first."""
+        return sorted(replies, key=lambda reply: self.profiles[reply.metadata.src_node_id].partition_id)
 

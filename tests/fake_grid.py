@@ -37,14 +37,17 @@ def judge(arrays: ArrayRecord) -> Judgement:
 
 class HostileGrid:
     """Silos that each get one behaviour for their profile and one for their replies
-    (:data:`HONEST` or one of the attacks); ``delay`` seconds pass per message round."""
+    (:data:`HONEST` or one of the attacks); ``delay`` seconds pass per message round;
+    ``reverse``: replies come back in the reverse order of the messages."""
 
-    def __init__(self, profile_attacks: list[str], reply_attacks: list[str], seed: int, delay: float = 0.0) -> None:
+    def __init__(self, profile_attacks: list[str], reply_attacks: list[str], seed: int, delay: float = 0.0,
+                 reverse: bool = False) -> None:
         self.nodes = list(range(101, 101 + len(profile_attacks)))
         self.profile_attack = dict(zip(self.nodes, profile_attacks))
         self.reply_attack = dict(zip(self.nodes, reply_attacks))
         self.rng = np.random.default_rng(seed)
         self.delay = delay
+        self.reverse = reverse
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
@@ -65,7 +68,7 @@ class HostileGrid:
             replies.append(Message(content, reply_to=message))
             if attack == "duplicate reply":
                 replies.append(Message(content, reply_to=message))
-        return replies
+        return replies[::-1] if self.reverse else replies
 
     def _profile(self, node: int, attack: str) -> RecordDict:
         partition = self.nodes.index(node)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord
 from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from server_app.config import safeguards
 from server_app.results import summarise, write_summary
 from strategy.fedgame import GameFedAvg
 from strategy.ledger import Ledger
+from strategy.protocol import array_digest
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,6 +84,23 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
 
 def test_well_over_a_thousand_malformed_inputs_were_fed():
     assert COUNTED["malformed"] >= 1000, COUNTED
+
+
+def test_the_aggregates_do_not_depend_on_which_silo_answers_first(tmp_path):
+    """Float sums depend on their order: the strategy aggregates in partition order, so the
+    same silos give the same main and twin models (digest for digest) whoever answers first."""
+    digests: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
+    for reverse in digests:
+        grid = HostileGrid([HONEST] * 6, [HONEST] * 6, seed=5, reverse=reverse)
+        strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path / f"reverse-{reverse}"), judge, safeguards(CFG),
+                              min_orgs=1)
+        strategy.refresh_profiles(grid)
+
+        def record(server_round: int, arrays: ArrayRecord, kept=digests[reverse], strategy=strategy) -> None:
+            kept.append((array_digest(arrays), array_digest(strategy.twin)))
+
+        strategy.start(grid, MODEL, num_rounds=2, timeout=1.0, evaluate_fn=record)
+    assert len(digests[False]) == 3 and digests[False] == digests[True]  # the initial model, then 2 rounds
 
 
 def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
