@@ -26,8 +26,8 @@ from flwr.common import log
 from omegaconf import DictConfig
 
 from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image, place
-from strategy.ledger import strict_json, write_atomically
 from strategy import protocol
+from strategy.ledger import strict_json, write_atomically
 from strategy.protocol import SiloSettings
 from task.device import resolve_device
 

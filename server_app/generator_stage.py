@@ -68,7 +68,10 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
             log(WARNING, "Generator warm-up round %d: dropped node %d: %s", server_round, node, reason)
         if not screened.valid:
             raise RuntimeError(f"generator warm-up round {server_round}: no silo returned usable weights")
-        arrays, _ = averager.aggregate_train(server_round, screened.valid)
+        # In the order of the weights' digests, not arrival order: float sums depend on their
+        # order, and the same silos must give the same generator whoever answers first.
+        replies = sorted(screened.valid, key=lambda reply: protocol.array_digest(reply.content[protocol.ARRAYS]))
+        arrays, _ = averager.aggregate_train(server_round, replies)
         losses = [report.loss for report in screened.reports.values()]
         log(INFO, "Generator warm-up round %d/%d: mean silo loss %.4f", server_round, rounds, sum(losses) / len(losses))
     protocol.load_packed(unet, arrays, protocol.GENERATOR)
