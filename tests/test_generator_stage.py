@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message
-from flwr.supercore.task_identity import TaskIdentity
 
 from server_app.config import compose_config, silo_settings
 from server_app.generator_stage import prepare_generator
@@ -16,12 +15,7 @@ from strategy.protocol import WarmupOrder, WarmupReport
 SETTINGS = silo_settings(compose_config(["+experiment=tiny"]))
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower's messages need a run id outside a run, too."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class WarmupGrid:
