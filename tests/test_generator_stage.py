@@ -14,7 +14,6 @@ from strategy.protocol import WarmupOrder, WarmupReport
 
 SETTINGS = silo_settings(compose_config(["+experiment=tiny"]))
 
-
 pytestmark = pytest.mark.usefixtures("task_identity")
 
 
