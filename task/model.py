@@ -7,6 +7,7 @@ so real and synthetic images can be concatenated and trained on together.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,15 +91,21 @@ class Scores:
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> Scores:
-    """Mean cross-entropy and accuracy of ``model`` on the given images (on the model's device)."""
+    """Mean cross-entropy and accuracy of ``model`` on the given images (on the model's device).
+
+    Runs a channels-last copy of ``model`` on channels-last batches: the same predictions
+    (logits equal to float rounding), about 2x faster on a CPU, where max-pooling NCHW
+    tensors dominates (``benchmarks/classifier.py``). ``model`` itself is left as it is.
+    """
     _check_batch(images, labels)
     device = next(model.parameters()).device
-    model.eval()
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
     total_loss, correct = 0.0, 0
     with torch.inference_mode():
         for batch_images, batch_labels in zip(images.split(batch_size), labels.split(batch_size)):
-            batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
-            logits = model(batch_images)
+            batch_images = batch_images.to(device).contiguous(memory_format=torch.channels_last)
+            batch_labels = batch_labels.to(device)
+            logits = channels_last(batch_images)
             total_loss += F.cross_entropy(logits, batch_labels, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == batch_labels).sum())
     return Scores(loss=total_loss / len(labels), accuracy=correct / len(labels))

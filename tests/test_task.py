@@ -77,6 +77,23 @@ def test_evaluate_reports_loss_and_accuracy(real: tuple[ImageSet, ImageSet]) -> 
     assert 0.0 <= metrics.accuracy <= 1.0 and metrics.loss > 0
 
 
+def test_evaluate_scores_as_the_plain_forward_pass_and_leaves_the_model_as_it_was(
+        real: tuple[ImageSet, ImageSet]) -> None:
+    """evaluate runs a channels-last copy: the scores of the model's own NCHW forward pass,
+    and the model keeps its layout and mode (training goes on from it unchanged)."""
+    model = _trained(real[0].subset(np.arange(500)), seed=0)
+    images, labels = _tensors(real[1])
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    scores = evaluate(model, images, labels)
+    assert model.training and model.conv2.weight.is_contiguous()
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    model.eval()
+    with torch.inference_mode():
+        logits = model(images)
+    assert scores.accuracy == int((logits.argmax(dim=1) == labels).sum()) / len(labels)
+    assert scores.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("images", "labels", "message"),
     [
