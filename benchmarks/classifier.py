@@ -64,15 +64,13 @@ def main() -> None:
     images = to_tensor(train_set.images[:NUM_IMAGES])
     labels = torch.from_numpy(train_set.labels[:NUM_IMAGES])
     times = [epoch_seconds(images, labels, seed) for seed in range(REPEATS)]
-    median = statistics.median(times)
     test_images = to_tensor(test_set.images[:NUM_EVALUATED])
     test_labels = torch.from_numpy(test_set.labels[:NUM_EVALUATED])
     layouts = {
         "evaluate": lambda model: evaluate(model, test_images, test_labels).accuracy,
         "evaluate_nchw": lambda model: nchw_accuracy(model, test_images, test_labels),
     }
-    runs = {name: [evaluation_seconds(score, seed) for seed in range(REPEATS) for score in (layouts[name],)]
-            for name in layouts}
+    runs = {name: [evaluation_seconds(score, seed) for seed in range(REPEATS)] for name, score in layouts.items()}
     for seed in range(REPEATS):  # both paths score the same model alike
         assert runs["evaluate"][seed][1] == runs["evaluate_nchw"][seed][1], "the two evaluations disagree"
     print(f"{'threads':>8} {'task':>14} {'images':>7} {'median_s':>9} {'min_s':>7} {'max_s':>7} {'images/s':>9}")
