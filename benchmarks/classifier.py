@@ -46,7 +46,7 @@ def nchw_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 
 
 def evaluation_seconds(score: Callable[[nn.Module], float], seed: int) -> tuple[float, float]:
-    """Wall-clock seconds of one evaluation of a briefly trained model, and its accuracy."""
+    """Wall-clock seconds of one evaluation of a fresh seeded model, and its accuracy."""
     torch.manual_seed(seed)
     model = Net()
     score(model)  # warm-up: kernel selection for these shapes

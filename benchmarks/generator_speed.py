@@ -8,8 +8,8 @@ per-step cost does not depend on the step). Prints a table, then
 ``sampling_images_per_s=`` and ``speedup_vs_ddpm1000=``. It also times training steps of a
 fresh default UNet (median of ``--train-repeats`` runs of ``--train-steps`` steps, batch
 ``cfg.batch_size``) and prints ``train_seconds_per_step=`` and ``warmup_minutes_floor=``: the
-embedded default's federated warm-up (rounds x steps per silo x silos) at that speed, the
-least it takes on these threads however the silos share them.
+training time of the embedded default's federated warm-up (rounds x steps per silo x silos)
+at that speed, without the messages and model loading around it.
 Run: ``HF_HUB_OFFLINE=1 python benchmarks/generator_speed.py --threads 2``.
 """
 
@@ -102,7 +102,7 @@ def main() -> None:
     per_step = train_seconds_per_step(cfg, args.train_steps, args.train_repeats)
     warmup_steps = default_warmup_steps()
     print(f"training: {per_step:.3f} s per step of {cfg.batch_size} images; the default warm-up's {warmup_steps} "
-          f"steps take at least {warmup_steps * per_step / 60:.1f} min on {torch.get_num_threads()} threads")
+          f"steps take {warmup_steps * per_step / 60:.1f} min of training on {torch.get_num_threads()} threads")
     print(f"sampling_images_per_s={1 / fast:.2f}")
     print(f"speedup_vs_ddpm1000={slow / fast:.1f}")
     print(f"train_seconds_per_step={per_step:.3f}")
