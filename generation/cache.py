@@ -7,11 +7,14 @@ as training steps and the classes seen). ``root`` defaults to ``$COCOGEN_CACHE``
 
 Sources (:func:`checkpoint_path`):
 
-* ``"federated"`` (default): the generator trained by the federated warm-up, shared
-  by all silos, at ``<root>/generators/<fingerprint>/``.
+* ``"federated"`` (default): a generator shared by all silos, found by its config alone
+  at ``<root>/generators/<fingerprint>/`` (``save_generator(unet, cfg)``,
+  ``load_generator(cfg)``; e.g. ``benchmarks/generator_quality.py``'s). A run's federated
+  warm-up keys its own folder by its settings too and passes it as ``path``
+  (``server_app.generator_stage.warmup_checkpoint``).
 * ``"local"``: a silo's own generator, trained on its data only, at
   ``<root>/generators/<fingerprint>-local-<silo>/``. It can only generate the classes
-  the silo has (``metadata["classes"]``); other labels give meaningless images.
+  the silo has; other labels give meaningless images.
 * ``"pretrained"``: any local diffusers ``UNet2DModel`` checkpoint directory, given by path.
 
 :func:`load_generator` returns ``None`` when the checkpoint directory does not exist

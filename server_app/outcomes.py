@@ -51,7 +51,7 @@ def job_outcome(results_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]
     - ``min_org_utility``: the worst organisation's realised utility summed over the rounds it answered;
     - ``cost``, ``value``, ``capacity``: the organisations' median game inputs (last round);
     - ``first_*``: the curve and ``eta`` the first round was solved with (the pilot's fit);
-      ``curve_*``, ``eta``: the calibrated curve after the last round (model.md section 8).
+      ``curve_*``, ``eta``: the calibrated curve after the last round (model.md section 9).
     """
     summary = json.loads((results_dir / "summary.json").read_text())
     last = rows[-1]

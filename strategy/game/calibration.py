@@ -1,4 +1,4 @@
-"""Calibrating the round game from what a run measures (docs/model.md section 8).
+"""Calibrating the round game from what a run measures (docs/model.md section 9).
 
 Two fits, both bounded least squares (scipy):
 
