@@ -32,8 +32,8 @@ from client_app.silo import (
     load_silo,
     org_parameters,
     silo_generator,
+    trainable_unet,
     training_tensors,
-    unet_from_record,
 )
 from generation import allocate, measure_seconds_per_image, train_generator
 from strategy import protocol
@@ -122,8 +122,7 @@ def train_generator_step(msg: Message, context: Context) -> Message:
     node = _node(context, settings)
     silo = load_silo(settings, node)
     cfg = generator_config(settings)
-    unet = unet_from_record(cfg, msg.content.array_records[protocol.ARRAYS], resolve_device(settings.device))
-    unet.train()
+    unet = trainable_unet(cfg, msg.content.array_records[protocol.ARRAYS], resolve_device(settings.device))
     images, labels = training_tensors(silo)
     seed = protocol.round_seed(settings.seed, order.server_round, "warmup", node.partition_id)
     losses = train_generator(unet, images, labels, cfg, steps=settings.generator_steps_per_round,

@@ -126,14 +126,19 @@ _UNETS: dict[tuple[str, str, str], UNet2DModel] = {}
 
 
 def unet_from_record(cfg: GeneratorConfig, record: ArrayRecord, device: torch.device) -> UNet2DModel:
-    """A UNet on ``device`` holding the weights of ``record`` (kept for reuse while the
-    weights stay the same)."""
+    """A UNet on ``device`` holding the weights of ``record``, for sampling only: it is kept
+    for reuse while the weights stay the same, so training it would change what later
+    calls get (:func:`trainable_unet` is the copy to train)."""
     key = (cfg.fingerprint(), array_digest(record), str(device))
     if key not in _UNETS:
-        unet = place(load_packed(build_unet(cfg), record, GENERATOR), device)
         _UNETS.clear()
-        _UNETS[key] = unet.eval()
+        _UNETS[key] = trainable_unet(cfg, record, device).eval()
     return _UNETS[key]
+
+
+def trainable_unet(cfg: GeneratorConfig, record: ArrayRecord, device: torch.device) -> UNet2DModel:
+    """A new UNet on ``device`` holding the weights of ``record``, this caller's own."""
+    return place(load_packed(build_unet(cfg), record, GENERATOR), device)
 
 
 def training_tensors(silo: SiloData) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,13 +29,18 @@ WARMUP_KEY_FIELDS = ("seed", "dataset", "dataset_root", "market_size", "partitio
                      "samples_per_org", "val_fraction", "min_partition_size", "num_orgs",
                      "generator_warmup_rounds", "generator_steps_per_round")
 """The settings that shape the federated weights, besides the generator's own fingerprint."""
+WARMUP_VERSION = 2
+"""Part of the cache key; raised when the warm-up's training changes what it makes from the
+same settings. 2: each silo trains the weights shipped to it (under 1, a simulated silo
+could train on from another silo's result of the same round, left in its process)."""
 
 
 def warmup_checkpoint(settings: SiloSettings, cache: Path) -> Path:
     """Cache folder keyed by everything that shapes the federated weights."""
     fields = asdict(settings)
     generator = GeneratorConfig.from_preset(settings.generator_preset, settings.generator_fields)
-    key = {"generator": generator.fingerprint(), **{name: fields[name] for name in WARMUP_KEY_FIELDS}}
+    key = {"version": WARMUP_VERSION, "generator": generator.fingerprint(),
+           **{name: fields[name] for name in WARMUP_KEY_FIELDS}}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache / "generators" / f"federated-{digest}"
 

@@ -1,16 +1,20 @@
-"""The server's generator warm-up stage (server_app/generator_stage.py) on a fake grid:
-what it ships is packed, and the averaged generator does not depend on reply order."""
+"""The generator warm-up stage: the server's side (server_app/generator_stage.py) on a fake
+grid (what it ships is packed, and the averaged generator does not depend on reply order),
+and a silo's step (client_app/app.py), which trains the weights it was shipped."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+
+from client_app.app import train_generator_step
+from generation import GeneratorConfig, build_unet
 
 from server_app.config import compose_config, silo_settings
 from server_app.generator_stage import prepare_generator
 from strategy import protocol
-from strategy.protocol import WarmupOrder, WarmupReport
+from strategy.protocol import NODE_CACHE_DIR, NODE_PARTITION_ID, WarmupOrder, WarmupReport
 
 SETTINGS = silo_settings(compose_config(["+experiment=tiny"]))
 
@@ -48,3 +52,22 @@ def test_the_warmed_up_generator_is_packed_and_does_not_depend_on_reply_order(tm
         assert [set(shipped) for shipped in grid.shipped] == [{"packed.float32"}] * len(grid.shipped)
         digests.append(protocol.array_digest(generator))
     assert digests[0] == digests[1]
+
+
+def test_a_silo_trains_the_shipped_generator_whatever_its_process_trained_before(tmp_path):
+    """Simulated silos share ClientApp processes: a silo's warm-up step must start from the
+    weights shipped to it, never from another silo's result left in the process."""
+    cfg = GeneratorConfig.from_preset(SETTINGS.generator_preset, SETTINGS.generator_fields)
+    shipped = protocol.packed(ArrayRecord(build_unet(cfg).state_dict()))
+
+    def step(partition: int) -> str:
+        content = protocol.order_content(SETTINGS, WarmupOrder(server_round=1), shipped)
+        message = Message(content, dst_node_id=partition, message_type=protocol.WARMUP)
+        context = Context(run_id=1, node_id=partition, state=RecordDict(), run_config={},
+                          node_config={NODE_PARTITION_ID: partition, NODE_CACHE_DIR: str(tmp_path)})
+        reply = train_generator_step(message, context)
+        return protocol.array_digest(reply.content[protocol.ARRAYS])
+
+    alone = step(1)
+    assert step(0) != alone
+    assert step(1) == alone
