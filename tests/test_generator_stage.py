@@ -9,8 +9,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 
 from client_app.app import train_generator_step
-from generation import GeneratorConfig, build_unet
-
+from client_app.silo import generator_config
+from generation import build_unet
 from server_app.config import compose_config, silo_settings
 from server_app.generator_stage import prepare_generator
 from strategy import protocol
@@ -57,8 +57,7 @@ def test_the_warmed_up_generator_is_packed_and_does_not_depend_on_reply_order(tm
 def test_a_silo_trains_the_shipped_generator_whatever_its_process_trained_before(tmp_path):
     """Simulated silos share ClientApp processes: a silo's warm-up step must start from the
     weights shipped to it, never from another silo's result left in the process."""
-    cfg = GeneratorConfig.from_preset(SETTINGS.generator_preset, SETTINGS.generator_fields)
-    shipped = protocol.packed(ArrayRecord(build_unet(cfg).state_dict()))
+    shipped = protocol.packed(ArrayRecord(build_unet(generator_config(SETTINGS)).state_dict()))
 
     def step(partition: int) -> str:
         content = protocol.order_content(SETTINGS, WarmupOrder(server_round=1), shipped)
