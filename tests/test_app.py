@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ from flwr.simulation import run_simulation
 from client_app.app import app as client_app
 from experiments.noise_floor import NOISE_FLOOR, ledger_profiles
 from experiments.noise_floor import main as replay_main
+from experiments.value_band import main as band_main
+from experiments.value_band import round_game, round_quotas, run_band
 from faulty_client import app as faulty_client_app
 from faulty_client import scaling_app
 from server_app.app import make_server_app
@@ -27,7 +28,6 @@ from server_app.config import compose_config, game_settings
 from strategy import protocol
 from strategy.checkpoint import load_checkpoint
 from strategy.game.policies import solve
-from strategy.game.scenario import LossCurve
 from strategy.profiles import round_scenario
 from strategy.protocol import round_seed
 from task.paths import CACHE_VARIABLE
@@ -69,12 +69,7 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
     assert [row["round"] for row in rows] == [1, 2]
     game = game_settings(cfg)
     for row in rows:
-        calibration = row["calibration"]
-        curve = LossCurve(**{k: calibration["curve"][k] for k in ("a", "b", "kappa")})
-        scales = calibration["scales_used"]
-        solved_with = replace(game, loss=LossCurve(curve.a * scales["shared"], curve.b,
-                                                   curve.kappa * scales["shared"]), eta=scales["private"])
-        scenario, _ = round_scenario(list(ledger_profiles(row).values()), solved_with)
+        scenario, _ = round_scenario(list(ledger_profiles(row).values()), round_game(row, game))
         seed = round_seed(game.seed, row["round"], "game")
         expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, seed).quotas]
         assert row["quotas"] == row["received_quotas"] == row["images"] == expected
@@ -111,6 +106,26 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
         expected = theta * ((1 + gamma) * gains - gamma * rivals) - calibration["realised_cost"] + row["transfers"]
         assert np.allclose(row["realised_utilities"], expected)
         assert row["realised_ir_count"] == int(np.sum(expected >= 0))
+
+
+def test_the_value_band_brackets_round_one_with_the_runs_own_game(calibrated_run, capsys):
+    cfg, rows, _, run = calibrated_run
+    first = rows[0]
+    recorded = ledger_profiles(first)
+    profiles = [recorded[p] for p in first["responders"]]
+    game = round_game(first, game_settings(cfg))
+    assert [int(round(q)) for q in round_quotas(profiles, game, 1)] == first["quotas"]  # the run's own game
+    band = run_band(run)
+    assert band.interior  # round 1 generated, and not everyone at capacity (the test above)
+    capacity = np.array([p.capacity for p in profiles])
+    assert round_quotas(profiles, game, 1, band.low * 0.99).max() < 0.5
+    assert round_quotas(profiles, game, 1, band.low * 1.01).max() >= 0.5
+    assert np.all(round_quotas(profiles, game, 1, band.high * 1.01) >= capacity - 0.5)
+    assert not np.all(round_quotas(profiles, game, 1, band.high * 0.99) >= capacity - 0.5)
+    assert band_main([str(run), str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"value_centre={math.sqrt(band.low * band.high) * band.value:.6g} " \
+                        f"margin={math.sqrt(band.high / band.low):.4g}"
 
 
 def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_others(calibrated_run):
