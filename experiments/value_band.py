@@ -44,10 +44,10 @@ from strategy.game.scenario import LossCurve
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile
 
-SEARCH = (1e-3, 1e3)
-"""The factors searched for the edges (a run whose edges lie outside says so)."""
+SEARCH = (1e-2, 1e2)
+"""The factors searched for the edges: an edge below prints as the lower end, one above as ``inf``."""
 STEPS = 20
-"""Bisection steps on ``log f``: the bracket's ratio of 1e6 shrinks to 1.00001."""
+"""Bisection steps on ``log f``: the bracket's ratio of 1e4 shrinks to 1.00001."""
 HALF_IMAGE = 0.5
 """A quota counts as "generates" / "at capacity" within half an image (quotas are rounded)."""
 

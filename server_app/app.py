@@ -82,13 +82,14 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
     warmup_started = time.perf_counter()
     generator = prepare_generator(grid, nodes, settings, server_cache(cfg), timeout)
     warmup_seconds = time.perf_counter() - warmup_started
-    settings = replace(settings, seconds_per_image=compute_profile(cfg, settings, generator, server_cache(cfg)))
+    compute = compute_profile(cfg, settings, generator, server_cache(cfg))
+    settings = replace(settings, seconds_per_image=compute.seconds_per_image)
     set_threads(2)
     data = ServerData(cfg)
     ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
     strategy = GameFedAvg(game, settings, ledger, data.judge, safeguards(cfg), generator=generator, timeout=timeout,
                           min_orgs=int(federation.min_orgs), aggregation=aggregation(cfg),
-                          keep_checkpoints=keep_checkpoints(cfg))
+                          keep_checkpoints=keep_checkpoints(cfg), hardware_scale=compute.hardware_scale)
     strategy.refresh_profiles(grid)
     if len(strategy.profiles) < int(federation.min_orgs):
         raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")

@@ -1,15 +1,24 @@
-"""The simulation's compute profile: what one synthetic image costs each organisation in seconds.
+"""The simulation's compute profile: what one synthetic image costs each organisation in
+seconds, and how a second of this host converts into a second of the organisation's.
 
-Simulated silos share the host's cores, so a silo timing its own sampler measures its
-neighbours too (identical silos read 0.028-0.061 s/image here). In simulation the
-server therefore times the generator itself, once, before the silos start: the median
-compute seconds (the process's CPU time, which neighbours sharing the cores do not
-inflate) per image over 5 full batches after a warm-up batch, with the silos' thread
-count. The measurement is cached per generator, thread count and CPU, so the same
-config and seed on the same machine give the same costs, hence the same quotas.
-Organisation ``i`` pays ``seconds_per_image x speed_factor[i]`` (the last factor
-repeats). ``game.seconds_per_image`` fixes the base instead of measuring it;
-``game.costs=measured`` leaves timing to each silo (deployment).
+The simulated organisations' hardware is not the host's: the host only emulates them, and
+two 2-core hosts of this project differ 3.7x in seconds per image (0.1034 on an AVX2-only
+EPYC in fp32, 0.0276 on an AVX512-BF16 EPYC in bf16), more than the 3x range of cost over
+which the default equilibrium is interior (docs/model.md section 9, "The default value").
+So ``game.seconds_per_image`` states the organisations' base seconds per image (the
+default is a measured figure of a reference machine) and organisation ``i`` takes
+``seconds_per_image x speed_factor[i]`` (the last factor repeats); ``null`` makes it this
+host's own.
+
+Either way the server times the generator on this host, once, before the silos start:
+the median compute seconds (the process's CPU time, which simulated neighbours sharing the
+cores do not inflate; identical silos timing themselves read 0.028-0.061 s/image) per
+image over 5 full batches after a warm-up batch, with the silos' thread count. It is
+cached per generator, thread count, CPU and precision. A silo's measured generation seconds are
+host seconds; times ``hardware_scale[i]`` = organisation ``i``'s seconds per image over
+the host's, they are the organisation's, which its realised cost prices. Same config and
+seed give the same quotas on any host that trains the same generator.
+``game.costs=measured`` leaves timing to each silo on its own hardware (deployment).
 """
 
 from __future__ import annotations
@@ -17,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from logging import INFO
+from dataclasses import dataclass
+from logging import INFO, WARNING
 from pathlib import Path
 
 import torch
@@ -26,6 +36,7 @@ from flwr.common import log
 from omegaconf import DictConfig
 
 from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image, place
+from generation.model import resolve_precision
 from strategy import protocol
 from strategy.ledger import strict_json, write_atomically
 from strategy.protocol import SiloSettings
@@ -34,29 +45,52 @@ from task.device import resolve_device
 COSTS = ("profile", "measured")
 
 
+@dataclass(frozen=True)
+class ComputeProfile:
+    """The organisations' seconds per image and the host-to-organisation conversion, both
+    by partition id; empty when each silo times itself on its own hardware."""
+
+    seconds_per_image: tuple[float, ...] = ()
+    hardware_scale: tuple[float, ...] = ()
+    """Organisation seconds per host second: ``seconds_per_image[i]`` over the host's."""
+
+
 def compute_profile(cfg: DictConfig, settings: SiloSettings, generator: ArrayRecord | None,
-                    cache: Path) -> tuple[float, ...]:
-    """Seconds per image of each organisation (by partition id); empty when silos time themselves."""
+                    cache: Path) -> ComputeProfile:
+    """The run's compute profile (see the module docstring)."""
     game = cfg.game
     if game.costs not in COSTS:
         raise ValueError(f"game.costs must be one of {COSTS}, got {game.costs!r}")
     if game.costs == "measured":
-        return ()
-    base = game.seconds_per_image
+        return ComputeProfile()
+    host = _measured(settings, generator, cache) if _timeable(settings, generator) else None
+    base = host if game.seconds_per_image is None else float(game.seconds_per_image)
     if base is None:
-        base = _measured(settings, generator, cache)
+        raise ValueError("the server can only time a federated or pretrained generator: with generator.source="
+                         f"{settings.generator_source}, set game.seconds_per_image or game.costs=measured")
     factors = [float(f) for f in game.speed_factor]
-    if not factors or min(factors) <= 0 or float(base) <= 0:
+    if not factors or min(factors) <= 0 or base <= 0:
         raise ValueError(f"game.seconds_per_image and game.speed_factor must be > 0, got {base} and {factors}")
-    return tuple(float(base) * factors[min(i, len(factors) - 1)] for i in range(settings.num_orgs))
+    seconds = tuple(base * factors[min(i, len(factors) - 1)] for i in range(settings.num_orgs))
+    if host is None:
+        log(WARNING, "Compute profile: the server cannot time a %s generator; realised costs price this "
+            "host's seconds as the organisations'", settings.generator_source)
+        return ComputeProfile(seconds, (1.0,) * len(seconds))
+    return ComputeProfile(seconds, tuple(s / host for s in seconds))
+
+
+def _timeable(settings: SiloSettings, generator: ArrayRecord | None) -> bool:
+    """Whether the server holds the silos' generator: the federated one, or a pretrained path."""
+    return generator is not None or settings.generator_source == "pretrained"
 
 
 def _measured(settings: SiloSettings, generator: ArrayRecord | None, cache: Path) -> float:
     """The server's median timing of the silos' generator (cached; see the module docstring)."""
     cfg = GeneratorConfig.from_preset(settings.generator_preset, settings.generator_fields)
     device = resolve_device(settings.device)
-    key = {"generator": cfg.to_dict(), "threads": settings.threads, "cpu": _cpu(), "clock": "process CPU time"}
-    if device.type != "cpu":  # CPU keys stay as they were, so cached CPU profiles keep their meaning
+    key = {"generator": cfg.to_dict(), "threads": settings.threads, "cpu": _cpu(), "clock": "process CPU time",
+           "precision": resolve_precision(cfg.sample_precision, device)}  # CPUs of one name differ in bf16
+    if device.type != "cpu":
         key |= {"device": torch.cuda.get_device_name(device), "clock": "synchronised wall time"}
     path = cache / "compute" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}.json"
     if path.exists():
@@ -78,12 +112,10 @@ def _measured(settings: SiloSettings, generator: ArrayRecord | None, cache: Path
 def _generator(settings: SiloSettings, cfg: GeneratorConfig, generator: ArrayRecord | None):
     if generator is not None:
         return protocol.load_packed(build_unet(cfg), generator, protocol.GENERATOR).eval()
-    if settings.generator_source == "pretrained":
-        unet = load_generator(settings.generator_path)
-        if unet is not None:
-            return unet
-    raise ValueError("the server can only time a federated or pretrained generator: with generator.source="
-                     f"{settings.generator_source}, set game.seconds_per_image or game.costs=measured")
+    unet = load_generator(settings.generator_path)
+    if unet is None:
+        raise ValueError(f"generator.path {settings.generator_path!r} holds no generator to time")
+    return unet
 
 
 def _cpu() -> str:

@@ -4,7 +4,8 @@
 The prediction re-solves the round's game over the organisations that answered. The
 measurement judges their returned models on the server's own data: the realised quality
 gain of each is its main model's validation accuracy minus its twin's. Costs are the
-compute seconds a silo spent times its price; transfers follow the same rule as the
+compute seconds a silo spent, converted to its organisation's hardware in simulation,
+times its price; transfers follow the same rule as the
 prediction, paid on the images actually generated, capped. The calibration then learns
 from the realised gains.
 """
@@ -91,8 +92,11 @@ class RoundPlan:
 
 
 def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibration,
-                 transfer_cap: float | None) -> dict[str, Any]:
-    """The measured side of the round's row, after which ``calibration`` has learned from it."""
+                 transfer_cap: float | None, hardware_scale: tuple[float, ...] = ()) -> dict[str, Any]:
+    """The measured side of the round's row, after which ``calibration`` has learned from it.
+    ``hardware_scale`` (by partition id, the last entry repeating as in the settings'
+    profile; empty: 1) converts a silo's generation seconds on this host into its
+    organisation's (server_app.compute)."""
     responders = [(node, p) for node, p in zip(plan.nodes, plan.profiles) if node in judged]
     profiles = [p for _, p in responders]
     answers = [judged[node] for node, _ in responders]
@@ -101,7 +105,10 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
     predicted = solve_round(scenario, plan.game, plan.server_round)
     gains = np.array([a.main.validation_accuracy - a.twin.validation_accuracy for a in answers])
     images = np.array([r.images_generated for r in reports], dtype=float)
-    spent = np.array([r.generation_seconds * p.price_per_second for r, p in zip(reports, profiles)])
+    scale = np.array([hardware_scale[min(p.partition_id, len(hardware_scale) - 1)] if hardware_scale else 1.0
+                      for p in profiles])
+    seconds = np.array([r.generation_seconds for r in reports]) * scale
+    spent = seconds * np.array([p.price_per_second for p in profiles])
     realised = realised_books(scenario, plan.game, predicted.rho, predicted.mix, gains, images, spent, transfer_cap)
     scales_used = calibration.scales
     pilot_scenario, _ = round_scenario(profiles, replace(plan.game, loss=calibration.curve.curve))
@@ -113,6 +120,8 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
         "images": images.tolist(),
         "images_generated": float(images.sum()),
         "generation_seconds": [r.generation_seconds for r in reports],
+        "hardware_scale": scale.tolist(),
+        "organisation_seconds": seconds.tolist(),
         "market_accuracy": [a.main.market_accuracy for a in answers],
         "mean_market_accuracy": float(np.mean([a.main.market_accuracy for a in answers])),
         "accuracy_disagreements": _disagreements(plan.server_round, profiles, answers),

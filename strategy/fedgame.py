@@ -73,12 +73,17 @@ class GameFedAvg(FedAvg):
         calibration: the pilot's curve and the gain scales (default: the configured
             curve and ``eta``, recalibrated from each round's realised gains).
         keep_checkpoints: keep every round's checkpoint, not only the last one.
+        hardware_scale: by partition id, an organisation's compute seconds per second of
+            this host (simulation: its seconds per image over the host's, server_app.compute);
+            a silo's generation seconds times it are what its realised cost prices. Empty:
+            every silo times its own hardware (deployment).
     """
 
     def __init__(self, game: GameSettings, settings: SiloSettings, ledger: Ledger, judge: ModelJudge,
                  safeguards: Safeguards, *, generator: ArrayRecord | None = None, timeout: float = 600.0,
                  min_orgs: int = 2, aggregation: Aggregation | None = None,
-                 calibration: Calibration | None = None, keep_checkpoints: bool = False) -> None:
+                 calibration: Calibration | None = None, keep_checkpoints: bool = False,
+                 hardware_scale: tuple[float, ...] = ()) -> None:
         super().__init__(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1,
                          weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS,
                          configrecord_key=protocol.CONFIG)
@@ -92,6 +97,7 @@ class GameFedAvg(FedAvg):
         self.safeguards = safeguards
         self.aggregation = aggregation or Aggregation()
         self.calibration = calibration or Calibration(CurveFit.kept(game.loss, "no pilot"), game.eta)
+        self.hardware_scale = hardware_scale
         self.keep_checkpoints = keep_checkpoints
         self.profiles: dict[int, Profile] = {}
         self.twin: ArrayRecord | None = None
@@ -226,7 +232,8 @@ class GameFedAvg(FedAvg):
         reports = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
         row = plan.row({node: p.partition_id for node, p in self.profiles.items()})
         if reports:
-            row.update(realised_row(plan, reports, self.calibration, self.safeguards.transfer_cap))
+            row.update(realised_row(plan, reports, self.calibration, self.safeguards.transfer_cap,
+                                    self.hardware_scale))
         self.ledger.append(row)
         plan.strategy_seconds += time.perf_counter() - started
         round_seconds = time.perf_counter() - plan.started

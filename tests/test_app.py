@@ -100,6 +100,7 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
         assert np.allclose(gains, calibration["realised_quality"])
         assert row["accuracy_disagreements"] == {}  # honest silos report what the server measures
         price = [p["price_per_second"] for p in row["reported"]]
+        assert row["hardware_scale"] == [1.0] * len(gains)  # the tiny preset prices this host's own seconds
         assert np.allclose(calibration["realised_cost"], np.multiply(row["generation_seconds"], price))
         theta, gamma, size = np.array([p["value"] for p in row["reported"]]), cfg.game.gamma, len(gains)
         rivals = (gains.sum() - gains) / (size - 1)

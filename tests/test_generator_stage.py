@@ -4,6 +4,8 @@ and a silo's step (client_app/app.py), which trains the weights it was shipped."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
@@ -11,6 +13,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from client_app.app import train_generator_step
 from client_app.silo import generator_config
 from generation import build_unet
+from server_app.compute import ComputeProfile, compute_profile
 from server_app.config import compose_config, silo_settings
 from server_app.generator_stage import prepare_generator
 from strategy import protocol
@@ -70,3 +73,23 @@ def test_a_silo_trains_the_shipped_generator_whatever_its_process_trained_before
     alone = step(1)
     assert step(0) != alone
     assert step(1) == alone
+
+
+def test_the_compute_profile_converts_the_hosts_seconds_into_the_organisations(tmp_path):
+    """The organisations' seconds per image are configured (or this host's own, with null);
+    the server times this host once, and the hardware scale is their ratio."""
+    cfg = compose_config(["+experiment=tiny", "game.seconds_per_image=0.3", "game.speed_factor=[1.0,2.0]"])
+    settings = silo_settings(cfg)
+    generator = protocol.packed(ArrayRecord(build_unet(generator_config(settings)).state_dict()))
+    given = compute_profile(cfg, settings, generator, tmp_path)
+    [timing] = (tmp_path / "compute").glob("*.json")
+    host = json.loads(timing.read_text())["seconds_per_image"]
+    assert 0 < host < 1
+    assert given.seconds_per_image == (0.3, 0.6, 0.6)  # the last speed factor repeats
+    assert given.hardware_scale == pytest.approx((0.3 / host, 0.6 / host, 0.6 / host))
+    cfg.game.seconds_per_image = None
+    own = compute_profile(cfg, settings, generator, tmp_path)  # cached: the same host figure
+    assert own.seconds_per_image == pytest.approx((host, 2 * host, 2 * host))
+    assert own.hardware_scale == pytest.approx((1.0, 2.0, 2.0))
+    cfg.game.costs = "measured"
+    assert compute_profile(cfg, settings, generator, tmp_path) == ComputeProfile()

@@ -97,6 +97,25 @@ def test_the_aggregates_do_not_depend_on_which_silo_answers_first(tmp_path):
     assert len(digests[False]) == 3 and digests[False] == digests[True]  # the initial model, then 2 rounds
 
 
+def test_realised_costs_price_the_organisations_seconds_not_the_hosts(tmp_path):
+    """A silo's generation seconds on the host times its organisation's hardware scale
+    (server_app.compute; by partition id, the last entry repeating) are what its realised
+    cost prices."""
+    scale = (1.0, 2.0, 0.5, 3.0)
+    grid = HostileGrid([HONEST] * 6, [HONEST] * 6, seed=3)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, safeguards(CFG), min_orgs=1, hardware_scale=scale)
+    strategy.refresh_profiles(grid)
+    strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
+    [row] = _strict(tmp_path / "ledger.json")
+    assert row["responders"] == list(range(6)) and sum(row["images"]) > 0
+    expected = [scale[min(p, len(scale) - 1)] for p in row["responders"]]
+    assert row["hardware_scale"] == expected
+    price = [p["price_per_second"] for p in row["reported"]]
+    seconds = np.multiply(row["generation_seconds"], expected)
+    assert np.allclose(row["organisation_seconds"], seconds)
+    assert np.allclose(row["calibration"]["realised_cost"], seconds * price)
+
+
 def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
     """SIGKILL the run at random moments; every restart resumes from the last checkpoint."""
     rounds, rng, kills = 80, np.random.default_rng(7), 0
