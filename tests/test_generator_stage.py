@@ -93,3 +93,16 @@ def test_the_compute_profile_converts_the_hosts_seconds_into_the_organisations(t
     assert own.hardware_scale == pytest.approx((1.0, 2.0, 2.0))
     cfg.game.costs = "measured"
     assert compute_profile(cfg, settings, generator, tmp_path) == ComputeProfile()
+
+
+def test_without_a_generator_to_time_the_organisations_seconds_are_the_hosts(tmp_path):
+    """A local generator lives on the silos only: the server cannot time the host, so with
+    given seconds per image the silos' spent seconds count as the organisations' (scale 1),
+    and without them the run is refused with what to set."""
+    cfg = compose_config(["+experiment=tiny", "generator.source=local", "game.seconds_per_image=0.3"])
+    settings = silo_settings(cfg)
+    assert compute_profile(cfg, settings, None, tmp_path) == ComputeProfile((0.3,) * 3, (1.0,) * 3)
+    cfg.game.seconds_per_image = None
+    with pytest.raises(ValueError, match="set game.seconds_per_image or game.costs=measured"):
+        compute_profile(cfg, settings, None, tmp_path)
+    assert not (tmp_path / "compute").exists()
