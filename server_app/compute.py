@@ -17,7 +17,8 @@ image over 5 full batches after a warm-up batch, with the silos' thread count. I
 cached per generator, thread count, CPU and precision. A silo's measured generation seconds are
 host seconds; times ``hardware_scale[i]`` = organisation ``i``'s seconds per image over
 the host's, they are the organisation's, which its realised cost prices. Same config and
-seed give the same quotas on any host that trains the same generator.
+seed give the same quotas on any host whose warm-up and pilot compute the same numbers
+(hosts of one kind do; bf16 and fp32 hosts train different generators).
 ``game.costs=measured`` leaves timing to each silo on its own hardware (deployment).
 """
 
