@@ -156,10 +156,19 @@ def train_silo(msg: Message, context: Context) -> Message:
 
 @app.train(protocol.PILOT_ACTION)
 def pilot(msg: Message, context: Context) -> Message:
-    """Learning-curve points: the model sent, trained on nested subsets of the real data and
-    on all of it plus synthetic images; each one's market error (docs/model.md section 8)."""
+    """Learning-curve points of the model sent (:func:`pilot_points`)."""
     settings, order = protocol.read_order(PilotOrder, msg.content)
     node = _node(context, settings)
+    report = pilot_points(settings, node, order, msg.content.array_records[protocol.ARRAYS],
+                          context.state.get(GENERATOR_STATE))
+    return Message(protocol.report_content(report), reply_to=msg)
+
+
+def pilot_points(settings: SiloSettings, node: NodeConfig, order: PilotOrder, arrays: ArrayRecord,
+                 generator: ArrayRecord | None) -> PilotReport:
+    """``arrays`` trained on nested subsets of the silo's real data and on all of it plus
+    synthetic images; each one's market error and training label counts (docs/model.md
+    section 9)."""
     silo = load_silo(settings, node)
     images, labels = training_tensors(silo)
     seed = protocol.round_seed(settings.seed, 0, "pilot", node.partition_id)
@@ -168,18 +177,16 @@ def pilot(msg: Message, context: Context) -> Message:
                      for size in sorted({max(1, round(f * len(labels))) for f in order.fractions})]
     if order.multiples:
         most = round(max(order.multiples) * len(labels))
-        pool = synthetic(settings, silo, node, context.state.get(GENERATOR_STATE), most, order.target, seed)
+        pool = synthetic(settings, silo, node, generator, most, order.target, seed)
         for multiple in sorted(order.multiples):
             extra = _nested_allocation(pool.labels, round(multiple * len(labels)), silo, order.target)
             training_sets.append((torch.cat([images, pool.images[extra]]), torch.cat([labels, pool.labels[extra]])))
-    arrays = msg.content.array_records[protocol.ARRAYS]
     counts, errors = [], []
     for subset_images, subset_labels in training_sets:
         model = trained(settings, arrays, subset_images, subset_labels, seed)
         counts += np.bincount(subset_labels.numpy(), minlength=len(silo.org.label_counts)).tolist()
         errors.append(1.0 - _market_scores(model, silo).accuracy)
-    report = PilotReport(label_counts=tuple(counts), errors=tuple(errors))
-    return Message(protocol.report_content(report), reply_to=msg)
+    return PilotReport(label_counts=tuple(counts), errors=tuple(errors))
 
 
 def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, target: tuple[float, ...]) -> torch.Tensor:

@@ -52,20 +52,30 @@ def run_pilot(grid: Grid, profiles: Mapping[int, Profile], settings: SiloSetting
     messages = [Message(content, dst_node_id=node, message_type=protocol.PILOT) for node in profiles]
     screened = screen_replies(grid.send_and_receive(messages, timeout=timeout),
                               lambda reply: protocol.read_report(PilotReport, reply.content))
-    dropped = dict(screened.dropped)
+    asked = {node: profile.partition_id for node, profile in profiles.items()}
+    reports = {asked[node]: report for node, report in screened.reports.items() if node in asked}
+    dropped = {asked[node]: reason for node, reason in screened.dropped.items() if node in asked}
+    return fit_pilot(reports, order, prior, dropped)
+
+
+def fit_pilot(reports: Mapping[int, PilotReport], order: PilotOrder, prior: LossCurve,
+              dropped: Mapping[int, str] | None = None) -> Pilot:
+    """The curve fitted to the silos' points (``reports`` by partition id, fitted in that
+    order), or ``prior`` if it cannot be; a report whose points do not parse is dropped."""
+    dropped = dict(dropped or {})
     owners, counts, errors = [], [], []
     width = len(order.target)
-    for node, report in sorted(screened.reports.items(), key=lambda item: profiles[item[0]].partition_id):
+    for partition_id, report in sorted(reports.items()):
         try:
             rows = report.points(width)
         except ProtocolError as err:
-            dropped[node] = str(err)
+            dropped[partition_id] = str(err)
             continue
-        owners += [profiles[node].partition_id] * len(rows)
+        owners += [partition_id] * len(rows)
         counts += rows
         errors += list(report.errors)
-    for node, reason in dropped.items():
-        log(WARNING, "Pilot: dropped node %d: %s", node, reason)
+    for partition_id, reason in dropped.items():
+        log(WARNING, "Pilot: dropped organisation %d: %s", partition_id, reason)
     matrix = np.array(counts, dtype=float).reshape(-1, width)
     sizes = matrix.sum(axis=1)
     usable = sizes > 0

@@ -19,6 +19,8 @@ from flwr.simulation import run_simulation
 from client_app.app import app as client_app
 from experiments.noise_floor import NOISE_FLOOR, ledger_profiles
 from experiments.noise_floor import main as replay_main
+from experiments.repilot import REPILOT
+from experiments.repilot import main as repilot_main
 from experiments.value_band import main as band_main
 from experiments.value_band import round_game, round_quotas, run_band
 from faulty_client import app as faulty_client_app
@@ -127,6 +129,21 @@ def test_the_value_band_brackets_round_one_with_the_runs_own_game(calibrated_run
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == f"value_centre={math.sqrt(band.low * band.high) * band.value:.6g} " \
                         f"margin={math.sqrt(band.high / band.low):.4g}"
+
+
+def test_the_pilot_measured_again_from_round_ones_start_is_the_runs_pilot(calibrated_run):
+    """Round 1 starts from the initial model: the in-process pilot of every silo must give
+    the run's own points, hence its fit and the game's round-1 gains; round 2 starts from
+    the checkpoint after round 1 and gives another curve."""
+    _, rows, _, run = calibrated_run
+    assert repilot_main([str(run)]) == 0
+    written = json.loads((run / REPILOT).read_text(), parse_constant=lambda name: pytest.fail(name))
+    first, second = written["rounds"]
+    assert first["fit"] == json.loads((run / "pilot.json").read_text())["fit"]
+    # the game priced its unrounded quotas, the refit the images made (the rounded quotas)
+    assert first["predicted_gain_sum"] == pytest.approx(first["game_gain_sum"], rel=1e-3)
+    assert first["game_gain_sum"] == pytest.approx(sum(rows[0]["calibration"]["predicted_quality"]))
+    assert second["fit"] != first["fit"]
 
 
 def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_others(calibrated_run):
