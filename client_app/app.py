@@ -49,6 +49,7 @@ from strategy.protocol import (
     TrainReport,
     WarmupOrder,
     WarmupReport,
+    per_partition,
 )
 from task.device import resolve_device
 from task.model import Net, Scores, evaluate, set_threads, to_tensor
@@ -104,7 +105,7 @@ def _seconds_per_image(settings: SiloSettings, silo: SiloData, node: NodeConfig,
     """The simulation's compute profile entry for this silo, else this machine's own
     median timing (measured once per generator and kept in the context state)."""
     if settings.seconds_per_image:
-        return settings.seconds_per_image[min(node.partition_id, len(settings.seconds_per_image) - 1)]
+        return per_partition(settings.seconds_per_image, node.partition_id)
     cfg = generator_config(settings)
     key = f"{settings.generator_source}-{cfg.fingerprint()}"
     speed = context.state.get(SPEED_STATE)

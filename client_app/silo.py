@@ -14,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, place, save_generator, train_generator
-from strategy.protocol import GENERATOR, NodeConfig, SiloSettings, array_digest, load_packed
+from strategy.protocol import GENERATOR, NodeConfig, SiloSettings, array_digest, load_packed, per_partition
 from task.device import resolve_device
 from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
 from task.model import to_tensor
@@ -76,7 +76,7 @@ def org_parameters(settings: SiloSettings, node: NodeConfig) -> OrgParameters:
     """The settings' per-organisation lists (the last entry repeats), overridden by node config."""
 
     def pick(values: tuple[float, ...], own: float | None) -> float:
-        return own if own is not None else values[min(node.partition_id, len(values) - 1)]
+        return own if own is not None else per_partition(values, node.partition_id)
 
     return OrgParameters(pick(settings.value, node.value), pick(settings.capacity, node.capacity),
                          pick(settings.price_per_second, node.price_per_second))

@@ -156,6 +156,16 @@ def pilot_curve(run: Path, game: GameSettings) -> CurveFit:
     return CurveFit.from_json(json.loads(pilot.read_text())["fit"])
 
 
+def curve_gains(fit: CurveFit, game: GameSettings, profiles: Sequence[Profile],
+                images: Sequence[float]) -> np.ndarray:
+    """Each organisation's gain that ``fit`` alone predicts for ``images``: ``psi_i G(M)``
+    and ``g_i(s_i)`` weighted by the fit's own prior scales (:func:`gain_prior`)."""
+    prior = gain_prior(fit, game.eta)
+    scenario, _ = round_scenario(profiles, replace(game, loss=fit.curve))
+    shared, private = gain_terms(scenario, np.asarray(images, dtype=float))
+    return shared * prior.shared + private * prior.private
+
+
 def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | None:
     """The run's federated generator from the server's cache (``None`` for other sources)."""
     if settings.generator_source != "federated":
@@ -179,7 +189,6 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
     settings, game, cap = silo_settings(cfg), game_settings(cfg), safeguards(cfg).transfer_cap
     judge = ServerData(cfg).judge
     pilot = pilot_curve(run, game)
-    prior = gain_prior(pilot, game.eta)
     generator = consortium_generator(settings, server_cache(cfg))
     set_threads(settings.threads)
     for row in (row for row in rows if not rounds or row["round"] in rounds):
@@ -188,8 +197,6 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         recorded = ledger_profiles(row)
         profiles = [recorded[p] for p in row["responders"]]
         scenario, _ = round_scenario(profiles, game)
-        shared, private = gain_terms(round_scenario(profiles, replace(game, loss=pilot.curve))[0],
-                                     np.asarray(row["images"], dtype=float))
 
         def welfares(of: np.ndarray) -> tuple[float, ...]:
             return tuple(realised_books(scenario, game, row["rho"], row["lambda"], g, np.asarray(row["images"]),
@@ -200,7 +207,7 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         yield ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
                             welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
                             tuple(row["calibration"]["predicted_quality"]), tuple(map(tuple, fork_gains.tolist())),
-                            welfares(fork_gains), tuple(shared * prior.shared + private * prior.private))
+                            welfares(fork_gains), tuple(curve_gains(pilot, game, profiles, row["images"])))
 
 
 def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: dict,

@@ -9,7 +9,8 @@ for each round of a run made with ``keep_checkpoints=true`` it runs every silo's
 (the ClientApp's own :func:`client_app.app.pilot_points`, in this process) on the global
 model the round started from, fits the curve as the server does
 (:func:`strategy.pilot.fit_pilot`), and prices the round's images on it:
-``sum Q = sum_i psi_i G(M) + kappa g_i(s_i)``, the pilot's own prior ``eta = kappa``.
+``sum Q = sum_i psi_i G(M) + eta g_i(s_i)`` with the refit's own prior scales, as the
+replay prices the run's pilot (:func:`experiments.noise_floor.curve_gains`).
 Round 1 starts from the initial model, so its refit is the run's pilot again.
 
     python -m experiments.repilot RUN_DIR [--rounds 2 3]
@@ -25,7 +26,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,18 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from client_app.app import pilot_points
-from experiments.noise_floor import NOISE_FLOOR, ReplayError, consortium_generator, ledger_profiles, starting_models
+from experiments.noise_floor import (
+    NOISE_FLOOR,
+    ReplayError,
+    consortium_generator,
+    curve_gains,
+    ledger_profiles,
+    starting_models,
+)
 from server_app.config import game_settings, server_cache, silo_settings
-from strategy.game.calibration import CurveFit, gain_terms
+from strategy.game.calibration import CurveFit
 from strategy.ledger import strict_json, write_atomically
 from strategy.pilot import fit_pilot
-from strategy.profiles import round_scenario
 from strategy.protocol import NodeConfig, PilotOrder
 from task.model import set_threads
 
@@ -77,9 +84,8 @@ def repilot(run: Path, rounds: Sequence[int] = ()) -> Iterator[RepilotRound]:
         reports = {p: pilot_points(settings, NodeConfig(p, None, None, None, None, None), order, start, generator)
                    for p in row["responders"]}
         fit = fit_pilot(reports, order, game.loss).fit
-        scenario, _ = round_scenario([recorded[p] for p in row["responders"]], replace(game, loss=fit.curve))
-        shared, private = gain_terms(scenario, np.asarray(row["images"], dtype=float))
-        yield RepilotRound(row["round"], fit, float(np.sum(shared + fit.curve.kappa * private)),
+        gains = curve_gains(fit, game, [recorded[p] for p in row["responders"]], row["images"])
+        yield RepilotRound(row["round"], fit, float(np.sum(gains)),
                            float(np.sum(row["calibration"]["predicted_quality"])))
 
 

@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 
 from experiments.noise_floor import ledger_profiles
 from server_app.config import game_settings
-from strategy.game.scenario import LossCurve
+from strategy.game.calibration import CurveFit, GainScales, calibrated_curve
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile
 
@@ -68,12 +68,11 @@ class ValueBand:
 
 
 def round_game(row: dict, game: GameSettings) -> GameSettings:
-    """The game a ledger row was solved with: the row's curve times its gain scales
-    (``a`` and ``kappa`` scale with ``phi``, ``eta`` is the private scale; docs/model.md
-    section 9, online correction)."""
-    curve, scales = row["calibration"]["curve"], row["calibration"]["scales_used"]
-    return replace(game, loss=LossCurve(a=curve["a"] * scales["shared"], b=curve["b"],
-                                        kappa=curve["kappa"] * scales["shared"]), eta=scales["private"])
+    """The game a ledger row was solved with: the row's curve under its gain scales
+    (:func:`strategy.game.calibration.calibrated_curve`)."""
+    calibration = row["calibration"]
+    curve, eta = calibrated_curve(CurveFit.from_json(calibration["curve"]), GainScales(**calibration["scales_used"]))
+    return replace(game, loss=curve, eta=eta)
 
 
 def round_quotas(profiles: Sequence[Profile], game: GameSettings, server_round: int, factor: float = 1.0) -> np.ndarray:

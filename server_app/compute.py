@@ -40,7 +40,7 @@ from generation import GeneratorConfig, build_unet, load_generator, measure_seco
 from generation.model import resolve_precision
 from strategy import protocol
 from strategy.ledger import strict_json, write_atomically
-from strategy.protocol import SiloSettings
+from strategy.protocol import SiloSettings, per_partition
 from task.device import resolve_device
 
 COSTS = ("profile", "measured")
@@ -72,7 +72,7 @@ def compute_profile(cfg: DictConfig, settings: SiloSettings, generator: ArrayRec
     factors = [float(f) for f in game.speed_factor]
     if not factors or min(factors) <= 0 or base <= 0:
         raise ValueError(f"game.seconds_per_image and game.speed_factor must be > 0, got {base} and {factors}")
-    seconds = tuple(base * factors[min(i, len(factors) - 1)] for i in range(settings.num_orgs))
+    seconds = tuple(base * per_partition(factors, i) for i in range(settings.num_orgs))
     if host is None:
         log(WARNING, "Compute profile: the server cannot time a %s generator; realised costs price this "
             "host's seconds as the organisations'", settings.generator_source)

@@ -27,7 +27,7 @@ from strategy.game.policies import Solution
 from strategy.game.realised import RealisedRound, realised_round
 from strategy.game.scenario import Scenario
 from strategy.profiles import GameSettings, round_scenario, solve_round
-from strategy.protocol import Profile, TrainReport
+from strategy.protocol import Profile, TrainReport, per_partition
 
 DISAGREEMENT = 1e-4
 """A reported accuracy further than this from the server's measurement is flagged."""
@@ -105,8 +105,7 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
     predicted = solve_round(scenario, plan.game, plan.server_round)
     gains = np.array([a.main.validation_accuracy - a.twin.validation_accuracy for a in answers])
     images = np.array([r.images_generated for r in reports], dtype=float)
-    scale = np.array([hardware_scale[min(p.partition_id, len(hardware_scale) - 1)] if hardware_scale else 1.0
-                      for p in profiles])
+    scale = np.array([per_partition(hardware_scale, p.partition_id) if hardware_scale else 1.0 for p in profiles])
     seconds = np.array([r.generation_seconds for r in reports]) * scale
     spent = seconds * np.array([p.price_per_second for p in profiles])
     realised = realised_books(scenario, plan.game, predicted.rho, predicted.mix, gains, images, spent, transfer_cap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,13 @@ from task.device import DEVICES
 
 SETTINGS_VERSION = 2
 """Version of :class:`SiloSettings`; a silo refuses settings of another version."""
+
+
+def per_partition(values: Sequence[float], partition_id: int) -> float:
+    """Organisation ``partition_id``'s entry of a per-organisation list (the settings'
+    ``value``, ``capacity``, ``price_per_second``, ``seconds_per_image`` and the like):
+    the last entry repeats for the partitions after it."""
+    return values[min(partition_id, len(values) - 1)]
 
 
 @dataclass(frozen=True)
