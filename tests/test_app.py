@@ -19,6 +19,8 @@ from flwr.simulation import run_simulation
 from client_app.app import app as client_app
 from experiments.noise_floor import NOISE_FLOOR, ledger_profiles
 from experiments.noise_floor import main as replay_main
+from experiments.refilter import RefilteredRound, drift, refilter
+from experiments.refilter import main as refilter_main
 from experiments.repilot import REPILOT
 from experiments.repilot import main as repilot_main
 from experiments.value_band import main as band_main
@@ -163,6 +165,24 @@ def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_
     assert first["predicted_gain_sum"] == pytest.approx(first["pilot_gain_sum"], rel=0.02)
     assert first["replicate_fork_gains"] == first["replicate_gains"]  # round 1: the twin starts where the main does
     assert second["replicate_fork_gains"] != second["replicate_gains"]  # later: the twin carries round 1's lead
+
+
+def test_refiltering_a_runs_gains_gives_what_it_was_solved_with(calibrated_run, capsys):
+    """The run was made by the current calibration: fed the ledger's gains, it must price
+    every round's images as the run's recorded scales do."""
+    _, rows, _, run = calibrated_run
+    rounds = refilter(run)
+    assert [r.server_round for r in rounds] == [row["round"] for row in rows]
+    for refiltered in rounds:
+        assert refiltered.refiltered == pytest.approx(refiltered.as_run, rel=1e-9)
+    first = rows[0]["calibration"]
+    assert rounds[0].as_run == pytest.approx(sum(first["predicted_quality"]), rel=1e-3)  # rounded quotas
+    assert refilter_main([str(run)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("drift=")
+    steps = [RefilteredRound(1, 0, 0, 1.0, 1.0, 2.0), RefilteredRound(2, 0, 0, 1.0, 0.5, 1.0),
+             RefilteredRound(3, 0, 0, 1.0, 2.0, 1.0)]
+    assert drift(steps) == pytest.approx(math.sqrt((math.log(0.5) ** 2 + math.log(2.0) ** 2 / 2) / 2))
+    assert drift(steps[:1]) is None
 
 
 def test_a_faulty_client_is_dropped_and_the_run_goes_on(tmp_path, cache_dir):

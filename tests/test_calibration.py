@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from game_scenarios import example_scenario, scenarios
-from strategy.game.calibration import (GAIN_NOISE_SD, WEAK_PRIOR_SD, Calibration, CurveFit, GainPrior, fit_gain_scales,
-                                      fit_learning_curve, gain_prior, gain_terms)
+from strategy.game.calibration import (DRIFT, GAIN_NOISE_SD, WEAK_PRIOR_SD, Calibration, CurveFit, GainPrior,
+                                      filter_gain_scales, fit_gain_scales, fit_learning_curve, gain_prior,
+                                      gain_terms)
 from strategy.game.mechanism import MechanismConfig, Redistribution, predict
 from strategy.game.policies import solve
 from strategy.game.realised import realised_round
@@ -172,14 +173,46 @@ def test_realised_utilities_follow_the_formula_in_money():
     assert realised.individually_rational.tolist() == (expected >= 0).tolist()
 
 
-def test_the_latest_round_weighs_most_in_the_online_fit():
+def test_the_online_scales_are_the_random_walks_posterior():
+    """The filter equals the batch posterior of ``x_1 ~ N(m, P)``, ``x_t+1 = x_t + N(0, D)``,
+    gains ``X_t x_t + N(0, s^2)``: the belief about ``x_3``, one step widened."""
+    scenario, rng = example_scenario(), np.random.default_rng(3)
+    prior = GainPrior(1.0, 0.8, shared_sd=0.2, private_sd=0.15, noise_sd=0.03)
+    truths = [(1.3, 0.7), (1.1, 0.9), (0.9, 1.0)]  # the scales drift between rounds
+    rounds = []
+    for truth in truths:
+        shared, private = gain_terms(scenario, rng.uniform(100, 1500, scenario.size))
+        rounds.append((shared, private, truth[0] * shared + truth[1] * private + rng.normal(0, 0.03, scenario.size)))
+    step = (DRIFT * np.array([prior.shared, prior.private])) ** 2
+    start, drift = np.diag([prior.shared_sd**2, prior.private_sd**2]), np.diag(step)
+    count = len(rounds)
+    covariance = np.block([[start + (min(s, t) * drift) for t in range(count)] for s in range(count)])
+    design = np.zeros((sum(r[2].size for r in rounds), 2 * count))
+    for t, (shared, private, _) in enumerate(rounds):
+        design[t * scenario.size:(t + 1) * scenario.size, 2 * t:2 * t + 2] = np.column_stack([shared, private])
+    mean = np.tile([prior.shared, prior.private], count)
+    gains = np.concatenate([r[2] for r in rounds])
+    gain = covariance @ design.T @ np.linalg.inv(design @ covariance @ design.T + prior.noise_sd**2 * np.eye(gains.size))
+    posterior_mean = mean + gain @ (gains - design @ mean)
+    posterior = (covariance - gain @ design @ covariance)[-2:, -2:] + drift
+    filtered = filter_gain_scales(rounds, prior, DRIFT)
+    assert filtered.fitted and filtered.points == gains.size
+    assert [filtered.shared, filtered.private] == pytest.approx(posterior_mean[-2:].tolist(), rel=1e-6)
+    np.testing.assert_allclose(filtered.covariance, posterior, rtol=1e-6)
+    assert filtered.shared_sd == pytest.approx(np.sqrt(posterior[0, 0]), rel=1e-6)
+    pooled = fit_gain_scales(*(np.concatenate([r[k] for r in rounds]) for k in range(3)), prior)
+    static = filter_gain_scales(rounds, prior, drift=0.0)
+    assert [static.shared, static.private] == pytest.approx([pooled.shared, pooled.private], rel=1e-6)
+    latest = np.array(truths[-1])
+    assert np.linalg.norm([filtered.shared, filtered.private] - latest) < np.linalg.norm(
+        [static.shared, static.private] - latest)  # with the drift the latest round counts most
+
+
+def test_a_round_with_no_generation_keeps_the_belief_and_still_drifts():
     scenario = example_scenario()
-    calibration = Calibration(_precise_pilot(scenario.loss), eta=scenario.loss.kappa)
-    quotas = np.array([300.0, 900.0, 0.0, 1200.0, 600.0])
-    shared, private = gain_terms(scenario, quotas)
-    prior = scenario.loss.kappa
-    calibration.observe(scenario, quotas, 4.0 * (shared + prior * private))
-    calibration.observe(scenario, quotas, 1.0 * (shared + prior * private))  # the gains fell: the twin caught up
-    scales = calibration.scales
-    assert scales.shared == pytest.approx(scales.private / prior, rel=1e-3)  # same direction, one common factor
-    assert scales.shared == pytest.approx((4 * 0.5 + 1 * 1) / (0.5 + 1), rel=1e-3)  # weights 0.5^age, not the plain mean
+    prior = GainPrior(1.0, 0.8, shared_sd=0.2, private_sd=0.15, noise_sd=0.03)
+    nothing = (np.zeros(scenario.size), np.zeros(scenario.size), np.full(scenario.size, 0.02))
+    filtered = filter_gain_scales([nothing], prior, DRIFT)
+    assert not filtered.fitted and "nobody generated" in filtered.reason
+    assert (filtered.shared, filtered.private) == (1.0, 0.8)
+    assert filtered.shared_sd == pytest.approx(np.hypot(0.2, DRIFT)) and filtered.points == scenario.size

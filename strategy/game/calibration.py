@@ -9,9 +9,10 @@ Two fits, both bounded least squares (scipy):
   ``G(M) = e(M0, H) - e(M, H)`` (the floor cancels), in accuracy units.
 - :func:`fit_gain_scales`: each round's realised quality gains over the no-generation
   twin, ``Q_i = phi psi_i G(M) + eta g_i(s_i)``, update the scale ``phi`` of the shared
-  gain and the weight ``eta`` of the private gain (both ``>= 0``) from the pilot's prior
-  (:func:`gain_prior`): the posterior mean under Gaussian noise, so that one noisy round
-  moves them by what it is worth.
+  gain and the weight ``eta`` of the private gain (both ``>= 0``) from what was believed
+  before (first the pilot's prior, :func:`gain_prior`): the posterior mean under Gaussian
+  noise, so that one noisy round moves them by what it is worth. Between rounds the
+  scales drift (:func:`filter_gain_scales`): a Kalman filter on a random walk.
 
 A fit that has too few or degenerate points, or explains less than a constant would,
 keeps the prior and says why.
@@ -19,6 +20,7 @@ keeps the prior and says why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -32,8 +34,12 @@ CURVE_BOUNDS = {"floor": (0.0, 1.0), "a": (1e-9, 1e4), "b": (1e-3, 1.0), "kappa"
 """Bounds of the learning-curve parameters (``b <= 1`` is the game's domain)."""
 PHI_FLOOR = 1e-6
 """Least shared-gain scale: the game's curve needs ``a > 0``."""
-RECENCY = 0.5
-"""Weight of a round's gains per round of age in the online fit (half-life: one round)."""
+DRIFT = 0.5
+"""Standard deviation of each round's random step of ``phi`` and ``eta``, relative to the
+pilot's values: the gain of the same images changes as the model trains. Measured on the
+default run's three seeds (docs/model.md section 9): a round's own gain (over a fork of the
+global model trained on real data alone) against the pilot's curve, log-ratio rms 0.48 per
+round elapsed over rounds 2-3."""
 WEAK_PRIOR_SD = 1.0
 """Prior standard deviation of ``phi`` (relative: its prior is 1) and of ``eta`` where the
 pilot did not fit them: a configured curve is a guess, as uncertain as it is large."""
@@ -160,9 +166,28 @@ class GainScales:
     points: int = 0
     shared_sd: float | None = None
     private_sd: float | None = None
+    covariance: tuple[tuple[float, float], tuple[float, float]] | None = None
+    """Of ``(phi, eta)``, whose diagonal the two sds are (``None`` in older ledgers)."""
+
+    def belief(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of ``(phi, eta)`` (a diagonal one from the sds where no covariance is kept)."""
+        mean = np.array([self.shared, self.private])
+        if self.covariance is not None:
+            return mean, np.array(self.covariance, dtype=float)
+        return mean, np.diag([(self.shared_sd or WEAK_PRIOR_SD) ** 2, (self.private_sd or WEAK_PRIOR_SD) ** 2])
+
+    def drifted(self, step_sd: np.ndarray) -> GainScales:
+        """The same mean one round later: the covariance grows by the random step's, ``diag(step_sd^2)``."""
+        _, covariance = self.belief()
+        return _with_covariance(self, covariance + np.diag(np.square(step_sd)))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _with_covariance(scales: GainScales, covariance: np.ndarray) -> GainScales:
+    return replace(scales, covariance=tuple(tuple(map(float, row)) for row in covariance),
+                   shared_sd=float(np.sqrt(covariance[0, 0])), private_sd=float(np.sqrt(covariance[1, 1])))
 
 
 @dataclass(frozen=True)
@@ -178,8 +203,12 @@ class GainPrior:
 
     def scales(self, reason: str) -> GainScales:
         """The prior as scales: what a round is solved with before any gain is realised."""
-        return GainScales(self.shared, self.private, fitted=False, reason=reason, shared_sd=self.shared_sd,
-                          private_sd=self.private_sd)
+        return _with_covariance(GainScales(self.shared, self.private, fitted=False, reason=reason),
+                                np.diag([self.shared_sd**2, self.private_sd**2]))
+
+    def step_sd(self, drift: float) -> np.ndarray:
+        """The sds of one round's random step of ``(phi, eta)``: ``drift`` times the prior's values."""
+        return drift * np.array([self.shared, self.private])
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,40 +240,60 @@ def gain_terms(scenario: Scenario, quotas: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: np.ndarray,
-                    prior: GainPrior, weights: np.ndarray | None = None) -> GainScales:
-    """The posterior mean of ``(phi, eta)`` given ``gains ~ phi shared_terms + eta private_terms``.
+                    prior: GainPrior, before: GainScales | None = None) -> GainScales:
+    """The posterior of ``(phi, eta)`` given ``gains ~ phi shared_terms + eta private_terms``.
 
-    Each gain has noise ``N(0, noise_sd^2 / weight)``; the prior is :class:`GainPrior`. The
-    mean minimises ``sum_j w_j (Q_j - phi x_j - eta z_j)^2 / noise_sd^2 + (phi - phi_0)^2 /
-    sd_phi^2 + (eta - eta_0)^2 / sd_eta^2``, solved as bounded least squares on the gains
-    stacked with the prior's two rows (``scipy.optimize.lsq_linear``, ``phi >= PHI_FLOOR``,
-    ``eta >= 0``). A round of five gains, each as noisy as the pilot's points, so moves the
-    scales by what it is worth against what the pilot measured. Keeps the prior (with the
-    reason) when the points are not finite or nobody generated (the gains then say
-    nothing about the scales).
+    Each gain has noise ``N(0, prior.noise_sd^2)``; what was believed before the gains is
+    ``before`` (mean ``m``, covariance ``P``; default: the prior, :class:`GainPrior`). The
+    mean minimises ``sum_j (Q_j - phi x_j - eta z_j)^2 / noise_sd^2 + (s - m)^T P^-1 (s - m)``,
+    solved as bounded least squares on the gains stacked with ``P^-1``'s Cholesky rows
+    (``scipy.optimize.lsq_linear``, ``phi >= PHI_FLOOR``, ``eta >= 0``); the covariance is
+    ``(X^T X / noise_sd^2 + P^-1)^-1``. A round of five gains, each as noisy as the pilot's
+    points, so moves the scales by what it is worth against what was known. Keeps
+    ``before`` (with the reason) when the points are not finite or nobody generated (the
+    gains then say nothing about the scales).
     """
+    before = before or prior.scales("prior")
     design = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)])
     gains = np.asarray(gains, dtype=float)
-    root = np.sqrt(np.ones_like(gains) if weights is None else np.asarray(weights, dtype=float))
-    if gains.size == 0 or design.shape[0] != gains.size or root.shape != gains.shape:
-        return replace(prior.scales("no realised gains"), points=int(gains.size))
-    if not (np.all(np.isfinite(design)) and np.all(np.isfinite(gains)) and np.all(np.isfinite(root))):
-        return replace(prior.scales("non-finite realised gains"), points=int(gains.size))
+    kept = replace(before, fitted=False, points=int(gains.size))
+    if gains.size == 0 or design.shape[0] != gains.size:
+        return replace(kept, reason="no realised gains")
+    if not (np.all(np.isfinite(design)) and np.all(np.isfinite(gains))):
+        return replace(kept, reason="non-finite realised gains")
     if not np.any(design):
-        return replace(prior.scales("nobody generated: the gains say nothing about the scales"),
-                       points=int(gains.size))
-    design, gains = design * root[:, None], gains * root
-    precision = np.diag([1.0 / prior.shared_sd, 1.0 / prior.private_sd])
-    stacked = np.vstack([design / prior.noise_sd, precision])
-    targets = np.concatenate([gains / prior.noise_sd, precision @ [prior.shared, prior.private]])
+        return replace(kept, reason="nobody generated: the gains say nothing about the scales")
+    mean, covariance = before.belief()
+    root = np.linalg.cholesky(np.linalg.inv(covariance)).T  # root^T root = P^-1
+    stacked = np.vstack([design / prior.noise_sd, root])
+    targets = np.concatenate([gains / prior.noise_sd, root @ mean])
     shared, private = map(float, lsq_linear(stacked, targets, bounds=([PHI_FLOOR, 0.0], np.inf), method="bvls").x)
-    shared_sd, private_sd = np.sqrt(np.diag(np.linalg.inv(stacked.T @ stacked)))
     residuals = design @ [shared, private] - gains
-    mean = float(np.sum(root * gains) / np.sum(root**2))
-    total = float(np.sum((gains - root * mean) ** 2))
+    total = float(np.sum((gains - gains.mean()) ** 2))
     r2 = 1.0 - float(residuals @ residuals) / total if total > 0 else None
-    return GainScales(shared=shared, private=private, fitted=True, r2=r2, points=int(gains.size),
-                      shared_sd=float(shared_sd), private_sd=float(private_sd))
+    return _with_covariance(GainScales(shared=shared, private=private, fitted=True, r2=r2, points=int(gains.size)),
+                            np.linalg.inv(stacked.T @ stacked))
+
+
+def filter_gain_scales(rounds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], prior: GainPrior,
+                       drift: float = DRIFT) -> GainScales:
+    """What the round after ``rounds`` is solved with: a Kalman filter of ``(phi, eta)``.
+
+    ``rounds``: each round's ``(shared_terms, private_terms, gains)``, oldest first. The
+    scales follow a random walk: round 1 starts from the pilot's model, so the prior
+    (:func:`gain_prior`) is about round 1; every round's gains update the belief
+    (:func:`fit_gain_scales`), and one round's step, ``N(0, diag(step_sd^2))`` with
+    ``step_sd = drift x (1, kappa)``, widens it for the next round. An older gain so counts
+    less the more rounds have passed since, and the pilot is the oldest measurement of all.
+    ``points`` counts every gain so far; ``r2`` is the latest round's.
+    """
+    scales, points, step = prior.scales("prior (no round realised yet)"), 0, prior.step_sd(drift)
+    for shared, private, gains in rounds:
+        update = fit_gain_scales(shared, private, gains, prior, scales)
+        points += update.points
+        scales = update if update.fitted else replace(scales, fitted=False, reason=update.reason)
+        scales = replace(scales.drifted(step), points=points)
+    return scales
 
 
 def calibrated_curve(fit: CurveFit, scales: GainScales) -> tuple[LossCurve, float]:
@@ -255,13 +304,13 @@ def calibrated_curve(fit: CurveFit, scales: GainScales) -> tuple[LossCurve, floa
 
 
 class Calibration:
-    """The game's calibration through a run: the pilot's curve, the gain scales updated
-    from every realised gain so far, and what the next round is solved with.
+    """The game's calibration through a run: the pilot's curve, the gain scales filtered
+    from every realised gain so far (:func:`filter_gain_scales`), and what the next round
+    is solved with.
 
     The regressors of :func:`fit_gain_scales` are computed with the pilot's (unscaled)
     curve, so ``phi`` always multiplies the same ``G``; the prior is :func:`gain_prior`.
-    Rounds are weighted by ``RECENCY ** age`` (an older gain counts as a noisier one): the
-    gains drift as the main model and its twin both converge, so the latest round says
+    The gains drift as the main model and its twin both train, so the latest round says
     most about the next.
     """
 
@@ -285,25 +334,28 @@ class Calibration:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Calibration:
-        """The inverse of :meth:`to_state`. The prior is rebuilt from the curve and the prior
-        ``eta``, so a checkpoint written before the prior had standard deviations resumes too."""
+        """The inverse of :meth:`to_state`: the prior is rebuilt from the curve and the prior
+        ``eta``, the scales by filtering the recorded gains again, so a checkpoint written
+        before the prior had standard deviations, or before the filter, resumes too."""
         calibration = cls(CurveFit.from_json(state["curve"]), eta=state["prior"]["private"])
-        calibration.scales = GainScales(**state["scales"])
         calibration._shared, calibration._private = list(state["shared"]), list(state["private"])
         calibration._gains, calibration._rounds = list(state["gains"]), list(state["rounds"])
+        calibration.scales = calibration._filtered()
         return calibration
 
     def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray) -> GainScales:
         """Add a round's realised gains (``pilot_scenario``: the responders with the pilot's curve)
-        and update the scales on all of them; an unusable update keeps the current scales."""
+        and filter the scales over every round so far."""
         shared, private = gain_terms(pilot_scenario, np.asarray(images, dtype=float))
         self._shared += shared.tolist()
         self._private += private.tolist()
         self._gains += np.asarray(gains, dtype=float).tolist()
-        latest = max(self._rounds, default=0) + 1
-        self._rounds += [latest] * len(shared)
-        weights = RECENCY ** (latest - np.array(self._rounds, dtype=float))
-        refit = fit_gain_scales(np.array(self._shared), np.array(self._private), np.array(self._gains), self.prior,
-                                weights)
-        self.scales = refit if refit.fitted else replace(self.scales, fitted=False, reason=refit.reason)
+        self._rounds += [max(self._rounds, default=0) + 1] * len(shared)
+        self.scales = self._filtered()
         return self.scales
+
+    def _filtered(self) -> GainScales:
+        rounds = np.array(self._rounds)
+        columns = [np.array(c, dtype=float) for c in (self._shared, self._private, self._gains)]
+        return filter_gain_scales([tuple(c[rounds == r] for c in columns) for r in sorted(set(self._rounds))],
+                                  self.prior)

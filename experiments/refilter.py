@@ -1,0 +1,123 @@
+"""The online correction run again on a finished run's recorded gains, and the drift of
+the gain scales that the noise-floor replay measured (issue #10; docs/model.md section 9).
+
+The game predicts a round with the pilot's curve scaled by what the earlier rounds'
+realised gains said (:class:`strategy.game.calibration.Calibration`). This replay feeds
+the ledger's realised gains, round by round, to the calibration as the code now stands,
+and prices each round's images with what it would have solved the round with, beside
+what the run solved it with (the ledger's ``scales_used``): a change to the update can
+be judged on finished runs, with their quotas held as they were. Where
+``python -m experiments.noise_floor`` has run, each line also gives the replicates' mean
+gain over the twin and over a fork, and the pilot's curve alone; over every such round
+from round 2 on, the drift is ``rms(log(fork / pilot) / sqrt(round - 1))``: how far a
+round's own gain moves from the pilot's curve per round elapsed, the random walk's step
+of :data:`strategy.game.calibration.DRIFT`.
+
+    python -m experiments.refilter RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from experiments.noise_floor import NOISE_FLOOR, ledger_profiles, pilot_curve
+from server_app.config import game_settings
+from strategy.game.calibration import Calibration, CurveFit, GainScales, calibrated_curve
+from strategy.game.coefficients import quality
+from strategy.game.scenario import LossCurve
+from strategy.profiles import GameSettings, round_scenario
+from strategy.protocol import Profile
+
+
+@dataclass(frozen=True)
+class RefilteredRound:
+    """One round's ``sum Q`` at its images: as run, refiltered, and the replicates' where replayed."""
+
+    server_round: int
+    as_run: float
+    refiltered: float
+    over_twin: float | None = None
+    over_fork: float | None = None
+    pilot: float | None = None
+
+
+def refilter(run: Path) -> list[RefilteredRound]:
+    """Every round of ``run`` priced as run and as the current calibration would have (module docstring)."""
+    cfg = OmegaConf.load(run / "config.yaml")
+    rows = json.loads((run / "ledger.json").read_text())
+    game = game_settings(cfg)
+    noise = run / NOISE_FLOOR
+    replayed = {r["round"]: r for r in json.loads(noise.read_text())["rounds"]} if noise.exists() else {}
+    calibration = Calibration(pilot_curve(run, game), game.eta)
+    done = []
+    for row in rows:
+        recorded = ledger_profiles(row)
+        profiles = [recorded[p] for p in row["responders"]]
+        images = np.asarray(row["images"], dtype=float)
+        used = row["calibration"]
+        as_run = calibrated_curve(CurveFit.from_json(used["curve"]), GainScales(**used["scales_used"]))
+        sums = [_gain_sum(profiles, game, parameters, images) for parameters in (as_run, calibration.parameters())]
+        done.append(RefilteredRound(row["round"], *sums, *_replayed(replayed.get(row["round"]))))
+        pilot_scenario, _ = round_scenario(profiles, replace(game, loss=calibration.curve.curve))
+        calibration.observe(pilot_scenario, images, np.asarray(used["realised_quality"], dtype=float))
+    return done
+
+
+def _gain_sum(profiles: list[Profile], game: GameSettings, parameters: tuple[LossCurve, float], images: np.ndarray) -> float:
+    curve, eta = parameters
+    scenario, _ = round_scenario(profiles, replace(game, loss=curve, eta=eta))
+    return float(np.sum(quality(scenario, images)))
+
+
+def _replayed(replay: dict | None) -> tuple[float | None, float | None, float | None]:
+    if replay is None:
+        return None, None, None
+    return replay["gain_sum"], replay["fork_gain_sum"], replay["pilot_gain_sum"]
+
+
+def drift(rounds: Sequence[RefilteredRound]) -> float | None:
+    """``rms(log(fork / pilot) / sqrt(round - 1))`` over the replayed rounds from round 2 on."""
+    steps = [math.log(r.over_fork / r.pilot) / math.sqrt(r.server_round - 1) for r in rounds
+             if r.server_round > 1 and r.over_fork and r.pilot and r.over_fork / r.pilot > 0]
+    return math.sqrt(float(np.mean(np.square(steps)))) if steps else None
+
+
+def line(run: Path, refiltered: RefilteredRound) -> str:
+    text = (f"{run.name} round {refiltered.server_round}: sum Q as run {refiltered.as_run:.3f}, "
+            f"refiltered {refiltered.refiltered:.3f}")
+    if refiltered.over_twin is not None:
+        text += (f"; replicates over the twin {refiltered.over_twin:.3f}, over a fork {refiltered.over_fork:.3f}, "
+                 f"pilot's curve {refiltered.pilot:.3f}")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.refilter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="results directories of finished runs")
+    args = parser.parse_args(argv)
+    every = []
+    for run in args.runs:
+        try:
+            rounds = refilter(run)
+        except (FileNotFoundError, KeyError) as error:
+            print(f"{run}: cannot refilter: {error!r}", file=sys.stderr)
+            return 1
+        for refiltered in rounds:
+            print(line(run, refiltered))
+        every += rounds
+    measured = drift(every)
+    print(f"drift={measured:.4g}" if measured is not None else "drift=unmeasured (no replayed round after round 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
