@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 
 from game_scenarios import example_scenario, scenarios
 from strategy.game.calibration import (DRIFT, GAIN_NOISE_SD, WEAK_PRIOR_SD, Calibration, CurveFit, GainPrior,
-                                      filter_gain_scales, fit_gain_scales, fit_learning_curve, gain_prior,
-                                      gain_terms)
+                                      GainScales, filter_gain_scales, fit_gain_scales, fit_learning_curve,
+                                      gain_prior, gain_terms)
 from strategy.game.mechanism import MechanismConfig, Redistribution, predict
 from strategy.game.policies import solve
 from strategy.game.realised import realised_round
@@ -216,3 +216,5 @@ def test_a_round_with_no_generation_keeps_the_belief_and_still_drifts():
     assert not filtered.fitted and "nobody generated" in filtered.reason
     assert (filtered.shared, filtered.private) == (1.0, 0.8)
     assert filtered.shared_sd == pytest.approx(np.hypot(0.2, DRIFT)) and filtered.points == scenario.size
+    with pytest.raises(ValueError, match="covariance"):  # an older ledger's scales: no belief to update
+        fit_gain_scales(np.full(scenario.size, 0.01), *nothing[1:], prior, GainScales(1.0, 0.8, fitted=True))

@@ -39,7 +39,8 @@ DRIFT = 0.5
 pilot's values: the gain of the same images changes as the model trains. Measured on the
 default run's three seeds (docs/model.md section 9): a round's own gain (over a fork of the
 global model trained on real data alone) against the pilot's curve, log-ratio rms 0.48 per
-round elapsed over rounds 2-3."""
+round elapsed over rounds 2-3 (``python -m experiments.refilter``). The step is additive, of
+sd ``DRIFT`` times the prior's value, which a log-ratio of that size approximates."""
 WEAK_PRIOR_SD = 1.0
 """Prior standard deviation of ``phi`` (relative: its prior is 1) and of ``eta`` where the
 pilot did not fit them: a configured curve is a guess, as uncertain as it is large."""
@@ -170,11 +171,10 @@ class GainScales:
     """Of ``(phi, eta)``, whose diagonal the two sds are (``None`` in older ledgers)."""
 
     def belief(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance of ``(phi, eta)`` (a diagonal one from the sds where no covariance is kept)."""
-        mean = np.array([self.shared, self.private])
-        if self.covariance is not None:
-            return mean, np.array(self.covariance, dtype=float)
-        return mean, np.diag([(self.shared_sd or WEAK_PRIOR_SD) ** 2, (self.private_sd or WEAK_PRIOR_SD) ** 2])
+        """Mean and covariance of ``(phi, eta)``."""
+        if self.covariance is None:
+            raise ValueError("scales without a covariance (an older ledger's) cannot be updated")
+        return np.array([self.shared, self.private]), np.array(self.covariance, dtype=float)
 
     def drifted(self, step_sd: np.ndarray) -> GainScales:
         """The same mean one round later: the covariance grows by the random step's, ``diag(step_sd^2)``."""
@@ -253,7 +253,7 @@ def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: 
     ``before`` (with the reason) when the points are not finite or nobody generated (the
     gains then say nothing about the scales).
     """
-    before = before or prior.scales("prior")
+    before = prior.scales("prior") if before is None else before
     design = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)])
     gains = np.asarray(gains, dtype=float)
     kept = replace(before, fitted=False, points=int(gains.size))
