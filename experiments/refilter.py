@@ -72,7 +72,9 @@ def refilter(run: Path) -> list[RefilteredRound]:
     return done
 
 
-def _gain_sum(profiles: list[Profile], game: GameSettings, parameters: tuple[LossCurve, float], images: np.ndarray) -> float:
+def _gain_sum(profiles: list[Profile], game: GameSettings, parameters: tuple[LossCurve, float],
+              images: np.ndarray) -> float:
+    """``sum_i Q_i`` of ``images`` on the game with ``parameters`` (curve and ``eta``)."""
     curve, eta = parameters
     scenario, _ = round_scenario(profiles, replace(game, loss=curve, eta=eta))
     return float(np.sum(quality(scenario, images)))

@@ -183,18 +183,19 @@ def test_the_online_scales_are_the_random_walks_posterior():
     for truth in truths:
         shared, private = gain_terms(scenario, rng.uniform(100, 1500, scenario.size))
         rounds.append((shared, private, truth[0] * shared + truth[1] * private + rng.normal(0, 0.03, scenario.size)))
-    step = (DRIFT * np.array([prior.shared, prior.private])) ** 2
-    start, drift = np.diag([prior.shared_sd**2, prior.private_sd**2]), np.diag(step)
+    start = np.diag([prior.shared_sd**2, prior.private_sd**2])
+    step = np.diag((DRIFT * np.array([prior.shared, prior.private])) ** 2)
     count = len(rounds)
-    covariance = np.block([[start + (min(s, t) * drift) for t in range(count)] for s in range(count)])
+    covariance = np.block([[start + (min(s, t) * step) for t in range(count)] for s in range(count)])
     design = np.zeros((sum(r[2].size for r in rounds), 2 * count))
     for t, (shared, private, _) in enumerate(rounds):
         design[t * scenario.size:(t + 1) * scenario.size, 2 * t:2 * t + 2] = np.column_stack([shared, private])
     mean = np.tile([prior.shared, prior.private], count)
     gains = np.concatenate([r[2] for r in rounds])
-    gain = covariance @ design.T @ np.linalg.inv(design @ covariance @ design.T + prior.noise_sd**2 * np.eye(gains.size))
-    posterior_mean = mean + gain @ (gains - design @ mean)
-    posterior = (covariance - gain @ design @ covariance)[-2:, -2:] + drift
+    innovation = design @ covariance @ design.T + prior.noise_sd**2 * np.eye(gains.size)
+    kalman = covariance @ design.T @ np.linalg.inv(innovation)
+    posterior_mean = mean + kalman @ (gains - design @ mean)
+    posterior = (covariance - kalman @ design @ covariance)[-2:, -2:] + step
     filtered = filter_gain_scales(rounds, prior, DRIFT)
     assert filtered.fitted and filtered.points == gains.size
     assert [filtered.shared, filtered.private] == pytest.approx(posterior_mean[-2:].tolist(), rel=1e-6)
@@ -206,6 +207,20 @@ def test_the_online_scales_are_the_random_walks_posterior():
     latest = np.array(truths[-1])
     assert np.linalg.norm([filtered.shared, filtered.private] - latest) < np.linalg.norm(
         [static.shared, static.private] - latest)  # with the drift the latest round counts most
+
+
+def test_the_calibration_filters_its_rounds_in_order_and_resumes_the_same():
+    scenario, rng = example_scenario(), np.random.default_rng(4)
+    calibration = Calibration(fit_learning_curve(*_points(0.0, noise=0.02), PRIOR), eta=9.0)
+    rounds = []
+    for factor in (1.4, 1.0, 0.6):
+        quotas = rng.uniform(0, 1500, scenario.size)
+        shared, private = gain_terms(scenario, quotas)
+        gains = factor * (shared + calibration.prior.private * private)
+        rounds.append((shared, private, gains))
+        calibration.observe(scenario, quotas, gains)
+    assert calibration.scales == filter_gain_scales(rounds, calibration.prior)
+    assert Calibration.from_state(calibration.to_state()).scales == calibration.scales
 
 
 def test_a_round_with_no_generation_keeps_the_belief_and_still_drifts():
