@@ -86,11 +86,21 @@ def _replayed(replay: dict | None) -> tuple[float | None, float | None, float | 
     return replay["gain_sum"], replay["fork_gain_sum"], replay["pilot_gain_sum"]
 
 
-def drift(rounds: Sequence[RefilteredRound]) -> float | None:
-    """``rms(log(fork / pilot) / sqrt(round - 1))`` over the replayed rounds from round 2 on."""
-    steps = [math.log(r.over_fork / r.pilot) / math.sqrt(r.server_round - 1) for r in rounds
-             if r.server_round > 1 and r.over_fork and r.pilot and r.over_fork / r.pilot > 0]
-    return math.sqrt(float(np.mean(np.square(steps)))) if steps else None
+def drift_steps(rounds: Sequence[RefilteredRound]) -> list[float]:
+    """``log(fork / pilot) / sqrt(round - 1)`` of each replayed round from round 2 on whose
+    gains over the fork and on the pilot's curve are both positive (a log needs them)."""
+    return [math.log(r.over_fork / r.pilot) / math.sqrt(r.server_round - 1) for r in rounds
+            if r.server_round > 1 and r.over_fork is not None and r.pilot is not None
+            and r.over_fork > 0 and r.pilot > 0]
+
+
+def drift_line(rounds: Sequence[RefilteredRound]) -> str:
+    """``drift=<rms of the steps> rounds=<used>/<replayed from round 2>`` (:func:`drift_steps`)."""
+    steps = drift_steps(rounds)
+    replayed = sum(1 for r in rounds if r.server_round > 1 and r.over_fork is not None)
+    if not steps:
+        return f"drift=unmeasured rounds=0/{replayed}"
+    return f"drift={math.sqrt(float(np.mean(np.square(steps)))):.4g} rounds={len(steps)}/{replayed}"
 
 
 def line(run: Path, refiltered: RefilteredRound) -> str:
@@ -110,14 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in args.runs:
         try:
             rounds = refilter(run)
-        except (FileNotFoundError, KeyError) as error:
+        except (FileNotFoundError, KeyError, TypeError) as error:
             print(f"{run}: cannot refilter: {error!r}", file=sys.stderr)
             return 1
         for refiltered in rounds:
             print(line(run, refiltered))
         every += rounds
-    measured = drift(every)
-    print(f"drift={measured:.4g}" if measured is not None else "drift=unmeasured (no replayed round after round 1)")
+    print(drift_line(every))
     return 0
 
 

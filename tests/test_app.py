@@ -19,7 +19,7 @@ from flwr.simulation import run_simulation
 from client_app.app import app as client_app
 from experiments.noise_floor import NOISE_FLOOR, ledger_profiles
 from experiments.noise_floor import main as replay_main
-from experiments.refilter import RefilteredRound, drift, refilter
+from experiments.refilter import RefilteredRound, drift_line, drift_steps, refilter
 from experiments.refilter import main as refilter_main
 from experiments.repilot import REPILOT
 from experiments.repilot import main as repilot_main
@@ -178,11 +178,13 @@ def test_refiltering_a_runs_gains_gives_what_it_was_solved_with(calibrated_run, 
     first = rows[0]["calibration"]
     assert rounds[0].as_run == pytest.approx(sum(first["predicted_quality"]), rel=1e-3)  # rounded quotas
     assert refilter_main([str(run)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("drift=")
+    assert capsys.readouterr().out.splitlines()[-1] == drift_line(rounds)
     steps = [RefilteredRound(1, 0, 0, 1.0, 1.0, 2.0), RefilteredRound(2, 0, 0, 1.0, 0.5, 1.0),
-             RefilteredRound(3, 0, 0, 1.0, 2.0, 1.0)]
-    assert drift(steps) == pytest.approx(math.sqrt((math.log(0.5) ** 2 + math.log(2.0) ** 2 / 2) / 2))
-    assert drift(steps[:1]) is None
+             RefilteredRound(3, 0, 0, 1.0, 2.0, 1.0), RefilteredRound(3, 0, 0, 1.0, -0.1, 1.0)]
+    assert drift_steps(steps) == pytest.approx([math.log(0.5), math.log(2.0) / math.sqrt(2)])
+    expected = math.sqrt((math.log(0.5) ** 2 + math.log(2.0) ** 2 / 2) / 2)
+    assert drift_line(steps) == f"drift={expected:.4g} rounds=2/3"  # a loss over the fork has no log
+    assert drift_line(steps[:1]) == "drift=unmeasured rounds=0/0"
 
 
 def test_a_faulty_client_is_dropped_and_the_run_goes_on(tmp_path, cache_dir):

@@ -3,6 +3,8 @@ scales, the joint (rho, lambda) search, and realised utilities in money."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -122,7 +124,7 @@ def test_calibration_pools_rounds_and_scales_the_curve():
     state = calibration.to_state()  # as a checkpoint written before the prior had standard deviations
     state["prior"] = {"shared": 1.0, "private": scenario.loss.kappa, "fitted": False, "reason": "prior", "r2": None,
                       "points": 0}
-    state["scales"] = {k: v for k, v in state["scales"].items() if not k.endswith("_sd")}
+    state["scales"] = {"shared": 1.0, "private": 0.5, "fitted": True}  # older checkpoints kept their scales
     older = Calibration.from_state(state)
     assert older.prior == calibration.prior and older.parameters() == calibration.parameters()
 
@@ -221,6 +223,8 @@ def test_the_calibration_filters_its_rounds_in_order_and_resumes_the_same():
         calibration.observe(scenario, quotas, gains)
     assert calibration.scales == filter_gain_scales(rounds, calibration.prior)
     assert Calibration.from_state(calibration.to_state()).scales == calibration.scales
+    ledger = json.loads(json.dumps(calibration.scales.to_json()))  # as a ledger's scales_next is read back
+    assert GainScales(**ledger) == calibration.scales and hash(GainScales(**ledger))
 
 
 def test_a_round_with_no_generation_keeps_the_belief_and_still_drifts():

@@ -36,7 +36,7 @@ PHI_FLOOR = 1e-6
 """Least shared-gain scale: the game's curve needs ``a > 0``."""
 DRIFT = 0.5
 """Standard deviation of each round's random step of ``phi`` and ``eta``, relative to the
-pilot's values: the gain of the same images changes as the model trains. Measured on the
+pilot's values (:meth:`GainPrior.step_sd`): the gain of the same images changes as the model trains. Measured on the
 default run's three seeds (docs/model.md section 9): a round's own gain (over a fork of the
 global model trained on real data alone) against the pilot's curve, log-ratio rms 0.48 per
 round elapsed over rounds 2-3 (``python -m experiments.refilter``). The step is additive, of
@@ -156,8 +156,10 @@ def _standard_errors(jacobian: np.ndarray, residuals: np.ndarray, names: list[st
 @dataclass(frozen=True)
 class GainScales:
     """``phi`` (scale of the shared gain) and ``eta`` (weight of the private gain), with
-    their standard deviations: the posterior's without the bounds, or the prior's before
-    any gain (``None`` in ledgers written before the update was Bayesian)."""
+    their standard deviations and covariance: the prior's before any gain, after a round
+    the belief about the next one (the posterior widened by one step of the drift,
+    :func:`filter_gain_scales`), after :func:`fit_gain_scales` alone its posterior's
+    (``None`` in ledgers written before the update was Bayesian)."""
 
     shared: float
     private: float
@@ -169,6 +171,10 @@ class GainScales:
     private_sd: float | None = None
     covariance: tuple[tuple[float, float], tuple[float, float]] | None = None
     """Of ``(phi, eta)``, whose diagonal the two sds are (``None`` in older ledgers)."""
+
+    def __post_init__(self) -> None:
+        if self.covariance is not None:  # read back from JSON as lists
+            object.__setattr__(self, "covariance", tuple(tuple(map(float, row)) for row in self.covariance))
 
     def belief(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of ``(phi, eta)``."""
@@ -207,7 +213,9 @@ class GainPrior:
                                 np.diag([self.shared_sd**2, self.private_sd**2]))
 
     def step_sd(self, drift: float) -> np.ndarray:
-        """The sds of one round's random step of ``(phi, eta)``: ``drift`` times the prior's values."""
+        """The sds of one round's random step of ``(phi, eta)``: ``drift`` times the prior's values
+        (1, and the pilot's ``kappa`` or, without a pilot fit, the configured ``eta``; a prior
+        ``eta`` of 0 does not drift)."""
         return drift * np.array([self.shared, self.private])
 
     def to_json(self) -> dict[str, Any]:
@@ -246,17 +254,18 @@ def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: 
     Each gain has noise ``N(0, prior.noise_sd^2)``; what was believed before the gains is
     ``before`` (mean ``m``, covariance ``P``; default: the prior, :class:`GainPrior`). The
     mean minimises ``sum_j (Q_j - phi x_j - eta z_j)^2 / noise_sd^2 + (s - m)^T P^-1 (s - m)``,
-    solved as bounded least squares on the gains stacked with ``P^-1``'s Cholesky rows
-    (``scipy.optimize.lsq_linear``, ``phi >= PHI_FLOOR``, ``eta >= 0``); the covariance is
-    ``(X^T X / noise_sd^2 + P^-1)^-1``. A round of five gains, each as noisy as the pilot's
-    points, so moves the scales by what it is worth against what was known. Keeps
-    ``before`` (with the reason) when the points are not finite or nobody generated (the
-    gains then say nothing about the scales).
+    solved as bounded least squares on the gains stacked with the rows of ``L^-1``, where
+    ``P = L L^T`` (``scipy.optimize.lsq_linear``, ``phi >= PHI_FLOOR``, ``eta >= 0``); the covariance is
+    ``(X^T X / noise_sd^2 + P^-1)^-1``, the posterior's while no bound is active (at a
+    bound the mean is the constrained mode and the covariance ignores the bound). A round
+    of five gains, each as noisy as the pilot's points, so moves the scales by what it is
+    worth against what was known. Keeps ``before`` (with the reason) when the points are
+    not finite or nobody generated (the gains then say nothing about the scales).
     """
     before = prior.scales("prior") if before is None else before
     design = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)])
     gains = np.asarray(gains, dtype=float)
-    kept = replace(before, fitted=False, points=int(gains.size))
+    kept = replace(before, fitted=False, r2=None, points=int(gains.size))
     if gains.size == 0 or design.shape[0] != gains.size:
         return replace(kept, reason="no realised gains")
     if not (np.all(np.isfinite(design)) and np.all(np.isfinite(gains))):
@@ -264,7 +273,7 @@ def fit_gain_scales(shared_terms: np.ndarray, private_terms: np.ndarray, gains: 
     if not np.any(design):
         return replace(kept, reason="nobody generated: the gains say nothing about the scales")
     mean, covariance = before.belief()
-    root = np.linalg.cholesky(np.linalg.inv(covariance)).T  # root^T root = P^-1
+    root = np.linalg.inv(np.linalg.cholesky(covariance))  # P = L L^T: root = L^-1, root^T root = P^-1
     stacked = np.vstack([design / prior.noise_sd, root])
     targets = np.concatenate([gains / prior.noise_sd, root @ mean])
     shared, private = map(float, lsq_linear(stacked, targets, bounds=([PHI_FLOOR, 0.0], np.inf), method="bvls").x)
@@ -283,9 +292,11 @@ def filter_gain_scales(rounds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
     scales follow a random walk: round 1 starts from the pilot's model, so the prior
     (:func:`gain_prior`) is about round 1; every round's gains update the belief
     (:func:`fit_gain_scales`), and one round's step, ``N(0, diag(step_sd^2))`` with
-    ``step_sd = drift x (1, kappa)``, widens it for the next round. An older gain so counts
-    less the more rounds have passed since, and the pilot is the oldest measurement of all.
-    ``points`` counts every gain so far; ``r2`` is the latest round's.
+    ``step_sd = drift x`` the prior's values (:meth:`GainPrior.step_sd`), widens it for the
+    next round. An older gain so counts less the more rounds have passed since, and the
+    pilot is the oldest measurement of all. While no bound is active this is the exact
+    posterior of the random walk. ``points`` counts every gain so far; ``r2`` is the
+    latest round's (``None`` when it could not update).
     """
     scales, points, step = prior.scales("prior (no round realised yet)"), 0, prior.step_sd(drift)
     for shared, private, gains in rounds:
@@ -329,14 +340,15 @@ class Calibration:
 
     def to_state(self) -> dict[str, Any]:
         """Everything needed to continue the calibration in another process (JSON-ready)."""
-        return {"curve": self.curve.to_json(), "prior": self.prior.to_json(), "scales": self.scales.to_json(),
+        return {"curve": self.curve.to_json(), "prior": self.prior.to_json(),
                 "shared": self._shared, "private": self._private, "gains": self._gains, "rounds": self._rounds}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Calibration:
         """The inverse of :meth:`to_state`: the prior is rebuilt from the curve and the prior
         ``eta``, the scales by filtering the recorded gains again, so a checkpoint written
-        before the prior had standard deviations, or before the filter, resumes too."""
+        before the prior had standard deviations, or before the filter, resumes too (with
+        the filter's scales, not those its run solved its last round with)."""
         calibration = cls(CurveFit.from_json(state["curve"]), eta=state["prior"]["private"])
         calibration._shared, calibration._private = list(state["shared"]), list(state["private"])
         calibration._gains, calibration._rounds = list(state["gains"]), list(state["rounds"])
