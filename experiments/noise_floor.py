@@ -53,7 +53,9 @@ from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import ModelJudge, realised_books
 from strategy.checkpoint import load_checkpoint
-from strategy.game.calibration import CurveFit, gain_prior, gain_terms
+from strategy.game.calibration import CurveFit, calibrated_curve, gain_prior
+from strategy.game.coefficients import quality
+from strategy.game.scenario import LossCurve
 from strategy.ledger import strict_json, write_atomically
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, packed, round_seed
@@ -160,10 +162,23 @@ def curve_gains(fit: CurveFit, game: GameSettings, profiles: Sequence[Profile],
                 images: Sequence[float]) -> np.ndarray:
     """Each organisation's gain that ``fit`` alone predicts for ``images``: ``psi_i G(M)``
     and ``g_i(s_i)`` weighted by the fit's own prior scales (:func:`gain_prior`)."""
-    prior = gain_prior(fit, game.eta)
-    scenario, _ = round_scenario(profiles, replace(game, loss=fit.curve))
-    shared, private = gain_terms(scenario, np.asarray(images, dtype=float))
-    return shared * prior.shared + private * prior.private
+    scales = gain_prior(fit, game.eta).scales("the fit's own prior")
+    return priced_gains(calibrated_curve(fit, scales), game, profiles, images)
+
+
+def priced_gains(parameters: tuple[LossCurve, float], game: GameSettings, profiles: Sequence[Profile],
+                 images: Sequence[float]) -> np.ndarray:
+    """Each organisation's ``Q_i = psi_i G(M) + eta g_i(s_i)`` for ``images`` on the game with
+    ``parameters`` (a curve and ``eta``, as :func:`calibrated_curve` gives them)."""
+    curve, eta = parameters
+    scenario, _ = round_scenario(profiles, replace(game, loss=curve, eta=eta))
+    return quality(scenario, np.asarray(images, dtype=float))
+
+
+def replayed_rounds(run: Path) -> dict[int, dict[str, Any]]:
+    """``noise_floor.json``'s rounds by round number, empty where the replay has not run."""
+    noise = run / NOISE_FLOOR
+    return {r["round"]: r for r in json.loads(noise.read_text())["rounds"]} if noise.exists() else {}
 
 
 def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | None:

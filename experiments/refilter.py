@@ -29,13 +29,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from experiments.noise_floor import NOISE_FLOOR, ledger_profiles, pilot_curve
+from experiments.noise_floor import ledger_profiles, pilot_curve, priced_gains, replayed_rounds
 from server_app.config import game_settings
 from strategy.game.calibration import Calibration, CurveFit, GainScales, calibrated_curve
-from strategy.game.coefficients import quality
-from strategy.game.scenario import LossCurve
-from strategy.profiles import GameSettings, round_scenario
-from strategy.protocol import Profile
+from strategy.profiles import round_scenario
 
 
 @dataclass(frozen=True)
@@ -55,8 +52,7 @@ def refilter(run: Path) -> list[RefilteredRound]:
     cfg = OmegaConf.load(run / "config.yaml")
     rows = json.loads((run / "ledger.json").read_text())
     game = game_settings(cfg)
-    noise = run / NOISE_FLOOR
-    replayed = {r["round"]: r for r in json.loads(noise.read_text())["rounds"]} if noise.exists() else {}
+    replayed = replayed_rounds(run)
     calibration = Calibration(pilot_curve(run, game), game.eta)
     done = []
     for row in rows:
@@ -65,19 +61,12 @@ def refilter(run: Path) -> list[RefilteredRound]:
         images = np.asarray(row["images"], dtype=float)
         used = row["calibration"]
         as_run = calibrated_curve(CurveFit.from_json(used["curve"]), GainScales(**used["scales_used"]))
-        sums = [_gain_sum(profiles, game, parameters, images) for parameters in (as_run, calibration.parameters())]
+        sums = [float(np.sum(priced_gains(parameters, game, profiles, images)))
+                for parameters in (as_run, calibration.parameters())]
         done.append(RefilteredRound(row["round"], *sums, *_replayed(replayed.get(row["round"]))))
         pilot_scenario, _ = round_scenario(profiles, replace(game, loss=calibration.curve.curve))
         calibration.observe(pilot_scenario, images, np.asarray(used["realised_quality"], dtype=float))
     return done
-
-
-def _gain_sum(profiles: list[Profile], game: GameSettings, parameters: tuple[LossCurve, float],
-              images: np.ndarray) -> float:
-    """``sum_i Q_i`` of ``images`` on the game with ``parameters`` (curve and ``eta``)."""
-    curve, eta = parameters
-    scenario, _ = round_scenario(profiles, replace(game, loss=curve, eta=eta))
-    return float(np.sum(quality(scenario, images)))
 
 
 def _replayed(replay: dict | None) -> tuple[float | None, float | None, float | None]:

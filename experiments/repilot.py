@@ -35,11 +35,11 @@ from omegaconf import OmegaConf
 
 from client_app.app import pilot_points
 from experiments.noise_floor import (
-    NOISE_FLOOR,
     ReplayError,
     consortium_generator,
     curve_gains,
     ledger_profiles,
+    replayed_rounds,
     starting_models,
 )
 from server_app.config import game_settings, server_cache, silo_settings
@@ -89,12 +89,12 @@ def repilot(run: Path, rounds: Sequence[int] = ()) -> Iterator[RepilotRound]:
                            float(np.sum(row["calibration"]["predicted_quality"])))
 
 
-def line(run: Path, repiloted: RepilotRound, replayed: dict[int, dict] | None) -> str:
+def line(run: Path, repiloted: RepilotRound, replayed: dict[int, dict]) -> str:
     curve = repiloted.fit.curve
     text = (f"{run.name} round {repiloted.server_round}: refit a={curve.a:.3f} b={curve.b:.3f} "
             f"kappa={curve.kappa:.3f} (R^2 {repiloted.fit.r2}{'' if repiloted.fit.fitted else ', prior kept'}); "
             f"sum Q refit {repiloted.predicted_gain_sum:.3f}, game {repiloted.game_gain_sum:.3f}")
-    if replayed and repiloted.server_round in replayed:
+    if repiloted.server_round in replayed:
         noise = replayed[repiloted.server_round]
         text += f", replicates over the twin {noise['gain_sum']:.3f}, over a fork {noise['fork_gain_sum']:.3f}"
     return text
@@ -105,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="results directory of a run made with keep_checkpoints=true")
     parser.add_argument("--rounds", type=int, nargs="+", default=(), help="only these rounds (default: every round)")
     args = parser.parse_args(argv)
-    noise = args.run / NOISE_FLOOR
-    replayed = {r["round"]: r for r in json.loads(noise.read_text())["rounds"]} if noise.exists() else None
+    replayed = replayed_rounds(args.run)
     done = []
     try:
         for repiloted in repilot(args.run, args.rounds):

@@ -86,7 +86,7 @@ __all__ = [
     "RUN_CONFIG_OVERRIDES", "SEED_STREAMS", "SETTINGS", "SETTINGS_VERSION", "TWIN", "WARMUP", "WARMUP_ACTION",
     "EvaluateOrder", "EvaluateReport", "NodeConfig", "PilotOrder", "PilotReport", "Profile", "ProtocolError",
     "SiloSettings", "TrainOrder", "TrainReport", "WarmupOrder", "WarmupReport", "array_digest", "check_arrays",
-    "checked", "load_packed", "order_content", "packed", "per_partition", "profile_content", "query_content", "read", "read_node_config",
-    "read_order", "read_profile", "read_query", "read_report", "read_settings", "report_content", "round_seed",
-    "unpacked", "wire_key", "write",
+    "checked", "load_packed", "order_content", "packed", "per_partition", "profile_content", "query_content", "read",
+    "read_node_config", "read_order", "read_profile", "read_query", "read_report", "read_settings", "report_content",
+    "round_seed", "unpacked", "wire_key", "write",
 ]
