@@ -21,7 +21,11 @@ Two diagnostics come with it. Each replicate also trains a fork, a real-only mod
 the round's *main* global model: the gain over it is this round's generation alone,
 while the gain over the persistent twin also carries the lead of earlier rounds' images.
 And beside the game's prediction stands what the pilot's curve alone (before any online
-correction) predicts for the images made.
+correction) predicts for the images made. Each round also says how far the draw and the
+replicates' mean lie from the prediction in the prediction's own standard deviation (the
+ledger's ``predicted_welfare_sd``), and how often the issue's target (``TARGET_GAP``) is met
+against one replicate's welfare, by the prediction and by the mean of the other replicates:
+what a prediction of the expectation could reach against one draw.
 
     python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8] [--rounds 2 3]
 
@@ -92,6 +96,9 @@ class ReplayedRound:
     fork_welfares: tuple[float, ...]
     pilot_gains: tuple[float, ...]
     """The gains the pilot's curve alone (no online correction) predicts for the images made."""
+    predicted_sd: dict[str, float] | None = None
+    """The prediction's standard deviation as the ledger gives it (``scales``, ``draw``,
+    ``total``; ``None`` in ledgers written before it was recorded)."""
 
     def to_json(self) -> dict[str, Any]:
         """The round's numbers: the replicates' mean with its 95% t-interval and standard
@@ -115,7 +122,26 @@ class ReplayedRound:
             "replicate_fork_gains": [list(g) for g in self.fork_gains],
             "fork_welfare": fork.mean, "fork_interval": [fork.low, fork.high],
             "fork_gap_to_mean": _ratio(self.predicted - fork.mean, abs(fork.mean)),
+            "predicted_sd": self.predicted_sd,
+            "z": _ratio(self.realised - self.predicted, (self.predicted_sd or {}).get("total", 0.0)),
+            "mean_z": _ratio(mean.mean - self.predicted, (self.predicted_sd or {}).get("scales", 0.0)),
+            "target_met": {"prediction": target_met(np.full(len(self.welfares), self.predicted), self.welfares),
+                           "mean": target_met(leave_one_out_means(self.welfares), self.welfares)},
         }
+
+
+def target_met(predictions: np.ndarray, welfares: Sequence[float]) -> float:
+    """The share of replicates whose welfare ``W_k`` its prediction ``p_k`` meets issue #10's
+    target against: ``|p_k - W_k| <= TARGET_GAP |W_k|``."""
+    draws = np.asarray(welfares, dtype=float)
+    return float(np.mean(np.abs(np.asarray(predictions) - draws) <= TARGET_GAP * np.abs(draws)))
+
+
+def leave_one_out_means(welfares: Sequence[float]) -> np.ndarray:
+    """For each replicate, the mean of the others: a prediction that knows the expectation
+    (as well as the other replicates tell it) but not the draw it is judged against."""
+    draws = np.asarray(welfares, dtype=float)
+    return (draws.sum() - draws) / (draws.size - 1)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -222,7 +248,8 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         yield ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
                             welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
                             tuple(row["calibration"]["predicted_quality"]), tuple(map(tuple, fork_gains.tolist())),
-                            welfares(fork_gains), tuple(curve_gains(pilot, game, profiles, row["images"])))
+                            welfares(fork_gains), tuple(curve_gains(pilot, game, profiles, row["images"])),
+                            row["calibration"].get("predicted_welfare_sd"))
 
 
 def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: dict,
@@ -253,6 +280,9 @@ def line(run: Path, replayed: ReplayedRound) -> str:
             f"gap to mean {_text(n['gap_to_mean'])}; gap in sd {_text(n['gap_in_sd'])}); sum Q predicted "
             f"{n['predicted_gain_sum']:.3f} (pilot's curve alone {n['pilot_gain_sum']:.3f}), over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
             f"fork welfare {n['fork_welfare']:.1f} (gap {_text(n['fork_gap_to_mean'])}); "
+            f"predicted sd {_text((n['predicted_sd'] or {}).get('total'))} (z {_text(n['z'])}, "
+            f"mean's z {_text(n['mean_z'])}); target met against the replicates by the prediction "
+            f"{n['target_met']['prediction']:.2f}, by their mean {n['target_met']['mean']:.2f}; "
             f"reproduced to {n['reproduced']:.1g}")
 
 

@@ -23,8 +23,9 @@ def plot_run(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
         }),
         _lines(directory / "welfare.png", "Social welfare per round", rounds, "welfare", {
             "realised": [row.get("realised_welfare") for row in rows],
-            "predicted (game)": [row.get("predicted_welfare") for row in rows],
-        }),
+            "predicted (game) ± 1 sd": [row.get("responder_predicted_welfare", row.get("predicted_welfare"))
+                                        for row in rows],
+        }, spreads={"predicted (game) ± 1 sd": [_welfare_sd(row) for row in rows]}),
         _per_org(directory / "quotas.png", "Quota per organisation", rows, "orgs", "quotas", "synthetic images"),
         _per_org(directory / "transfers.png", "Transfer per organisation", rows, "responders", "transfers",
                  "transfer"),
@@ -82,12 +83,25 @@ def plot_learning_curve(pilot: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[str, list]) -> Path:
+def _welfare_sd(row: dict[str, Any]) -> float | None:
+    """The round's predicted welfare's standard deviation (``None`` before it was recorded)."""
+    return row.get("calibration", {}).get("predicted_welfare_sd", {}).get("total")
+
+
+def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[str, list],
+           spreads: dict[str, list] | None = None) -> Path:
+    """One line per series; a series with ``spreads`` (a standard deviation per round) is
+    drawn with a band of one standard deviation either side."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, values in series.items():
         points = [(r, v) for r, v in zip(rounds, values) if v is not None]
         if points:
-            axes.plot(*zip(*points), marker="o", label=label)
+            (line,) = axes.plot(*zip(*points), marker="o", label=label)
+        band = [(r, v, sd) for r, v, sd in zip(rounds, values, (spreads or {}).get(label, ()))
+                if v is not None and sd is not None]
+        if band:
+            at, centre, sd = map(np.array, zip(*band))
+            axes.fill_between(at, centre - sd, centre + sd, color=line.get_color(), alpha=0.2)
     axes.set(title=title, xlabel="round", ylabel=ylabel)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend()

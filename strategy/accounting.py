@@ -6,7 +6,9 @@ measurement judges their returned models on the server's own data: the realised 
 gain of each is its main model's validation accuracy minus its twin's. Costs are the
 compute seconds a silo spent, converted to its organisation's hardware in simulation,
 times its price; transfers follow the same rule as the
-prediction, paid on the images actually generated, capped. The calibration then learns
+prediction, paid on the images actually generated, capped. The prediction comes with its
+standard deviation, from the calibration's belief and one draw's noise, and the realised
+welfare's distance from it in those units (``welfare_z``). The calibration then learns
 from the realised gains.
 """
 
@@ -22,6 +24,7 @@ from flwr.app import ArrayRecord
 from flwr.common import log
 
 from strategy.game.calibration import Calibration
+from strategy.game.coefficients import welfare_weights
 from strategy.game.mechanism import Redistribution
 from strategy.game.policies import Solution
 from strategy.game.realised import RealisedRound, realised_round
@@ -111,6 +114,7 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
     realised = realised_books(scenario, plan.game, predicted.rho, predicted.mix, gains, images, spent, transfer_cap)
     scales_used = calibration.scales
     pilot_scenario, _ = round_scenario(profiles, replace(plan.game, loss=calibration.curve.curve))
+    spread = calibration.spread(pilot_scenario, predicted.quotas, welfare_weights(scenario))
     scales_next = calibration.observe(pilot_scenario, images, gains)
     welfare_gap = (predicted.social_welfare - realised.social_welfare) / max(abs(realised.social_welfare), 1e-12)
     return {
@@ -149,6 +153,8 @@ def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibr
             "predicted_ir": predicted.individually_rational.tolist(),
             "realised_ir": realised.individually_rational.tolist(),
             "welfare_gap": welfare_gap,
+            "predicted_welfare_sd": spread.to_json(),
+            "welfare_z": (realised.social_welfare - predicted.social_welfare) / spread.total if spread.total else None,
         },
     }
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from server_app.app import make_server_app
 from server_app.config import compose_config, game_settings
 from strategy import protocol
 from strategy.checkpoint import load_checkpoint
+from strategy.game.calibration import CurveFit, GainScales, gain_terms
 from strategy.game.policies import solve
 from strategy.profiles import round_scenario
 from strategy.protocol import round_seed
@@ -113,6 +115,32 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
         assert row["realised_ir_count"] == int(np.sum(expected >= 0))
 
 
+def test_the_predicted_welfare_sd_is_the_formula_on_the_recorded_numbers(calibrated_run):
+    """``Var W = (X^T w)^T P (X^T w) + s^2 w^T w`` (docs/model.md section 9) from the row's
+    own curve, belief and quotas, with the welfare weights written out for a uniform rivalry;
+    and the prediction it is the spread of is the belief's mean."""
+    cfg, rows, _, _ = calibrated_run
+    game = game_settings(cfg)
+    for row in rows:
+        calibration = row["calibration"]
+        recorded = ledger_profiles(row)
+        curve = CurveFit.from_json(calibration["curve"]).curve
+        pilot, _ = round_scenario([recorded[p] for p in row["responders"]], replace(game, loss=curve))
+        design = np.column_stack(gain_terms(pilot, np.array(row["solution"]["quotas"])))
+        scales = GainScales(**calibration["scales_used"])
+        assert np.allclose(design @ [scales.shared, scales.private], calibration["predicted_quality"], rtol=1e-9)
+        theta, gamma, size = np.array([p["value"] for p in row["reported"]]), cfg.game.gamma, design.shape[0]
+        weights = theta * (1 + gamma) - gamma * (theta.sum() - theta) / (size - 1)
+        exposure = design.T @ weights
+        belief = math.sqrt(exposure @ np.array(scales.covariance) @ exposure)
+        draw = calibration["prior"]["noise_sd"] * math.sqrt(weights @ weights)
+        assert calibration["predicted_welfare_sd"] == pytest.approx(
+            {"scales": belief, "draw": draw, "total": math.hypot(belief, draw)}, rel=1e-9)
+        assert belief > 0 and draw > 0
+        assert calibration["welfare_z"] == pytest.approx(
+            (row["realised_welfare"] - row["responder_predicted_welfare"]) / math.hypot(belief, draw), rel=1e-9)
+
+
 def test_the_value_band_brackets_round_one_with_the_runs_own_game(calibrated_run, capsys):
     cfg, rows, _, run = calibrated_run
     first = rows[0]
@@ -160,6 +188,14 @@ def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_
         assert again["replicate_welfare"][0] == pytest.approx(row["realised_welfare"], rel=1e-9, abs=1e-9)
         assert again["predicted_welfare"] == row["responder_predicted_welfare"]
         assert again["sd"] > 0  # other training seeds, other models
+        spread = row["calibration"]["predicted_welfare_sd"]
+        assert again["predicted_sd"] == spread
+        assert again["z"] == pytest.approx((row["realised_welfare"] - again["predicted_welfare"]) / spread["total"])
+        assert again["mean_z"] == pytest.approx((again["mean"] - again["predicted_welfare"]) / spread["scales"])
+        draws = np.array(again["replicate_welfare"])
+        met = np.abs(again["predicted_welfare"] - draws) <= 0.35 * np.abs(draws)
+        assert again["target_met"]["prediction"] == met.mean()
+        assert again["target_met"]["mean"] == np.mean(np.abs(draws[::-1] - draws) <= 0.35 * np.abs(draws))
     first, second = written["rounds"]
     # Round 1 is solved on the pilot's curve: the game predicts what the curve alone does.
     assert first["predicted_gain_sum"] == pytest.approx(first["pilot_gain_sum"], rel=0.02)

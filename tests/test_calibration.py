@@ -4,6 +4,7 @@ scales, the joint (rho, lambda) search, and realised utilities in money."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from game_scenarios import example_scenario, scenarios
 from strategy.game.calibration import (DRIFT, GAIN_NOISE_SD, WEAK_PRIOR_SD, Calibration, CurveFit, GainPrior,
                                       GainScales, filter_gain_scales, fit_gain_scales, fit_learning_curve,
-                                      gain_prior, gain_terms)
+                                      calibrated_curve, gain_prior, gain_terms, welfare_spread)
+from strategy.game.coefficients import quality, social_welfare, welfare_weights
 from strategy.game.mechanism import MechanismConfig, Redistribution, predict
 from strategy.game.policies import solve
 from strategy.game.realised import realised_round
@@ -237,3 +239,41 @@ def test_a_round_with_no_generation_keeps_the_belief_and_still_drifts():
     assert filtered.shared_sd == pytest.approx(np.hypot(0.2, DRIFT)) and filtered.points == scenario.size
     with pytest.raises(ValueError, match="covariance"):  # an older ledger's scales: no belief to update
         fit_gain_scales(np.full(scenario.size, 0.01), *nothing[1:], prior, GainScales(1.0, 0.8, fitted=True))
+
+
+def test_the_welfare_is_linear_in_the_qualities_with_the_welfare_weights():
+    rng = np.random.default_rng(5)
+    gamma = rng.uniform(0, 0.5, (5, 5))
+    np.fill_diagonal(gamma, 0.0)
+    scenario = example_scenario(gamma=gamma.tolist(), value=[80.0, 120.0, 100.0, 60.0, 150.0])
+    weights, quotas = welfare_weights(scenario), rng.uniform(0, 1000, scenario.size)
+    rule = Redistribution(rate=0.6, mix=0.4, price=0.05)
+    for _ in range(3):
+        gains, spent = rng.normal(0.05, 0.05, scenario.size), rng.uniform(0, 20, scenario.size)
+        realised = realised_round(scenario, gains, quotas, spent, rule)  # transfers included: they cancel
+        assert realised.social_welfare == pytest.approx(weights @ gains - spent.sum(), rel=1e-12)
+    assert social_welfare(scenario, quotas) == pytest.approx(
+        weights @ quality(scenario, quotas) - scenario.cost @ quotas, rel=1e-12)
+
+
+def test_the_welfare_spread_is_the_predictive_standard_deviation():
+    """Sampling the scales from the belief and one draw's gains around them: the welfare's
+    spread is the stated one, and its mean the welfare solved with the belief's mean."""
+    scenario, rng = example_scenario(gamma=1.0), np.random.default_rng(6)
+    prior = GainPrior(1.0, 0.8, shared_sd=0.2, private_sd=0.15, noise_sd=0.03)
+    observed = gain_terms(scenario, rng.uniform(100, 1500, scenario.size))
+    scales = filter_gain_scales([(*observed, 1.2 * observed[0] + 0.7 * observed[1])], prior)
+    quotas = rng.uniform(100, 1500, scenario.size)
+    shared, private = gain_terms(scenario, quotas)
+    weights = welfare_weights(scenario)
+    spread = welfare_spread(shared, private, weights, scales, prior.noise_sd)
+    mean, covariance = scales.belief()
+    draws = rng.multivariate_normal(mean, covariance, 400_000)
+    expected = draws @ np.vstack([shared, private]) @ weights
+    welfare = expected + rng.normal(0.0, prior.noise_sd, (draws.shape[0], scenario.size)) @ weights
+    assert np.std(expected) == pytest.approx(spread.scales, rel=0.01)
+    assert np.std(welfare) == pytest.approx(spread.total, rel=0.01)
+    assert spread.draw == pytest.approx(prior.noise_sd * np.linalg.norm(weights))
+    loss, eta = calibrated_curve(CurveFit.kept(scenario.loss, "the example's curve"), scales)
+    solved = social_welfare(replace(scenario, loss=loss, eta=eta), quotas)
+    assert solved == pytest.approx(np.mean(welfare) - scenario.cost @ quotas, rel=0.01)

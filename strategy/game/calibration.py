@@ -12,7 +12,9 @@ Two fits, both bounded least squares (scipy):
   gain and the weight ``eta`` of the private gain (both ``>= 0``) from what was believed
   before (first the pilot's prior, :func:`gain_prior`): the posterior mean under Gaussian
   noise, so that one noisy round moves them by what it is worth. Between rounds the
-  scales drift (:func:`filter_gain_scales`): a Kalman filter on a random walk.
+  scales drift (:func:`filter_gain_scales`): a Kalman filter on a random walk. The
+  belief and the gains' noise give each round's predicted welfare its standard deviation
+  (:func:`welfare_spread`).
 
 A fit that has too few or degenerate points, or explains less than a constant would,
 keeps the prior and says why.
@@ -307,6 +309,43 @@ def filter_gain_scales(rounds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
     return scales
 
 
+@dataclass(frozen=True)
+class WelfareSpread:
+    """The standard deviation of a round's realised welfare about its prediction, in money:
+    from what is not known about the scales and from one draw's noise (:func:`welfare_spread`)."""
+
+    scales: float
+    """From the belief about ``(phi, eta)``: how far the expected welfare may lie from the prediction."""
+    draw: float
+    """From one round's training noise: how far one realised welfare lies from its expectation."""
+
+    @property
+    def total(self) -> float:
+        """Both together (independent): how far one realised welfare may lie from the prediction."""
+        return float(np.hypot(self.scales, self.draw))
+
+    def to_json(self) -> dict[str, float]:
+        return {"scales": self.scales, "draw": self.draw, "total": self.total}
+
+
+def welfare_spread(shared_terms: np.ndarray, private_terms: np.ndarray, weights: np.ndarray,
+                   scales: GainScales, noise_sd: float) -> WelfareSpread:
+    """The predictive spread of ``W = sum_j w_j Q_j - cost`` with ``Q = X (phi, eta) + eps``.
+
+    ``X`` holds the regressors (:func:`gain_terms`), ``(phi, eta) ~ N(m, P)`` is the belief
+    a round is solved with, ``eps ~ N(0, noise_sd^2 I)`` one draw's gain noise (the same
+    model as :func:`fit_gain_scales`) and ``w`` the welfare's weights
+    (:func:`strategy.game.coefficients.welfare_weights`). Then
+    ``Var W = (X^T w)^T P (X^T w) + noise_sd^2 w^T w``; the two terms are
+    :attr:`WelfareSpread.scales` and :attr:`WelfareSpread.draw` squared. The cost is priced,
+    not predicted, and adds nothing here.
+    """
+    _, covariance = scales.belief()
+    exposure = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)]).T @ weights
+    return WelfareSpread(scales=float(np.sqrt(exposure @ covariance @ exposure)),
+                         draw=float(noise_sd * np.linalg.norm(weights)))
+
+
 def calibrated_curve(fit: CurveFit, scales: GainScales) -> tuple[LossCurve, float]:
     """The game's curve and ``eta`` for the next round: ``G`` scaled by ``phi`` (``a`` and
     ``kappa`` scale, ``b`` stays), the private gain weighted by ``eta``."""
@@ -354,6 +393,12 @@ class Calibration:
         calibration._gains, calibration._rounds = list(state["gains"]), list(state["rounds"])
         calibration.scales = calibration._filtered()
         return calibration
+
+    def spread(self, pilot_scenario: Scenario, quotas: np.ndarray, weights: np.ndarray) -> WelfareSpread:
+        """The predictive spread of the welfare of a round solved with the current scales at
+        ``quotas`` (:func:`welfare_spread`; ``pilot_scenario`` as in :meth:`observe`)."""
+        shared, private = gain_terms(pilot_scenario, np.asarray(quotas, dtype=float))
+        return welfare_spread(shared, private, weights, self.scales, self.prior.noise_sd)
 
     def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray) -> GainScales:
         """Add a round's realised gains (``pilot_scenario``: the responders with the pilot's curve)

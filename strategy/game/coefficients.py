@@ -66,6 +66,12 @@ def social_welfare(scenario: Scenario, quotas: np.ndarray) -> float:
     return float(utilities(scenario, quotas).sum())
 
 
+def welfare_weights(scenario: Scenario) -> np.ndarray:
+    """``dSW / dQ_j = theta_j (1 + Gamma_j) - sum_i theta_i gamma_ij``: the welfare is
+    ``sum_j w_j Q_j - sum_i c_i s_i``, linear in the qualities (model.md section 3)."""
+    return scenario.value * (1.0 + scenario.competition.row_sums()) - scenario.competition.hurt_by(scenario.value)
+
+
 @dataclass(frozen=True, eq=False)
 class Coefficients:
     """Own-decision coefficients: org i maximises ``A_i G(M) + B_i g_i(s_i) - c_i s_i``.
