@@ -337,8 +337,8 @@ def welfare_spread(shared_terms: np.ndarray, private_terms: np.ndarray, weights:
     model as :func:`fit_gain_scales`) and ``w`` the welfare's weights
     (:func:`strategy.game.coefficients.welfare_weights`). Then
     ``Var W = (X^T w)^T P (X^T w) + noise_sd^2 w^T w``; the two terms are
-    :attr:`WelfareSpread.scales` and :attr:`WelfareSpread.draw` squared. The cost is priced,
-    not predicted, and adds nothing here.
+    :attr:`WelfareSpread.scales` and :attr:`WelfareSpread.draw` squared. The cost's own
+    noise (the seconds a silo measures against its compute profile) is not in it.
     """
     _, covariance = scales.belief()
     exposure = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)]).T @ weights
