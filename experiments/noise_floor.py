@@ -21,11 +21,12 @@ Two diagnostics come with it. Each replicate also trains a fork, a real-only mod
 the round's *main* global model: the gain over it is this round's generation alone,
 while the gain over the persistent twin also carries the lead of earlier rounds' images.
 And beside the game's prediction stands what the pilot's curve alone (before any online
-correction) predicts for the images made. Each round also says how far the draw and the
-replicates' mean lie from the prediction in the prediction's own standard deviation (the
-ledger's ``predicted_welfare_sd``), and how often the issue's target (``TARGET_GAP``) is met
-against one replicate's welfare, by the prediction and by the mean of the other replicates:
-what a prediction of the expectation could reach against one draw.
+correction) predicts for the images made. Each round also says how far the replicates'
+mean lies from the prediction in the prediction's own standard deviation (the ledger's
+``predicted_welfare_sd``, which also gives the draw's ``welfare_z``), and how often the
+issue's target (``TARGET_GAP``) is met against one replicate's welfare, by the prediction
+and by the mean of the other replicates: what a prediction of the expectation could reach
+against one draw.
 
     python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8] [--rounds 2 3]
 
@@ -123,11 +124,19 @@ class ReplayedRound:
             "fork_welfare": fork.mean, "fork_interval": [fork.low, fork.high],
             "fork_gap_to_mean": _ratio(self.predicted - fork.mean, abs(fork.mean)),
             "predicted_sd": self.predicted_sd,
-            "z": _ratio(self.realised - self.predicted, (self.predicted_sd or {}).get("total", 0.0)),
-            "mean_z": _ratio(mean.mean - self.predicted, (self.predicted_sd or {}).get("scales", 0.0)),
+            "mean_z": _ratio(mean.mean - self.predicted, self._mean_sd()),
             "target_met": {"prediction": target_met(np.full(len(self.welfares), self.predicted), self.welfares),
                            "mean": target_met(leave_one_out_means(self.welfares), self.welfares)},
         }
+
+
+    def _mean_sd(self) -> float:
+        """How far the mean of the replicates may lie from the prediction: the belief's sd
+        and the draw's, shrunk by the replicates' number, ``hypot(scales, draw / sqrt(R))``
+        (0 where the ledger has no spread)."""
+        if self.predicted_sd is None:
+            return 0.0
+        return float(np.hypot(self.predicted_sd["scales"], self.predicted_sd["draw"] / np.sqrt(len(self.welfares))))
 
 
 def target_met(predictions: np.ndarray, welfares: Sequence[float]) -> float:
@@ -280,8 +289,7 @@ def line(run: Path, replayed: ReplayedRound) -> str:
             f"gap to mean {_text(n['gap_to_mean'])}; gap in sd {_text(n['gap_in_sd'])}); sum Q predicted "
             f"{n['predicted_gain_sum']:.3f} (pilot's curve alone {n['pilot_gain_sum']:.3f}), over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
             f"fork welfare {n['fork_welfare']:.1f} (gap {_text(n['fork_gap_to_mean'])}); "
-            f"predicted sd {_text((n['predicted_sd'] or {}).get('total'))} (z {_text(n['z'])}, "
-            f"mean's z {_text(n['mean_z'])}); target met against the replicates by the prediction "
+            f"predicted sd {_text((n['predicted_sd'] or {}).get('total'))} (mean's z {_text(n['mean_z'])}); target met against the replicates by the prediction "
             f"{n['target_met']['prediction']:.2f}, by their mean {n['target_met']['mean']:.2f}; "
             f"reproduced to {n['reproduced']:.1g}")
 

@@ -13,6 +13,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+PREDICTED = "predicted (game, answering organisations) ± 1 sd"
+"""The welfare plot's prediction: the game re-solved over those who answered, as the ledger's
+``responder_predicted_welfare`` (the plan's ``predicted_welfare`` where no one did)."""
+
+
 def plot_run(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
     """Accuracy, welfare, quotas and transfers per round; returns the files written."""
     rounds = [row["round"] for row in rows]
@@ -23,9 +28,8 @@ def plot_run(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
         }),
         _lines(directory / "welfare.png", "Social welfare per round", rounds, "welfare", {
             "realised": [row.get("realised_welfare") for row in rows],
-            "predicted (game) ± 1 sd": [row.get("responder_predicted_welfare", row.get("predicted_welfare"))
-                                        for row in rows],
-        }, spreads={"predicted (game) ± 1 sd": [_welfare_sd(row) for row in rows]}),
+            PREDICTED: [row.get("responder_predicted_welfare", row.get("predicted_welfare")) for row in rows],
+        }, spreads={PREDICTED: [_welfare_sd(row) for row in rows]}),
         _per_org(directory / "quotas.png", "Quota per organisation", rows, "orgs", "quotas", "synthetic images"),
         _per_org(directory / "transfers.png", "Transfer per organisation", rows, "responders", "transfers",
                  "transfer"),
@@ -95,8 +99,9 @@ def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, values in series.items():
         points = [(r, v) for r, v in zip(rounds, values) if v is not None]
-        if points:
-            (line,) = axes.plot(*zip(*points), marker="o", label=label)
+        if not points:
+            continue
+        (line,) = axes.plot(*zip(*points), marker="o", label=label)
         band = [(r, v, sd) for r, v, sd in zip(rounds, values, (spreads or {}).get(label, ()))
                 if v is not None and sd is not None]
         if band:

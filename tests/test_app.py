@@ -129,7 +129,8 @@ def test_the_predicted_welfare_sd_is_the_formula_on_the_recorded_numbers(calibra
         design = np.column_stack(gain_terms(pilot, np.array(row["solution"]["quotas"])))
         scales = GainScales(**calibration["scales_used"])
         assert np.allclose(design @ [scales.shared, scales.private], calibration["predicted_quality"], rtol=1e-9)
-        theta, gamma, size = np.array([p["value"] for p in row["reported"]]), cfg.game.gamma, design.shape[0]
+        theta = np.array([recorded[p].value for p in row["responders"]])
+        gamma, size = cfg.game.gamma, design.shape[0]
         weights = theta * (1 + gamma) - gamma * (theta.sum() - theta) / (size - 1)
         exposure = design.T @ weights
         belief = math.sqrt(exposure @ np.array(scales.covariance) @ exposure)
@@ -190,8 +191,8 @@ def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_
         assert again["sd"] > 0  # other training seeds, other models
         spread = row["calibration"]["predicted_welfare_sd"]
         assert again["predicted_sd"] == spread
-        assert again["z"] == pytest.approx((row["realised_welfare"] - again["predicted_welfare"]) / spread["total"])
-        assert again["mean_z"] == pytest.approx((again["mean"] - again["predicted_welfare"]) / spread["scales"])
+        assert again["mean_z"] == pytest.approx(
+            (again["mean"] - again["predicted_welfare"]) / math.hypot(spread["scales"], spread["draw"] / math.sqrt(2)))
         draws = np.array(again["replicate_welfare"])
         met = np.abs(again["predicted_welfare"] - draws) <= 0.35 * np.abs(draws)
         assert again["target_met"]["prediction"] == met.mean()

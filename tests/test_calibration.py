@@ -276,4 +276,5 @@ def test_the_welfare_spread_is_the_predictive_standard_deviation():
     assert spread.draw == pytest.approx(prior.noise_sd * np.linalg.norm(weights))
     loss, eta = calibrated_curve(CurveFit.kept(scenario.loss, "the example's curve"), scales)
     solved = social_welfare(replace(scenario, loss=loss, eta=eta), quotas)
-    assert solved == pytest.approx(np.mean(welfare) - scenario.cost @ quotas, rel=0.01)
+    assert solved == pytest.approx(weights @ np.vstack([shared, private]).T @ mean - scenario.cost @ quotas, rel=1e-12)
+    assert np.mean(welfare) == pytest.approx(weights @ np.vstack([shared, private]).T @ mean, rel=0.01)

@@ -13,7 +13,8 @@ from scipy import stats
 from experiments.claims import (IN_PART, NOT_TESTED, equilibria_beat_baselines, generation_rises,
                                 redistribution_internalises, welfare_peaks_at_moderate_rate)
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
-from experiments.noise_floor import ReplayError, ReplayedRound, replay, replicate_seeds, starting_models
+from experiments.noise_floor import (ReplayError, ReplayedRound, leave_one_out_means, replay, replicate_seeds,
+                                     starting_models, target_met)
 from experiments.noise_floor import main as replay_main
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
@@ -235,8 +236,13 @@ def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean
     replayed = ReplayedRound(3, predicted=120.0, realised=80.0, welfares=(80.0, 100.0, 120.0),
                              gains=((0.1, 0.2), (0.1, 0.3), (0.1, 0.4)), reproduced=0.0,
                              predicted_gains=(0.2, 0.3), fork_gains=((0.0, 0.1),) * 3, fork_welfares=(60.0,) * 3,
-                             pilot_gains=(0.1, 0.1))
+                             pilot_gains=(0.1, 0.1), predicted_sd={"scales": 30.0, "draw": 40.0, "total": 50.0})
     numbers = replayed.to_json()
+    assert numbers["mean_z"] == pytest.approx(-20.0 / math.hypot(30.0, 40.0 / math.sqrt(3)))
+    # |120 - W| <= 0.35 |W| for W = 100 and 120, not 80; the others' means 110, 100, 90 meet 100 and 120 too
+    assert numbers["target_met"] == pytest.approx({"prediction": 2 / 3, "mean": 2 / 3})
+    assert leave_one_out_means([1.0, 2.0, 3.0, 10.0]) == pytest.approx([5.0, 14 / 3, 13 / 3, 2.0])
+    assert target_met(np.array([10.0, 2.8, 0.0]), [8.0, 2.0, -1.0]) == pytest.approx(1 / 3)
     assert numbers["mean"] == pytest.approx(100.0) and numbers["sd"] == pytest.approx(20.0)
     assert numbers["gap"] == pytest.approx(0.5) and numbers["gap_to_mean"] == pytest.approx(0.2)
     assert numbers["gap_in_sd"] == pytest.approx(2.0) and numbers["relative_sd"] == pytest.approx(0.2)
@@ -248,6 +254,7 @@ def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean
     still = ReplayedRound(1, 5.0, 5.0, (5.0, 5.0), ((0.0,), (0.0,)), 0.0, (0.0,), ((0.0,), (0.0,)),
                           (5.0, 5.0), (0.0,)).to_json()
     assert still["gap_in_sd"] is None and json.loads(json.dumps(still, allow_nan=False))["sd"] == 0.0
+    assert still["mean_z"] is None and still["predicted_sd"] is None  # a ledger from before the spread
 
 
 def test_the_replay_trains_first_with_the_runs_seed_then_fresh_ones():

@@ -342,7 +342,7 @@ def welfare_spread(shared_terms: np.ndarray, private_terms: np.ndarray, weights:
     """
     _, covariance = scales.belief()
     exposure = np.column_stack([np.asarray(shared_terms, float), np.asarray(private_terms, float)]).T @ weights
-    return WelfareSpread(scales=float(np.sqrt(exposure @ covariance @ exposure)),
+    return WelfareSpread(scales=float(np.sqrt(max(exposure @ covariance @ exposure, 0.0))),
                          draw=float(noise_sd * np.linalg.norm(weights)))
 
 
