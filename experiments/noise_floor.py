@@ -58,7 +58,8 @@ from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import ModelJudge, realised_books
 from strategy.checkpoint import load_checkpoint
-from strategy.game.calibration import CurveFit, calibrated_curve, gain_prior
+from strategy.game.calibration import calibrated_curve, gain_prior
+from strategy.game.learning_curve import CurveFit
 from strategy.game.coefficients import quality
 from strategy.game.scenario import LossCurve
 from strategy.ledger import strict_json, write_atomically

@@ -31,7 +31,8 @@ from omegaconf import OmegaConf
 
 from experiments.noise_floor import ledger_profiles, pilot_curve, priced_gains, replayed_rounds
 from server_app.config import game_settings
-from strategy.game.calibration import Calibration, CurveFit, GainScales, calibrated_curve
+from strategy.game.calibration import Calibration, GainScales, calibrated_curve
+from strategy.game.learning_curve import CurveFit
 from strategy.profiles import round_scenario
 
 

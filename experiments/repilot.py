@@ -43,7 +43,7 @@ from experiments.noise_floor import (
     starting_models,
 )
 from server_app.config import game_settings, server_cache, silo_settings
-from strategy.game.calibration import CurveFit
+from strategy.game.learning_curve import CurveFit
 from strategy.ledger import strict_json, write_atomically
 from strategy.pilot import fit_pilot
 from strategy.protocol import NodeConfig, PilotOrder

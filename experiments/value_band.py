@@ -40,7 +40,8 @@ from omegaconf import OmegaConf
 
 from experiments.noise_floor import ledger_profiles
 from server_app.config import game_settings
-from strategy.game.calibration import CurveFit, GainScales, calibrated_curve
+from strategy.game.calibration import GainScales, calibrated_curve
+from strategy.game.learning_curve import CurveFit
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile
 

@@ -39,7 +39,8 @@ from server_app.results import results_directory, summarise, summary_table, writ
 from strategy import protocol
 from strategy.fedgame import GameFedAvg
 from strategy.checkpoint import load_checkpoint
-from strategy.game.calibration import Calibration, CurveFit
+from strategy.game.calibration import Calibration
+from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
 from strategy.ledger import Ledger, strict_json, write_atomically
 from strategy.pilot import run_pilot

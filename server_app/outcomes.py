@@ -12,7 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from strategy.game.calibration import CurveFit, GainScales, calibrated_curve
+from strategy.game.calibration import GainScales, calibrated_curve
+from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
 
 OUTCOME_COLUMNS = (

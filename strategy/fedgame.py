@@ -24,7 +24,8 @@ from strategy import protocol
 from strategy.accounting import Judged, ModelJudge, RoundPlan, realised_row
 from strategy.aggregation import Aggregation
 from strategy.checkpoint import Checkpoint, save_checkpoint
-from strategy.game.calibration import Calibration, CurveFit
+from strategy.game.calibration import Calibration
+from strategy.game.learning_curve import CurveFit
 from strategy.ledger import Ledger
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import (

@@ -22,7 +22,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from strategy import protocol
-from strategy.game.calibration import CurveFit, fit_learning_curve
+from strategy.game.learning_curve import CurveFit, fit_learning_curve
 from strategy.game.scenario import LossCurve, label_skew
 from strategy.protocol import PilotOrder, PilotReport, Profile, ProtocolError, SiloSettings
 from strategy.replies import screen_replies

@@ -32,7 +32,8 @@ from server_app.app import make_server_app
 from server_app.config import compose_config, game_settings
 from strategy import protocol
 from strategy.checkpoint import load_checkpoint
-from strategy.game.calibration import CurveFit, GainScales, gain_terms
+from strategy.game.calibration import GainScales, gain_terms
+from strategy.game.learning_curve import CurveFit
 from strategy.game.policies import solve
 from strategy.profiles import round_scenario
 from strategy.protocol import round_seed
