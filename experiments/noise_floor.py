@@ -62,7 +62,7 @@ from strategy.game.calibration import calibrated_curve, gain_prior
 from strategy.game.learning_curve import CurveFit
 from strategy.game.coefficients import quality
 from strategy.game.scenario import LossCurve
-from strategy.ledger import strict_json, write_atomically
+from task.files import strict_json, write_atomically
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, packed, round_seed
 from task.model import set_threads

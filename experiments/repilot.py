@@ -44,7 +44,7 @@ from experiments.noise_floor import (
 )
 from server_app.config import game_settings, server_cache, silo_settings
 from strategy.game.learning_curve import CurveFit
-from strategy.ledger import strict_json, write_atomically
+from task.files import strict_json, write_atomically
 from strategy.pilot import fit_pilot
 from strategy.protocol import NodeConfig, PilotOrder
 from task.model import set_threads

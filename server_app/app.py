@@ -42,7 +42,8 @@ from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import Calibration
 from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
-from strategy.ledger import Ledger, strict_json, write_atomically
+from strategy.ledger import Ledger
+from task.files import strict_json, write_atomically
 from strategy.pilot import run_pilot
 from strategy.profiles import round_scenario
 from strategy.protocol import PilotOrder, Profile, SiloSettings

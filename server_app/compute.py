@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image, place
 from generation.model import resolve_precision
 from strategy import protocol
-from strategy.ledger import strict_json, write_atomically
+from task.files import strict_json, write_atomically
 from strategy.protocol import SiloSettings, per_partition
 from task.device import resolve_device
 

@@ -29,7 +29,7 @@ from strategy.game.policies import policy_named
 from strategy.game.scenario import LossCurve, ModelParameters, build_scenario
 from strategy.profiles import GameSettings
 from strategy.protocol import SiloSettings
-from strategy.ledger import write_atomically
+from task.files import write_atomically
 from strategy.safeguards import Safeguards
 from task.device import resolve_device
 from task.images import NUM_CLASSES

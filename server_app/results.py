@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from server_app.config import results_root
-from strategy.ledger import strict_json, write_atomically
+from task.files import strict_json, write_atomically
 
 
 def results_directory(cfg: DictConfig) -> Path:

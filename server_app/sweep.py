@@ -43,7 +43,7 @@ from client_app.app import app as client_app
 from server_app.app import make_server_app
 from server_app.config import CONFIG_DIR, client_gpus
 from server_app.outcomes import OUTCOME_COLUMNS, UTILITY_COLUMNS, job_outcome, realised_rows, utility_rows
-from strategy.ledger import strict_json, write_atomically
+from task.files import strict_json, write_atomically
 
 JOB_FILE = "job.json"
 FAILED_FILE = "failed.json"

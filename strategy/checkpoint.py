@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from strategy.ledger import strict_json
+from task.files import strict_json
 
 CHECKPOINT = "checkpoint.npz"
 KEPT = "checkpoints"
