@@ -15,28 +15,29 @@ from typing import Any
 from strategy.game.calibration import GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
+from strategy.records import MeasuredRecord, RoundRecord, read_ledger
 
 OUTCOME_COLUMNS = (
     "final_accuracy", "twin_final_accuracy", "gain_over_twin", "mean_realised_quality", "images_generated",
     "realised_welfare", "profiled_welfare", "predicted_welfare", "welfare_gap", "ir_fraction", "min_org_utility",
-    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "pilot_seconds", "cost", "value", "capacity", "first_a",
-    "first_b", "first_kappa", "first_eta", "curve_a", "curve_b", "curve_kappa", "eta",
+    "mean_rho", "rounds_completed", "wall_seconds", "warmup_seconds", "pilot_seconds", "cost", "value", "capacity",
+    "first_a", "first_b", "first_kappa", "first_eta", "curve_a", "curve_b", "curve_kappa", "eta",
 )
 """The measured columns of a grid row, in order (docs/results.md defines each)."""
 
 UTILITY_COLUMNS = ("round", "organisation", "predicted_utility", "realised_utility")
 
 
-def realised_rows(results_dir: Path) -> list[dict[str, Any]]:
-    """The run's ledger rows that realised (a round whose every reply was dropped has no
-    realised side and is left out)."""
-    rows = [row for row in json.loads((results_dir / "ledger.json").read_text()) if "realised_welfare" in row]
+def realised_rows(results_dir: Path) -> list[RoundRecord]:
+    """The run's ledger records that realised (a round whose every reply was dropped has no
+    measured side and is left out)."""
+    rows = [row for row in read_ledger(results_dir / "ledger.json") if row.measured is not None]
     if not rows:
         raise ValueError(f"{results_dir}: no round has a realised side")
     return rows
 
 
-def job_outcome(results_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def job_outcome(results_dir: Path, rows: list[RoundRecord]) -> dict[str, Any]:
     """One run's measured outcomes (:data:`OUTCOME_COLUMNS`) from its summary and its
     :func:`realised_rows`.
 
@@ -56,28 +57,29 @@ def job_outcome(results_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]
     """
     summary = json.loads((results_dir / "summary.json").read_text())
     last = rows[-1]
-    predicted = sum(row["responder_predicted_welfare"] for row in rows)
-    realised = sum(row["realised_welfare"] for row in rows)
-    qualities = [q for row in rows for q in row["calibration"]["realised_quality"]]
+    measured = [_measured(row) for row in rows]
+    predicted = sum(m.responder_predicted_welfare for m in measured)
+    realised = sum(m.realised_welfare for m in measured)
+    qualities = [q for m in measured for q in m.calibration.realised_quality]
     per_org: dict[int, float] = {}
-    for row in rows:
-        for org, utility in zip(row["responders"], row["realised_utilities"]):
+    for m in measured:
+        for org, utility in zip(m.responders, m.realised_utilities):
             per_org[org] = per_org.get(org, 0.0) + utility
-    rhos = [row["rho"] for row in rows if row.get("rho") is not None]
-    first, first_eta = _curve(rows[0], "scales_used")
-    curve, eta = _curve(last, "scales_next")
-    reported = last["reported"]
+    rhos = [row.rho for row in rows if row.rho is not None]
+    first, first_eta = _curve(measured[0], measured[0].calibration.scales_used)
+    curve, eta = _curve(measured[-1], measured[-1].calibration.scales_next)
+    reported = last.reported
     return {
         "final_accuracy": summary["final_accuracy"],
-        "twin_final_accuracy": last["twin_global_test_accuracy"],
-        "gain_over_twin": summary["final_accuracy"] - last["twin_global_test_accuracy"],
+        "twin_final_accuracy": last.twin_global_test_accuracy,
+        "gain_over_twin": summary["final_accuracy"] - last.twin_global_test_accuracy,
         "mean_realised_quality": sum(qualities) / len(qualities),
-        "images_generated": sum(row["images_generated"] for row in rows),
+        "images_generated": sum(m.images_generated for m in measured),
         "realised_welfare": realised,
         "profiled_welfare": realised + sum(_timing_excess(row) for row in rows),
         "predicted_welfare": predicted,
         "welfare_gap": (predicted - realised) / abs(realised) if realised else None,
-        "ir_fraction": sum(row["realised_ir_count"] for row in rows) / sum(len(row["responders"]) for row in rows),
+        "ir_fraction": sum(m.realised_ir_count for m in measured) / sum(len(m.responders) for m in measured),
         "min_org_utility": min(per_org.values()),
         "mean_rho": sum(rhos) / len(rhos) if rhos else None,
         "rounds_completed": summary["rounds_completed"],
@@ -90,24 +92,33 @@ def job_outcome(results_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]
     }
 
 
-def _curve(row: dict[str, Any], scales: str) -> tuple[LossCurve, float]:
-    """A round's curve and ``eta``: the pilot's fit scaled by the round's ``scales_used`` or ``scales_next``."""
-    return calibrated_curve(CurveFit.from_json(row["calibration"]["curve"]), GainScales(**row["calibration"][scales]))
+def _measured(row: RoundRecord) -> MeasuredRecord:
+    """The measured side of one of :func:`realised_rows`."""
+    if row.measured is None:
+        raise ValueError(f"round {row.round} has no measured side")
+    return row.measured
 
 
-def _timing_excess(row: dict[str, Any]) -> float:
+def _curve(measured: MeasuredRecord, scales: dict[str, Any]) -> tuple[LossCurve, float]:
+    """A round's curve and ``eta``: the pilot's fit scaled by ``scales`` (its ``scales_used`` or ``scales_next``)."""
+    return calibrated_curve(CurveFit.from_json(measured.calibration.curve), GainScales(**scales))
+
+
+def _timing_excess(row: RoundRecord) -> float:
     """Money the round's generation cost beyond the game's price ``c_i`` per image: timed spend minus
     ``c_i x images_i`` over the answering organisations."""
-    cost = {org["partition_id"]: org["cost"] for org in row["reported"]}
-    profiled = sum(cost[org] * images for org, images in zip(row["responders"], row["images"]))
-    return sum(row["calibration"]["realised_cost"]) - profiled
+    measured = _measured(row)
+    cost = {org["partition_id"]: org["cost"] for org in row.reported}
+    profiled = sum(cost[org] * images for org, images in zip(measured.responders, measured.images))
+    return sum(measured.calibration.realised_cost) - profiled
 
 
-def utility_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def utility_rows(rows: list[RoundRecord]) -> list[dict[str, Any]]:
     """Every (round, organisation) of :func:`realised_rows`: predicted and realised utility
     (:data:`UTILITY_COLUMNS`)."""
     return [
-        {"round": row["round"], "organisation": org, "predicted_utility": predicted, "realised_utility": realised}
+        {"round": row.round, "organisation": org, "predicted_utility": predicted, "realised_utility": realised}
         for row in rows
-        for org, predicted, realised in zip(row["responders"], row["predicted_utilities"], row["realised_utilities"])
+        for org, predicted, realised in zip(_measured(row).responders, _measured(row).predicted_utilities,
+                                            _measured(row).realised_utilities)
     ]

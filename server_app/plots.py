@@ -12,40 +12,45 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from strategy.records import MeasuredRecord, RoundRecord  # noqa: E402
 
 PREDICTED = "predicted (game, answering organisations) ± 1 sd"
-"""The welfare plot's prediction: the game re-solved over those who answered, as the ledger's
+"""The welfare plot's prediction: the game over those who answered, as the ledger's
 ``responder_predicted_welfare`` (the plan's ``predicted_welfare`` where no one did)."""
 
 
-def plot_run(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
+def plot_run(rows: list[RoundRecord], directory: Path) -> list[Path]:
     """Accuracy, welfare, quotas and transfers per round; returns the files written."""
-    rounds = [row["round"] for row in rows]
+    rounds = [row.round for row in rows]
+    measured = [row.measured for row in rows]
     written = [
         _lines(directory / "accuracy.png", "Accuracy per round", rounds, "accuracy", {
-            "global test": [row.get("global_test_accuracy") for row in rows],
-            "mean market (deployed)": [row.get("mean_market_accuracy") for row in rows],
+            "global test": [row.global_test_accuracy for row in rows],
+            "mean market (deployed)": [m.mean_market_accuracy if m else None for m in measured],
         }),
         _lines(directory / "welfare.png", "Social welfare per round", rounds, "welfare", {
-            "realised": [row.get("realised_welfare") for row in rows],
-            PREDICTED: [row.get("responder_predicted_welfare", row.get("predicted_welfare")) for row in rows],
-        }, spreads={PREDICTED: [_welfare_sd(row) for row in rows]}),
-        _per_org(directory / "quotas.png", "Quota per organisation", rows, "orgs", "quotas", "synthetic images"),
-        _per_org(directory / "transfers.png", "Transfer per organisation", rows, "responders", "transfers",
+            "realised": [m.realised_welfare if m else None for m in measured],
+            PREDICTED: [m.responder_predicted_welfare if m else row.predicted_welfare
+                        for row, m in zip(rows, measured)],
+        }, spreads={PREDICTED: [_welfare_sd(m) for m in measured]}),
+        _per_org(directory / "quotas.png", "Quota per organisation",
+                 [(row.round, row.orgs, row.quotas) for row in rows], "synthetic images"),
+        _per_org(directory / "transfers.png", "Transfer per organisation",
+                 [(row.round, m.responders if m else [], m.transfers if m else []) for row, m in zip(rows, measured)],
                  "transfer"),
         _calibration(directory / "calibration.png", rows),
     ]
     return written
 
 
-def _calibration(path: Path, rows: list[dict[str, Any]]) -> Path:
+def _calibration(path: Path, rows: list[RoundRecord]) -> Path:
     """Predicted against realised utility, one point per organisation and round, with the diagonal."""
     figure, axes = plt.subplots(figsize=(5.5, 5))
     everything = []
     for row in rows:
-        if "realised_utilities" in row:
-            predicted, realised = row["predicted_utilities"], row["realised_utilities"]
-            axes.scatter(predicted, realised, label=f"round {row['round']}", s=30)
+        if row.measured is not None:
+            predicted, realised = row.measured.predicted_utilities, row.measured.realised_utilities
+            axes.scatter(predicted, realised, label=f"round {row.round}", s=30)
             everything += predicted + realised
     if everything:
         low, high = min(everything), max(everything)
@@ -87,9 +92,10 @@ def plot_learning_curve(pilot: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _welfare_sd(row: dict[str, Any]) -> float | None:
-    """The round's predicted welfare's standard deviation (``None`` before it was recorded)."""
-    return row.get("calibration", {}).get("predicted_welfare_sd", {}).get("total")
+def _welfare_sd(measured: MeasuredRecord | None) -> float | None:
+    """The round's predicted welfare's standard deviation (``None`` where not recorded)."""
+    spread = measured.calibration.predicted_welfare_sd if measured is not None else None
+    return spread["total"] if spread is not None else None
 
 
 def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[str, list],
@@ -117,15 +123,15 @@ def _lines(path: Path, title: str, rounds: list[int], ylabel: str, series: dict[
     return path
 
 
-def _per_org(path: Path, title: str, rows: list[dict[str, Any]], orgs_key: str, values_key: str,
-             ylabel: str) -> Path:
+def _per_org(path: Path, title: str, rows: list[tuple[int, list[int], list[float]]], ylabel: str) -> Path:
+    """One bar per organisation and round: ``rows`` are (round, partition ids, their values)."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    orgs = sorted({org for row in rows for org in row.get(orgs_key, [])})
+    orgs = sorted({org for _, ids, _ in rows for org in ids})
     width = 0.8 / max(len(rows), 1)
-    for k, row in enumerate(rows):
-        values = dict(zip(row.get(orgs_key, []), row.get(values_key, [])))
+    for k, (server_round, ids, numbers) in enumerate(rows):
+        values = dict(zip(ids, numbers))
         axes.bar(np.arange(len(orgs)) + k * width, [values.get(org, 0.0) for org in orgs], width,
-                 label=f"round {row['round']}")
+                 label=f"round {server_round}")
     axes.set_xticks(np.arange(len(orgs)) + width * (len(rows) - 1) / 2, [str(o) for o in orgs])
     axes.set(title=title, xlabel="organisation (partition id)", ylabel=ylabel)
     axes.axhline(0, color="black", linewidth=0.5)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from server_app.results import summary_table
+from strategy.records import read_ledger
 
 
 def main(argv: list[str]) -> int:
@@ -16,8 +17,8 @@ def main(argv: list[str]) -> int:
     directory = Path(argv[0])
     try:
         summary = json.loads((directory / "summary.json").read_text())
-        rows = json.loads((directory / "ledger.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        rows = read_ledger(directory / "ledger.json")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         print(f"error: cannot read the results in {directory}: {err}", file=sys.stderr)
         return 2
     print(f"\nResults: {directory.resolve()}")

@@ -1,15 +1,16 @@
 """A round's books: what the game predicted and what the server measured, in money
-(docs/model.md sections 8 and 9), written as one ledger row.
+(docs/model.md sections 8 and 9), written as one ledger record (:mod:`strategy.records`).
 
-The prediction re-solves the round's game over the organisations that answered. The
+The prediction is the round's game over the organisations that answered: the plan's own
+solution when all of them did, else that game solved again over them. The
 measurement judges their returned models on the server's own data: the realised quality
 gain of each is its main model's validation accuracy minus its twin's. Costs are the
 compute seconds a silo spent, converted to its organisation's hardware in simulation,
 times its price; transfers follow the same rule as the
 prediction, paid on the images actually generated, capped. The prediction comes with its
 standard deviation, from the calibration's belief and one draw's noise, and the realised
-welfare's distance from it in those units (``welfare_z``). The calibration then learns
-from the realised gains.
+welfare's distance from it in those units (``welfare_z``). :func:`realise` only reads the
+calibration; the strategy then lets it learn from the realised gains (:class:`Observation`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from logging import WARNING
-from typing import Any
-
 import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common import log
 
-from strategy.game.calibration import Calibration
+from strategy.game.calibration import Calibration, GainScales, WelfareSpread
 from strategy.game.coefficients import welfare_weights
 from strategy.game.mechanism import Redistribution
 from strategy.game.policies import Solution
@@ -31,6 +30,7 @@ from strategy.game.realised import RealisedRound, realised_round
 from strategy.game.scenario import Scenario
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile, TrainReport, per_partition
+from strategy.records import CalibrationRecord, MeasuredRecord, RoundRecord
 
 DISAGREEMENT = 1e-4
 """A reported accuracy further than this from the server's measurement is flagged."""
@@ -74,89 +74,130 @@ class RoundPlan:
     strategy_seconds: float = 0.0
     dropped: dict[int, str] = field(default_factory=dict)
 
-    def row(self, partition_of: dict[int, int]) -> dict[str, Any]:
-        """The order side of the round's ledger row (``partition_of``: node -> partition id)."""
-        return {
-            "round": self.server_round,
-            "policy": self.game.policy,
-            "orgs": [p.partition_id for p in self.profiles],
-            "node_ids": self.nodes,
-            "reported": [{**asdict(p), "cost": p.cost} for p in self.profiles],
-            "solution": self.solution.to_json(),
-            "quotas": [self.quotas[node] for node in self.nodes],
-            "quota_total": sum(self.quotas.values()),
-            "target": list(self.target),
-            "dropped": {partition_of.get(node, node): reason for node, reason in self.dropped.items()},
-            "nash_gap": self.solution.nash_gap,
-            "rho": self.solution.rho,
-            "lambda": self.solution.mix,
-            "predicted_welfare": self.solution.social_welfare,
-        }
+    def record(self, partition_of: dict[int, int]) -> RoundRecord:
+        """The order side of the round's record (``partition_of``: node -> partition id)."""
+        return RoundRecord(
+            round=self.server_round, policy=self.game.policy, orgs=[p.partition_id for p in self.profiles],
+            node_ids=self.nodes, reported=[{**asdict(p), "cost": p.cost} for p in self.profiles],
+            solution=self.solution.to_json(), quotas=[self.quotas[node] for node in self.nodes],
+            quota_total=sum(self.quotas.values()), target=list(self.target),
+            dropped={partition_of.get(node, node): reason for node, reason in self.dropped.items()},
+            nash_gap=self.solution.nash_gap, rho=self.solution.rho, mix=self.solution.mix,
+            predicted_welfare=self.solution.social_welfare,
+        )
 
 
-def realised_row(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibration,
-                 transfer_cap: float | None, hardware_scale: tuple[float, ...] = ()) -> dict[str, Any]:
-    """The measured side of the round's row, after which ``calibration`` has learned from it.
-    ``hardware_scale`` (by partition id, the last entry repeating as in the settings'
-    profile; empty: 1) converts a silo's generation seconds on this host into its
+@dataclass(frozen=True)
+class Observation:
+    """What the calibration learns from a round (:meth:`Calibration.observe`): the responders'
+    game under the pilot's curve, the images they made and their realised gains."""
+
+    pilot_scenario: Scenario
+    images: np.ndarray
+    gains: np.ndarray
+
+
+@dataclass(frozen=True)
+class Books:
+    """A round's measured side, before the calibration has learned from it."""
+
+    measured: MeasuredRecord
+    """``calibration.scales_next`` is ``None``: :meth:`observed` sets it."""
+    observation: Observation
+
+    def observed(self, scales_next: GainScales) -> MeasuredRecord:
+        """The measured side with the scales the calibration learned from :attr:`observation`."""
+        calibration = replace(self.measured.calibration, scales_next=scales_next.to_json())
+        return replace(self.measured, calibration=calibration)
+
+
+@dataclass(frozen=True)
+class Responses:
+    """The organisations that answered, in order, with their replies and the round's money."""
+
+    profiles: list[Profile]
+    answers: list[Judged]
+    scenario: Scenario
+    predicted: Solution
+    gains: np.ndarray
+    images: np.ndarray
+    scale: np.ndarray
+    seconds: np.ndarray
+    spent: np.ndarray
+
+
+def realise(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibration, transfer_cap: float | None,
+            hardware_scale: tuple[float, ...] = ()) -> Books:
+    """The measured side of the round over the organisations in ``judged``; ``calibration`` is
+    read, not changed. ``hardware_scale`` (by partition id, the last entry repeating as in the
+    settings' profile; empty: 1) converts a silo's generation seconds on this host into its
     organisation's (server_app.compute)."""
+    got = _responses(plan, judged, hardware_scale)
+    realised = realised_books(got.scenario, plan.game, got.predicted.rho, got.predicted.mix, got.gains, got.images,
+                              got.spent, transfer_cap)
+    pilot_scenario, _ = round_scenario(got.profiles, replace(plan.game, loss=calibration.curve.curve))
+    spread = calibration.spread(pilot_scenario, got.predicted.quotas, welfare_weights(got.scenario))
+    reports = [a.report for a in got.answers]
+    measured = MeasuredRecord(
+        responders=[p.partition_id for p in got.profiles], received_quotas=[r.quota for r in reports],
+        images=got.images.tolist(), images_generated=float(got.images.sum()),
+        generation_seconds=[r.generation_seconds for r in reports], hardware_scale=got.scale.tolist(),
+        organisation_seconds=got.seconds.tolist(), market_accuracy=[a.main.market_accuracy for a in got.answers],
+        mean_market_accuracy=float(np.mean([a.main.market_accuracy for a in got.answers])),
+        accuracy_disagreements=_disagreements(plan.server_round, got.profiles, got.answers),
+        predicted_utilities=got.predicted.utilities.tolist(), realised_utilities=realised.utilities.tolist(),
+        utility_gap=(realised.utilities - got.predicted.utilities).tolist(), transfers=realised.transfers.tolist(),
+        transfer_sum=float(realised.transfers.sum()), realised_welfare=realised.social_welfare,
+        responder_predicted_welfare=got.predicted.social_welfare,
+        realised_ir_count=int(realised.individually_rational.sum()),
+        calibration=_calibration_record(plan, calibration, got, realised, spread),
+    )
+    return Books(measured, Observation(pilot_scenario, got.images, got.gains))
+
+
+def _responses(plan: RoundPlan, judged: dict[int, Judged], hardware_scale: tuple[float, ...]) -> Responses:
+    """The responders in the plan's order, their game's solution (:func:`responders_solution`),
+    gains, images, compute seconds on their organisations' hardware and the money spent."""
     responders = [(node, p) for node, p in zip(plan.nodes, plan.profiles) if node in judged]
     profiles = [p for _, p in responders]
     answers = [judged[node] for node, _ in responders]
-    reports = [a.report for a in answers]
     scenario, _ = round_scenario(profiles, plan.game)
-    predicted = solve_round(scenario, plan.game, plan.server_round)
     gains = np.array([a.main.validation_accuracy - a.twin.validation_accuracy for a in answers])
-    images = np.array([r.images_generated for r in reports], dtype=float)
+    images = np.array([a.report.images_generated for a in answers], dtype=float)
     scale = np.array([per_partition(hardware_scale, p.partition_id) if hardware_scale else 1.0 for p in profiles])
-    seconds = np.array([r.generation_seconds for r in reports]) * scale
+    seconds = np.array([a.report.generation_seconds for a in answers]) * scale
     spent = seconds * np.array([p.price_per_second for p in profiles])
-    realised = realised_books(scenario, plan.game, predicted.rho, predicted.mix, gains, images, spent, transfer_cap)
-    scales_used = calibration.scales
-    pilot_scenario, _ = round_scenario(profiles, replace(plan.game, loss=calibration.curve.curve))
-    spread = calibration.spread(pilot_scenario, predicted.quotas, welfare_weights(scenario))
-    scales_next = calibration.observe(pilot_scenario, images, gains)
+    return Responses(profiles, answers, scenario, responders_solution(plan, scenario, len(profiles)), gains, images,
+                     scale, seconds, spent)
+
+
+def responders_solution(plan: RoundPlan, scenario: Scenario, answered: int) -> Solution:
+    """The round's game over the ``answered`` organisations that answered (``scenario``): the
+    plan's own solution when every organisation ordered answered (the same game, the same
+    seed), else that game solved again."""
+    if answered == len(plan.profiles):
+        return plan.solution
+    return solve_round(scenario, plan.game, plan.server_round)
+
+
+def _calibration_record(plan: RoundPlan, calibration: Calibration, got: Responses, realised: RealisedRound,
+                        spread: WelfareSpread) -> CalibrationRecord:
+    """The round's ``calibration`` object, before the calibration observes the round."""
+    predicted = got.predicted
     welfare_gap = (predicted.social_welfare - realised.social_welfare) / max(abs(realised.social_welfare), 1e-12)
-    return {
-        "responders": [p.partition_id for p in profiles],
-        "received_quotas": [r.quota for r in reports],
-        "images": images.tolist(),
-        "images_generated": float(images.sum()),
-        "generation_seconds": [r.generation_seconds for r in reports],
-        "hardware_scale": scale.tolist(),
-        "organisation_seconds": seconds.tolist(),
-        "market_accuracy": [a.main.market_accuracy for a in answers],
-        "mean_market_accuracy": float(np.mean([a.main.market_accuracy for a in answers])),
-        "accuracy_disagreements": _disagreements(plan.server_round, profiles, answers),
-        "predicted_utilities": predicted.utilities.tolist(),
-        "realised_utilities": realised.utilities.tolist(),
-        "utility_gap": (realised.utilities - predicted.utilities).tolist(),
-        "transfers": realised.transfers.tolist(),
-        "transfer_sum": float(realised.transfers.sum()),
-        "realised_welfare": realised.social_welfare,
-        "responder_predicted_welfare": predicted.social_welfare,
-        "realised_ir_count": int(realised.individually_rational.sum()),
-        "calibration": {
-            "curve": calibration.curve.to_json(),
-            "prior": calibration.prior.to_json(),
-            "scales_used": scales_used.to_json(),
-            "scales_next": scales_next.to_json(),
-            "eta_used": plan.game.eta,
-            "validation_accuracy": [a.main.validation_accuracy for a in answers],
-            "twin_validation_accuracy": [a.twin.validation_accuracy for a in answers],
-            "twin_market_accuracy": [a.twin.market_accuracy for a in answers],
-            "predicted_quality": predicted.qualities.tolist(),
-            "realised_quality": gains.tolist(),
-            "predicted_transfers": predicted.transfers.tolist(),
-            "predicted_cost": (scenario.cost * predicted.quotas).tolist(),
-            "realised_cost": spent.tolist(),
-            "predicted_ir": predicted.individually_rational.tolist(),
-            "realised_ir": realised.individually_rational.tolist(),
-            "welfare_gap": welfare_gap,
-            "predicted_welfare_sd": spread.to_json(),
-            "welfare_z": (realised.social_welfare - predicted.social_welfare) / spread.total if spread.total else None,
-        },
-    }
+    return CalibrationRecord(
+        curve=calibration.curve.to_json(), prior=calibration.prior.to_json(),
+        scales_used=calibration.scales.to_json(), eta_used=plan.game.eta,
+        validation_accuracy=[a.main.validation_accuracy for a in got.answers],
+        twin_validation_accuracy=[a.twin.validation_accuracy for a in got.answers],
+        twin_market_accuracy=[a.twin.market_accuracy for a in got.answers],
+        predicted_quality=predicted.qualities.tolist(), realised_quality=got.gains.tolist(),
+        predicted_transfers=predicted.transfers.tolist(),
+        predicted_cost=(got.scenario.cost * predicted.quotas).tolist(), realised_cost=got.spent.tolist(),
+        predicted_ir=predicted.individually_rational.tolist(), realised_ir=realised.individually_rational.tolist(),
+        welfare_gap=welfare_gap, predicted_welfare_sd=spread.to_json(),
+        welfare_z=(realised.social_welfare - predicted.social_welfare) / spread.total if spread.total else None,
+    )
 
 
 def realised_books(scenario: Scenario, game: GameSettings, rate: float | None, mix: float | None,

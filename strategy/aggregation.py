@@ -4,58 +4,115 @@
 (coordinate-wise mean after cutting ``trim_beta`` of the values at each end) and
 ``krum`` (the update closest to its neighbours) are Flower's ``FedAvg``, ``FedMedian``,
 ``FedTrimmedAvg`` and ``Krum``. With ``clip_norm``, every update ``w_i - w_sent`` is first
-clipped to that L2 norm by Flower's ``DifferentialPrivacyServerSideFixedClipping`` with no
-noise. The main models and the twins go through the same rule.
+clipped to that L2 norm as Flower's ``DifferentialPrivacyServerSideFixedClipping`` clips it
+(no noise). The main models and the twins go through the same rule, each arm read from its
+own records: Flower's helpers (``aggregate_arrayrecords``, ``trim_mean``,
+``select_multikrum``, ``compute_clip_model_update``) are applied to (model, weight) pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import (
-    DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
-    FedMedian,
-    FedTrimmedAvg,
-    Krum,
-)
-
-from strategy import protocol
+import numpy as np
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.exception import AggregationError
+from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
+from flwr.serverapp.strategy.multikrum import select_multikrum
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.supercore.differential_privacy import compute_clip_model_update
 
 AGGREGATIONS = ("fedavg", "fedmedian", "trimmed_mean", "krum")
 
+Member = tuple[ArrayRecord, float]
+"""One returned model and its weight."""
+
+MODEL, WEIGHT = "model", "weight"
+"""The keys of the one-member records Flower's helpers read (built here, never sent)."""
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The aggregated model and the members it was made of, by index (Krum: the one chosen)."""
+
+    arrays: ArrayRecord
+    used: list[int]
+
 
 class Aggregation:
-    """One of :data:`AGGREGATIONS`, optionally behind norm clipping."""
+    """One of :data:`AGGREGATIONS`, optionally behind norm clipping, applied to (model, weight)
+    pairs; the models given are never changed."""
 
     def __init__(self, name: str = "fedavg", trim_beta: float = 0.2, krum_malicious: int = 0,
                  clip_norm: float | None = None) -> None:
-        keys = {"min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 1,
-                "weighted_by_key": protocol.NUM_EXAMPLES, "arrayrecord_key": protocol.ARRAYS,
-                "configrecord_key": protocol.CONFIG}
-        rules = {
-            "fedavg": lambda: FedAvg(**keys),
-            "fedmedian": lambda: FedMedian(**keys),
-            "trimmed_mean": lambda: FedTrimmedAvg(beta=trim_beta, **keys),
-            "krum": lambda: Krum(num_malicious_nodes=krum_malicious, **keys),
-        }
-        if name not in rules:
+        if name not in RULES:
             raise ValueError(f"federation.aggregation must be one of {', '.join(AGGREGATIONS)}, got {name!r}")
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"federation.clip_norm must be > 0 or null, got {clip_norm}")
         self.name = name
-        self.rule = rules[name]()
+        self.trim_beta = trim_beta
+        self.krum_malicious = krum_malicious
         self.clip_norm = clip_norm
 
-    def __call__(self, server_round: int, replies: Iterable[Message],
-                 sent: ArrayRecord) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the replies' models (updates relative to ``sent``). Replies are consumed."""
-        replies = list(replies)
-        if self.clip_norm is None or not replies:
-            return self.rule.aggregate_train(server_round, replies)
-        clipped = DifferentialPrivacyServerSideFixedClipping(self.rule, noise_multiplier=0.0,
-                                                             clipping_norm=self.clip_norm,
-                                                             num_sampled_clients=len(replies))
-        clipped.current_arrays = sent
-        return clipped.aggregate_train(server_round, replies)
+    def __call__(self, members: Sequence[Member], sent: ArrayRecord) -> Aggregate:
+        """Aggregate ``members`` (updates relative to ``sent``, the model they started from)."""
+        models = [arrays for arrays, _ in members]
+        if self.clip_norm is not None:
+            models = clipped(models, sent, self.clip_norm)
+        contents = [RecordDict({MODEL: arrays, WEIGHT: MetricRecord({WEIGHT: weight})})
+                    for arrays, (_, weight) in zip(models, members)]
+        return RULES[self.name](self, contents)
+
+
+def clipped(models: list[ArrayRecord], sent: ArrayRecord, clip_norm: float) -> list[ArrayRecord]:
+    """Each model moved to ``sent`` plus its update ``w_i - w_sent`` clipped to ``clip_norm``
+    (Flower's ``compute_clip_model_update``, as ``DifferentialPrivacyServerSideFixedClipping``)."""
+    start = sent.to_numpy_ndarrays()
+    out = []
+    for arrays in models:
+        moved = arrays.to_numpy_ndarrays()
+        compute_clip_model_update(param1=moved, param2=start, clipping_norm=clip_norm)
+        out.append(ArrayRecord(dict(zip(arrays.keys(), (Array(np.asarray(v)) for v in moved)))))
+    return out
+
+
+def _fedavg(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
+    """Flower's ``FedAvg``: the weighted mean."""
+    return Aggregate(aggregate_arrayrecords(contents, WEIGHT), list(range(len(contents))))
+
+
+def _coordinatewise(contents: list[RecordDict], reduce: Callable[[np.ndarray], np.ndarray]) -> Aggregate:
+    """Each array reduced over the stacked members, key by key in the first member's order."""
+    first = contents[0][MODEL]
+    arrays = ArrayRecord()
+    for key in first.keys():
+        arrays[key] = Array(np.asarray(reduce(np.stack([c[MODEL][key].numpy() for c in contents]))))
+    return Aggregate(arrays, list(range(len(contents))))
+
+
+def _fedmedian(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
+    """Flower's ``FedMedian``: the coordinate-wise median."""
+    return _coordinatewise(contents, lambda layers: np.median(layers, axis=0))
+
+
+def _trimmed_mean(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
+    """Flower's ``FedTrimmedAvg``: the coordinate-wise mean without ``trim_beta`` at each end."""
+    try:
+        return _coordinatewise(contents, lambda layers: trim_mean(layers, rule.trim_beta))
+    except ValueError as err:
+        raise AggregationError(f"Trimmed mean could not be computed. Likely cause: beta={rule.trim_beta} "
+                               "is too large.") from err
+
+
+def _krum(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
+    """Flower's ``Krum``: the member closest to its neighbours, alone."""
+    chosen = select_multikrum(contents, num_malicious_nodes=rule.krum_malicious, num_nodes_to_select=1)
+    used = [next(k for k, c in enumerate(contents) if c is one) for one in chosen]
+    return Aggregate(aggregate_arrayrecords(chosen, WEIGHT), used)
+
+
+RULES: dict[str, Callable[[Aggregation, list[RecordDict]], Aggregate]] = {
+    "fedavg": _fedavg, "fedmedian": _fedmedian, "trimmed_mean": _trimmed_mean, "krum": _krum,
+}
+"""Each rule by its name in :data:`AGGREGATIONS`."""

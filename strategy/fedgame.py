@@ -3,9 +3,10 @@
 Per round: ask new or reconnected nodes for their profiles; solve the round's game,
 calibrated by what earlier rounds measured, with the configured policy; send each node
 its own quota with the global model and the counterfactual twin's; screen the replies;
-FedAvg the main models and, apart, the twins; re-solve over the organisations that
-answered; measure realised gains over the twin, utilities and transfers in money
-(docs/model.md sections 8-9); refit the calibration; append one ledger row.
+aggregate the main models and, apart, the twins, each arm from the replies' records; take
+the game over the organisations that answered (solved again only when some were dropped);
+measure realised gains over the twin, utilities and transfers in money (docs/model.md
+sections 8-9); let the calibration observe them; append one ledger record.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from strategy import protocol
-from strategy.accounting import Judged, ModelJudge, RoundPlan, realised_row
+from strategy.accounting import Judged, ModelJudge, RoundPlan, realise
 from strategy.aggregation import Aggregation
 from strategy.checkpoint import Checkpoint, save_checkpoint
 from strategy.game.calibration import Calibration
@@ -56,6 +57,35 @@ def collect_profiles(grid: Grid, node_ids: Iterable[int], settings: SiloSettings
     return screened.reports, problems
 
 
+def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings, generator: ArrayRecord | None,
+                   safeguards: Safeguards, timeout: float) -> tuple[dict[int, Profile], dict[int, str]]:
+    """The connected nodes' profiles: ``held`` for nodes still connected, plus the answers of
+    connected nodes without one (late or reconnected), and the nodes refused, with reasons.
+
+    A silo's identity is its partition id, bound to the (authenticated) node that first
+    reported it: a node claiming a partition id that a connected node holds is refused,
+    not let in. A node that disconnected loses its entry, so a silo that reconnects under
+    a new node id is welcome back. Implausible profiles are refused.
+    """
+    connected = set(grid.get_node_ids())
+    profiles = {node: p for node, p in held.items() if node in connected}
+    fresh, problems = collect_profiles(grid, sorted(connected - set(profiles)), settings, generator, timeout)
+    for node, profile in sorted(fresh.items()):
+        holder = {p.partition_id: n for n, p in profiles.items()}
+        problem = safeguards.profile_problem(profile)
+        if problem is None and profile.partition_id in holder:
+            problem = f"partition id {profile.partition_id} is already held by node {holder[profile.partition_id]}"
+        if problem is not None:
+            problems[node] = problem
+            continue
+        profiles[node] = profile
+        log(INFO, "Organisation %d (node %d): n=%d, cost=%.4g, value=%.4g, capacity=%.4g",
+            profile.partition_id, node, profile.n, profile.cost, profile.value, profile.capacity)
+    for node, reason in problems.items():
+        log(WARNING, "Node %d gave no usable profile: %s", node, reason)
+    return profiles, problems
+
+
 class GameFedAvg(FedAvg):
     """FedAvg whose train messages carry each organisation's equilibrium quota, and a
     counterfactual twin global model trained on real data only (docs/model.md section 8).
@@ -73,6 +103,8 @@ class GameFedAvg(FedAvg):
         aggregation: the rule that turns returned models into the next global ones.
         calibration: the pilot's curve and the gain scales (default: the configured
             curve and ``eta``, recalibrated from each round's realised gains).
+        profiles: the organisations already admitted, by node id (:func:`admit_profiles`);
+            nodes without one are asked at each round's start.
         keep_checkpoints: keep every round's checkpoint, not only the last one.
         hardware_scale: by partition id, an organisation's compute seconds per second of
             this host (simulation: its seconds per image over the host's, server_app.compute);
@@ -83,8 +115,8 @@ class GameFedAvg(FedAvg):
     def __init__(self, game: GameSettings, settings: SiloSettings, ledger: Ledger, judge: ModelJudge,
                  safeguards: Safeguards, *, generator: ArrayRecord | None = None, timeout: float = 600.0,
                  min_orgs: int = 2, aggregation: Aggregation | None = None,
-                 calibration: Calibration | None = None, keep_checkpoints: bool = False,
-                 hardware_scale: tuple[float, ...] = ()) -> None:
+                 calibration: Calibration | None = None, profiles: dict[int, Profile] | None = None,
+                 keep_checkpoints: bool = False, hardware_scale: tuple[float, ...] = ()) -> None:
         super().__init__(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1,
                          weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS,
                          configrecord_key=protocol.CONFIG)
@@ -100,7 +132,7 @@ class GameFedAvg(FedAvg):
         self.calibration = calibration or Calibration(CurveFit.kept(game.loss, "no pilot"), game.eta)
         self.hardware_scale = hardware_scale
         self.keep_checkpoints = keep_checkpoints
-        self.profiles: dict[int, Profile] = {}
+        self.profiles: dict[int, Profile] = dict(profiles or {})
         self.twin: ArrayRecord | None = None
         self.round_offset = 0
         self._plan: RoundPlan | None = None
@@ -108,31 +140,10 @@ class GameFedAvg(FedAvg):
 
     # --- nodes and profiles -------------------------------------------------------
     def refresh_profiles(self, grid: Grid) -> dict[int, str]:
-        """Ask every connected node without a profile (late or reconnected) for one.
-
-        A silo's identity is its partition id, bound to the (authenticated) node that
-        first reported it: a node claiming a partition id that a connected node holds is
-        refused, not let in. A node that disconnected loses its entry, so a silo that
-        reconnects under a new node id is welcome back. Implausible profiles are refused.
-        Returns the nodes whose answer was unusable, with reasons.
-        """
-        connected = set(grid.get_node_ids())
-        self.profiles = {node: p for node, p in self.profiles.items() if node in connected}
-        fresh, problems = collect_profiles(grid, sorted(connected - set(self.profiles)), self.settings,
-                                           self.generator, self.timeout)
-        for node, profile in sorted(fresh.items()):
-            held = {p.partition_id: n for n, p in self.profiles.items()}
-            problem = self.safeguards.profile_problem(profile)
-            if problem is None and profile.partition_id in held:
-                problem = f"partition id {profile.partition_id} is already held by node {held[profile.partition_id]}"
-            if problem is not None:
-                problems[node] = problem
-                continue
-            self.profiles[node] = profile
-            log(INFO, "Organisation %d (node %d): n=%d, cost=%.4g, value=%.4g, capacity=%.4g",
-                profile.partition_id, node, profile.n, profile.cost, profile.value, profile.capacity)
-        for node, reason in problems.items():
-            log(WARNING, "Node %d gave no usable profile: %s", node, reason)
+        """Ask every connected node without a profile (late or reconnected) for one
+        (:func:`admit_profiles`); returns the nodes whose answer was unusable, with reasons."""
+        self.profiles, problems = admit_profiles(grid, self.profiles, self.settings, self.generator,
+                                                 self.safeguards, self.timeout)
         return problems
 
     def _live_nodes(self) -> list[int]:
@@ -188,7 +199,8 @@ class GameFedAvg(FedAvg):
         solve_started = time.perf_counter()
         nodes = self._live_nodes()
         if len(nodes) < self.min_orgs:
-            log(WARNING, "Round %d: %d organisations live, %d needed; skipping", server_round, len(nodes), self.min_orgs)
+            log(WARNING, "Round %d: %d organisations live, %d needed; skipping", server_round, len(nodes),
+                self.min_orgs)
             self._plan = None
             return []
         profiles = [self.profiles[node] for node in nodes]
@@ -229,13 +241,14 @@ class GameFedAvg(FedAvg):
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
         arrays, metrics = None, None
         if valid:
-            arrays, metrics, self.twin = self._aggregate(server_round, valid)
+            arrays, metrics, self.twin = self._aggregate(valid, screened.reports)
         reports = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
-        row = plan.row({node: p.partition_id for node, p in self.profiles.items()})
+        record = plan.record({node: p.partition_id for node, p in self.profiles.items()})
         if reports:
-            row.update(realised_row(plan, reports, self.calibration, self.safeguards.transfer_cap,
-                                    self.hardware_scale))
-        self.ledger.append(row)
+            books = realise(plan, reports, self.calibration, self.safeguards.transfer_cap, self.hardware_scale)
+            seen = books.observation
+            record.measured = books.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains))
+        self.ledger.append(record)
         plan.strategy_seconds += time.perf_counter() - started
         round_seconds = time.perf_counter() - plan.started
         share = plan.strategy_seconds / round_seconds
@@ -260,24 +273,20 @@ class GameFedAvg(FedAvg):
             raise ProtocolError("reply", problem)
         return Judged(report, self.judge(models[protocol.ARRAYS]), self.judge(models[protocol.TWIN]))
 
-    def _aggregate(self, server_round: int,
-                   valid: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None, ArrayRecord | None]:
-        """The main models and, apart, the twins through the same aggregation rule.
-
-        A twin is weighted by its silo's real examples. The replies are consumed: each
-        one first offers its main model (the one ArrayRecord Flower's strategies expect),
-        then its twin in the same place.
-        """
-        twins = [reply.content.array_records[protocol.TWIN] for reply in valid]
-        for reply in valid:
-            del reply.content[protocol.TWIN]
-        arrays, metrics = self.aggregation(server_round, valid, self._reference)
-        for reply, twin in zip(valid, twins):
-            reply.content[protocol.ARRAYS] = twin
-            reply.content[protocol.METRICS] = MetricRecord(
-                {protocol.NUM_EXAMPLES: self.profiles[reply.metadata.src_node_id].n})
-        twin, _ = self.aggregation(server_round, valid, self.twin)
-        return arrays, metrics, twin
+    def _aggregate(self, valid: list[Message],
+                   judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord]:
+        """The main models and, apart, the twins through the same aggregation rule, read from
+        the replies (left as they came): a main model weighted by its reply's examples, a twin
+        by its silo's real examples (profile ``n``). The metrics are FedAvg's over the replies
+        whose main models made the aggregate."""
+        nodes = [reply.metadata.src_node_id for reply in valid]
+        models = [reply.content.array_records for reply in valid]
+        main = self.aggregation([(m[protocol.ARRAYS], judged[node].report.num_examples)
+                                 for m, node in zip(models, nodes)], self._reference)
+        twin = self.aggregation([(m[protocol.TWIN], self.profiles[node].n) for m, node in zip(models, nodes)],
+                                self.twin)
+        metrics = self.train_metrics_aggr_fn([valid[k].content for k in main.used], protocol.NUM_EXAMPLES)
+        return main.arrays, metrics, twin.arrays
 
     # --- evaluation ---------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

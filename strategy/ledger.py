@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from strategy.records import ANNOTATIONS, RoundRecord, read_ledger
 from task.files import strict_json, write_atomically
 
 CSV_COLUMNS = (
@@ -24,7 +24,7 @@ CSV_COLUMNS = (
 
 
 class Ledger:
-    """Rows of per-round facts, kept as ``ledger.json`` (full) and ``rounds.csv`` (summary).
+    """One :class:`RoundRecord` per round, kept as ``ledger.json`` (full) and ``rounds.csv`` (summary).
 
     ``keep_through``: continue the ledger already in ``directory`` (a resumed run), keeping
     its rows up to that round and rewriting both files from them; otherwise start empty.
@@ -33,32 +33,38 @@ class Ledger:
     def __init__(self, directory: Path, keep_through: int | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[RoundRecord] = []
         existing = self.directory / "ledger.json"
         if keep_through is not None:
-            rows = json.loads(existing.read_text()) if existing.exists() else []
-            self.rows = [row for row in rows if row["round"] <= keep_through]
+            rows = read_ledger(existing) if existing.exists() else []
+            self.rows = [row for row in rows if row.round <= keep_through]
             self._flush()
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: RoundRecord) -> None:
         """Record a completed round and persist the whole ledger."""
         self.rows.append(row)
         self._flush()
 
-    def annotate(self, server_round: int, **fields: Any) -> None:
-        """Add facts learned after the round closed (e.g. the global test accuracy)."""
+    def annotate(self, server_round: int, **facts: Any) -> None:
+        """Add facts learned after the round closed (:data:`strategy.records.ANNOTATIONS`, e.g.
+        ``global_test_accuracy``); a round without a record is left alone."""
+        unknown = sorted(set(facts) - ANNOTATIONS)
+        if unknown:
+            raise TypeError(f"not a ledger annotation: {', '.join(unknown)}")
         for row in self.rows:
-            if row["round"] == server_round:
-                row.update(fields)
+            if row.round == server_round:
+                for name, value in facts.items():
+                    setattr(row, name, value)
                 self._flush()
                 return
 
     def _flush(self) -> None:
-        write_atomically(self.directory / "ledger.json", strict_json(self.rows, indent=1))
+        rows = [row.to_json() for row in self.rows]
+        write_atomically(self.directory / "ledger.json", strict_json(rows, indent=1))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        for row in self.rows:
+        for row in rows:
             writer.writerow({key: _cell(row.get(key)) for key in CSV_COLUMNS})
         write_atomically(self.directory / "rounds.csv", buffer.getvalue())
 

@@ -1,0 +1,88 @@
+"""The aggregation rules read (model, weight) pairs and give exactly what Flower's own
+strategies give on the same models sent as replies, without touching the models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedMedian, FedTrimmedAvg, Krum
+
+from strategy import protocol
+from strategy.aggregation import AGGREGATIONS, Aggregation
+
+pytestmark = pytest.mark.usefixtures("task_identity")  # Flower's replies need a run id
+
+KEYS = {"min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 1,
+        "weighted_by_key": protocol.NUM_EXAMPLES, "arrayrecord_key": protocol.ARRAYS,
+        "configrecord_key": protocol.CONFIG}
+FLOWER = {
+    "fedavg": lambda: FedAvg(**KEYS),
+    "fedmedian": lambda: FedMedian(**KEYS),
+    "trimmed_mean": lambda: FedTrimmedAvg(beta=0.25, **KEYS),
+    "krum": lambda: Krum(num_malicious_nodes=1, **KEYS),
+}
+
+
+def _model(rng: np.random.Generator, scale: float = 1.0) -> ArrayRecord:
+    return ArrayRecord({"conv.weight": Array((scale * rng.normal(size=(4, 1, 3, 3))).astype(np.float32)),
+                        "conv.bias": Array((scale * rng.normal(size=4)).astype(np.float32)),
+                        "fc.weight": Array((scale * rng.normal(size=(3, 5))).astype(np.float32))})
+
+
+def _reply(model: ArrayRecord, weight: int) -> Message:
+    metrics = MetricRecord({protocol.NUM_EXAMPLES: weight})
+    content = RecordDict({protocol.ARRAYS: _copy(model), protocol.METRICS: metrics})
+    return Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN)
+
+
+def _copy(model: ArrayRecord) -> ArrayRecord:
+    return ArrayRecord({key: Array(array.numpy().copy()) for key, array in model.items()})
+
+
+def _flower(name: str, clip_norm: float | None, models: list[ArrayRecord], weights: list[int],
+            sent: ArrayRecord) -> ArrayRecord:
+    """What Flower's strategy (behind its server-side clipping wrapper with no noise) aggregates."""
+    rule = FLOWER[name]()
+    replies = [_reply(model, weight) for model, weight in zip(models, weights)]
+    if clip_norm is None:
+        return rule.aggregate_train(1, replies)[0]
+    clipping = DifferentialPrivacyServerSideFixedClipping(rule, noise_multiplier=0.0, clipping_norm=clip_norm,
+                                                          num_sampled_clients=len(replies))
+    clipping.current_arrays = sent
+    return clipping.aggregate_train(1, replies)[0]
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+@pytest.mark.parametrize("name", AGGREGATIONS)
+def test_each_rule_is_flowers_own_to_the_bit_and_leaves_the_models_alone(name, clip_norm):
+    rng = np.random.default_rng(7)
+    sent = _model(rng)
+    for members in (1, 2, 5):
+        models = [_model(rng, scale=1.0 + k) for k in range(members)]
+        weights = [int(w) for w in rng.integers(10, 300, size=members)]
+        before = [protocol.array_digest(model) for model in models]
+        rule = Aggregation(name, trim_beta=0.25, krum_malicious=1, clip_norm=clip_norm)
+        got = rule(list(zip(models, weights)), sent)
+        expected = _flower(name, clip_norm, models, weights, sent)
+        assert list(got.arrays.keys()) == list(expected.keys())
+        for key in expected.keys():
+            mine, theirs = got.arrays[key].numpy(), expected[key].numpy()
+            assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), (name, clip_norm, members, key)
+        assert [protocol.array_digest(model) for model in models] == before
+        assert len(got.used) == 1 if name == "krum" else got.used == list(range(members))
+
+
+def test_krum_names_the_member_it_kept():
+    rng = np.random.default_rng(3)
+    models = [_model(rng) for _ in range(4)]
+    models[2] = _model(rng, scale=1e3)
+    got = Aggregation("krum", krum_malicious=1)([(model, 1.0) for model in models], _model(rng))
+    assert got.used != [2] and protocol.array_digest(got.arrays) == protocol.array_digest(models[got.used[0]])
+
+
+def test_an_unknown_rule_or_a_non_positive_clip_is_refused():
+    with pytest.raises(ValueError, match="must be one of"):
+        Aggregation("mean")
+    with pytest.raises(ValueError, match="clip_norm"):
+        Aggregation(clip_norm=0.0)
