@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.local import BIN, QUIET, Processes, start_federation
+from strategy.records import read_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,13 +48,13 @@ def import_seconds(repeats: int = 3) -> float:
 
 def overrides(base: Path, mode: str, rounds: int) -> str:
     """The tiny configuration; results per mode, one server cache (the warm-up is made once)."""
-    return (f"+experiment=tiny federation.rounds={rounds} game.costs=measured calibration.pilot=false "
+    return (f"+experiment=tiny federation.rounds={rounds} economics.costs=measured calibration.pilot=false "
             f"results_root={base / mode} cache_dir={base / 'cache'}")
 
 
 def ledger_round_seconds(results: Path) -> list[float]:
     [run] = sorted(results.iterdir())[-1:]
-    return [row["round_seconds"] for row in json.loads((run / "ledger.json").read_text())]
+    return [row.round_seconds for row in read_ledger(run / "ledger.json")]
 
 
 def simulation(base: Path, rounds: int, env: dict[str, str]) -> list[float]:

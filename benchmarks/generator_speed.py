@@ -25,7 +25,7 @@ from diffusers import UNet2DModel
 from generation import (GeneratorConfig, build_unet, guided_output, load_generator, measure_seconds_per_image,
                         train_generator)
 from generation.model import training_scheduler
-from server_app.config import compose_config
+from server_app.config import load_settings
 
 from common import generator_benchmark_parser  # benchmarks/common.py
 
@@ -51,10 +51,12 @@ def ddpm_seconds_per_image(unet: UNet2DModel, cfg: GeneratorConfig, timed_steps:
     timesteps = scheduler.timesteps
     with torch.inference_mode():
         for timestep in timesteps[:2]:  # warm-up
-            x = scheduler.step(guided_output(unet, x, timestep, labels, cfg), timestep, x, generator=generator).prev_sample
+            output = guided_output(unet, x, timestep, labels, cfg)
+            x = scheduler.step(output, timestep, x, generator=generator).prev_sample
         start = time.perf_counter()
         for timestep in timesteps[2:2 + timed_steps]:
-            x = scheduler.step(guided_output(unet, x, timestep, labels, cfg), timestep, x, generator=generator).prev_sample
+            output = guided_output(unet, x, timestep, labels, cfg)
+            x = scheduler.step(output, timestep, x, generator=generator).prev_sample
         per_step = (time.perf_counter() - start) / timed_steps
     return per_step * DDPM_STEPS / cfg.sample_batch_size
 
@@ -77,8 +79,8 @@ def train_seconds_per_step(cfg: GeneratorConfig, steps: int, repeats: int) -> fl
 
 def default_warmup_steps() -> int:
     """Generator training steps of the embedded default's federated warm-up, all silos together."""
-    default = compose_config([])
-    return int(default.generator.warmup_rounds * default.generator.steps_per_round * default.federation.num_orgs)
+    silo = load_settings([]).silo
+    return silo.generator_warmup_rounds * silo.generator_steps_per_round * silo.num_orgs
 
 
 def main() -> None:

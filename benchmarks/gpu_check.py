@@ -88,8 +88,8 @@ def main() -> None:
     pool_x = sample(unet, pool_y.numpy(), cfg, seed=2)
     judge = train_classifier(train_x, train_y, epochs=5, device=device)
     print(f"label_fidelity={label_fidelity(judge.cpu(), pool_x, pool_y):.4f}", flush=True)
-    print(f"tstr_accuracy={evaluate(train_classifier(pool_x, pool_y, epochs=10, device=device), test_x, test_y).accuracy:.4f}",
-          flush=True)
+    tstr = evaluate(train_classifier(pool_x, pool_y, epochs=10, device=device), test_x, test_y)
+    print(f"tstr_accuracy={tstr.accuracy:.4f}", flush=True)
     print(f"skew_fix_gain={skew_fix_gain(train_x, train_y, test_x, test_y, pool_x, pool_y, trials=2):.2f}", flush=True)
 
     subset_x, subset_y = train_x[:10_000], train_y[:10_000]
@@ -109,14 +109,14 @@ def tiny_simulation(device: str) -> float:
 
     from client_app.app import app as client_app
     from server_app.app import make_server_app
-    from server_app.config import client_gpus, compose_config
+    from server_app.config import client_gpus, load_settings
 
     with tempfile.TemporaryDirectory(prefix="cocogen-gpu-check-") as folder:
-        cfg = compose_config(f"+experiment=tiny federation.device={device} game.costs=measured "
+        settings = load_settings(f"+experiment=tiny federation.device={device} economics.costs=measured "
                              f"calibration.pilot=false results_root={folder}/results cache_dir={folder}/cache")
         start = time.perf_counter()
-        run_simulation(server_app=make_server_app(cfg), client_app=client_app, num_supernodes=3,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(cfg)}})
+        run_simulation(server_app=make_server_app(settings), client_app=client_app, num_supernodes=3,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(settings)}})
         return time.perf_counter() - start
 
 

@@ -119,11 +119,15 @@ def welfare_peaks_strong_moderate(frame: pd.DataFrame, welfare: str, policy: str
     inside = [(g, a) for g, a in means.index if g == gammas[-1] and alphas[0] < a < alphas[-1]]
     outside = [cell for cell in means.index if cell not in inside]
     best_in, best_out = max(inside, key=means.get), max(outside, key=means.get)
-    cell = lambda g, a: tested[(tested.gamma == g) & (tested.alpha == a)][welfare]
-    claim.notes.append(f"cells chosen on seeds {seed_list(chosen)} (highest mean welfare there: γ={means.idxmax()[0]:g}, "
-                       f"α={means.idxmax()[1]:g}), compared on seeds {seed_list(tested)}")
+
+    def cell(g: float, a: float) -> pd.Series:
+        return tested[(tested.gamma == g) & (tested.alpha == a)][welfare]
+
+    claim.notes.append(f"cells chosen on seeds {seed_list(chosen)} (highest mean welfare there: "
+                       f"γ={means.idxmax()[0]:g}, α={means.idxmax()[1]:g}), compared on seeds {seed_list(tested)}")
     claim.comparisons.append(Comparison(
-        f"best claimed cell (γ={best_in[0]:g}, α={best_in[1]:g}) − best other cell (γ={best_out[0]:g}, α={best_out[1]:g})",
+        f"best claimed cell (γ={best_in[0]:g}, α={best_in[1]:g}) − best other cell "
+        f"(γ={best_out[0]:g}, α={best_out[1]:g})",
         welch_interval(cell(*best_in), cell(*best_out))))
     return claim
 
@@ -172,7 +176,8 @@ def welfare_peaks_at_moderate_rate(curve: pd.DataFrame | None, difficult: float 
         if difficulty == difficult:
             claim.comparisons += peak
             claim.notes.append(f"difficulty x{difficulty:g}: mean welfare highest at ρ={means.idxmax():.3g} on "
-                               f"{rates[0]:g}-{rates[-1]:g} (seeds {seed_list(chosen)}); tested on seeds {seed_list(tested)}")
+                               f"{rates[0]:g}-{rates[-1]:g} (seeds {seed_list(chosen)}); "
+                               f"tested on seeds {seed_list(tested)}")
         else:
             claim.notes += [f"(not the difficult task) {c.label}: {c.interval.text()} → {c.verdict}" for c in peak]
     if curve.difficulty.nunique() == 1:

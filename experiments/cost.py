@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from server_app.config import CONFIG_DIR
+from server_app.config import sweep_params
 from server_app.sweep import planned_jobs
 
 RAN = 10.0
@@ -80,7 +79,7 @@ def preset_name(jobs: pd.DataFrame) -> str:
 
 def preset_grid(preset: str) -> tuple[int, int]:
     """The preset's number of jobs and of (seed, alpha) groups."""
-    params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params)
+    params = sweep_params(preset)
     groups = {key: value for key, value in params.items() if key in GROUP_KEYS}
     return len(planned_jobs(params, [])), len(planned_jobs(groups, []))
 

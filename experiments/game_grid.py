@@ -12,7 +12,8 @@ the comparisons are paired.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm

@@ -46,14 +46,13 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord
-from omegaconf import OmegaConf
 
 from client_app.local import round_models, synthetic, trained
 from client_app.silo import load_silo, training_tensors
 from experiments.stats import t_interval
 from generation import load_generator
 from server_app.app import initial_model
-from server_app.config import game_settings, safeguards, server_cache, silo_settings
+from server_app.config import saved_settings
 from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import ModelJudge, realised_books
@@ -65,6 +64,7 @@ from strategy.game.scenario import LossCurve
 from task.files import strict_json, write_atomically
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, packed, round_seed
+from strategy.records import MeasuredRecord, RoundRecord, read_ledger
 from task.model import set_threads
 
 NOISE_FLOOR = "noise_floor.json"
@@ -166,7 +166,8 @@ def replicate_seeds(seed: int, server_round: int, partition_id: int, replicates:
     return [round_seed(seed, server_round, "training", partition_id), *fresh]
 
 
-def starting_models(run: Path, seed: int, server_round: int, rows: Sequence[dict]) -> tuple[ArrayRecord, ArrayRecord]:
+def starting_models(run: Path, seed: int, server_round: int,
+                    rows: Sequence[RoundRecord]) -> tuple[ArrayRecord, ArrayRecord]:
     """The main and twin global models the run started ``server_round`` from."""
     if server_round == 1:
         initial = initial_model(seed)
@@ -174,16 +175,23 @@ def starting_models(run: Path, seed: int, server_round: int, rows: Sequence[dict
     checkpoint = load_checkpoint(run, server_round - 1)
     if checkpoint is None:
         raise ReplayError(f"{run} kept no checkpoint of round {server_round - 1}: run it with keep_checkpoints=true")
-    before = next(row for row in rows if row["round"] == server_round - 1)
-    if (array_digest(checkpoint.main), array_digest(checkpoint.twin)) != (before["global_digest"], before["twin_digest"]):
+    before = next(row for row in rows if row.round == server_round - 1)
+    if (array_digest(checkpoint.main), array_digest(checkpoint.twin)) != (before.global_digest, before.twin_digest):
         raise ReplayError(f"{run}: the checkpoint of round {server_round - 1} is not the ledger's global model")
     return checkpoint.main, checkpoint.twin
 
 
-def ledger_profiles(row: dict) -> dict[int, Profile]:
-    """The profiles a ledger row records, by partition id."""
+def ledger_profiles(row: RoundRecord) -> dict[int, Profile]:
+    """The profiles a ledger record holds (``reported``: each profile's fields and its ``cost``), by partition id."""
     return {p["partition_id"]: Profile(**{k: v for k, v in p.items() if k != "cost"}
-                                       | {"label_counts": tuple(p["label_counts"])}) for p in row["reported"]}
+                                       | {"label_counts": tuple(p["label_counts"])}) for p in row.reported}
+
+
+def measured_side(row: RoundRecord) -> MeasuredRecord:
+    """The record's measured side; a round no organisation answered cannot be replayed."""
+    if row.measured is None:
+        raise ReplayError(f"round {row.round} has no measured side: no organisation answered")
+    return row.measured
 
 
 def pilot_curve(run: Path, game: GameSettings) -> CurveFit:
@@ -232,46 +240,50 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
     after round as each is done (see the module docstring)."""
     if replicates < 2:
         raise ValueError(f"need at least 2 replicates for a spread, got {replicates}")
-    cfg = OmegaConf.load(run / "config.yaml")
-    rows = json.loads((run / "ledger.json").read_text())
-    missing = sorted(set(rounds) - {row["round"] for row in rows})
+    rows = read_ledger(run / "ledger.json")
+    missing = sorted(set(rounds) - {row.round for row in rows})
     if missing:
         raise ReplayError(f"{run} has no round {missing[0]}")
-    settings, game, cap = silo_settings(cfg), game_settings(cfg), safeguards(cfg).transfer_cap
-    judge = ServerData(cfg).judge
+    run_settings = saved_settings(run)
+    settings, game, cap = run_settings.silo, run_settings.game, run_settings.safeguards.transfer_cap
+    judge = ServerData(run_settings.data, run_settings.seed, run_settings.cache,
+                       run_settings.federation.device).judge
     pilot = pilot_curve(run, game)
-    generator = consortium_generator(settings, server_cache(cfg))
+    generator = consortium_generator(settings, run_settings.cache)
     set_threads(settings.threads)
-    for row in (row for row in rows if not rounds or row["round"] in rounds):
-        main, twin = starting_models(run, settings.seed, row["round"], rows)
+    for row in (row for row in rows if not rounds or row.round in rounds):
+        measured = measured_side(row)
+        main, twin = starting_models(run, settings.seed, row.round, rows)
         gains, fork_gains = replicate_gains(settings, judge, generator, row, main, twin, replicates)
         recorded = ledger_profiles(row)
-        profiles = [recorded[p] for p in row["responders"]]
+        profiles = [recorded[p] for p in measured.responders]
         scenario, _ = round_scenario(profiles, game)
+        calibration = measured.calibration
 
         def welfares(of: np.ndarray) -> tuple[float, ...]:
-            return tuple(realised_books(scenario, game, row["rho"], row["lambda"], g, np.asarray(row["images"]),
-                                        np.asarray(row["calibration"]["realised_cost"]), cap).social_welfare
+            return tuple(realised_books(scenario, game, row.rho, row.mix, g, np.asarray(measured.images),
+                                        np.asarray(calibration.realised_cost), cap).social_welfare
                          for g in of)
 
-        reproduced = float(np.max(np.abs(gains[0] - row["calibration"]["realised_quality"])))
-        yield ReplayedRound(row["round"], row["responder_predicted_welfare"], row["realised_welfare"],
+        reproduced = float(np.max(np.abs(gains[0] - calibration.realised_quality)))
+        yield ReplayedRound(row.round, measured.responder_predicted_welfare, measured.realised_welfare,
                             welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
-                            tuple(row["calibration"]["predicted_quality"]), tuple(map(tuple, fork_gains.tolist())),
-                            welfares(fork_gains), tuple(curve_gains(pilot, game, profiles, row["images"])),
-                            row["calibration"].get("predicted_welfare_sd"))
+                            tuple(calibration.predicted_quality), tuple(map(tuple, fork_gains.tolist())),
+                            welfares(fork_gains), tuple(curve_gains(pilot, game, profiles, measured.images)),
+                            calibration.predicted_welfare_sd)
 
 
-def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: dict,
+def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: RoundRecord,
                     main: ArrayRecord, twin: ArrayRecord, replicates: int) -> tuple[np.ndarray, np.ndarray]:
     """Replicate x organisation gains of the round's main model over its twin and over a fork."""
-    gains, fork_gains = (np.zeros((replicates, len(row["responders"]))) for _ in range(2))
-    for index, partition_id in enumerate(row["responders"]):
+    measured = measured_side(row)
+    gains, fork_gains = (np.zeros((replicates, len(measured.responders))) for _ in range(2))
+    for index, partition_id in enumerate(measured.responders):
         node = NodeConfig(partition_id, None, None, None, None, None)
         silo = load_silo(settings, node)
-        made = synthetic(settings, silo, node, generator, row["received_quotas"][index], tuple(row["target"]),
-                         round_seed(settings.seed, row["round"], "sampling", partition_id))
-        for k, seed in enumerate(replicate_seeds(settings.seed, row["round"], partition_id, replicates)):
+        made = synthetic(settings, silo, node, generator, measured.received_quotas[index], tuple(row.target),
+                         round_seed(settings.seed, row.round, "sampling", partition_id))
+        for k, seed in enumerate(replicate_seeds(settings.seed, row.round, partition_id, replicates)):
             models = round_models(settings, silo, made, main, twin, seed)
             fork = trained(settings, main, *training_tensors(silo), seed)
             accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
@@ -288,9 +300,11 @@ def line(run: Path, replayed: ReplayedRound) -> str:
             f"realised {n['realised_welfare']:.1f} (gap {_text(n['gap'])}), replicates {n['mean']:.1f} "
             f"[{low:.1f}, {high:.1f}] sd {n['sd']:.1f} (sd/|mean| {_text(n['relative_sd'])}; "
             f"gap to mean {_text(n['gap_to_mean'])}; gap in sd {_text(n['gap_in_sd'])}); sum Q predicted "
-            f"{n['predicted_gain_sum']:.3f} (pilot's curve alone {n['pilot_gain_sum']:.3f}), over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
+            f"{n['predicted_gain_sum']:.3f} (pilot's curve alone {n['pilot_gain_sum']:.3f}), "
+            f"over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
             f"fork welfare {n['fork_welfare']:.1f} (gap {_text(n['fork_gap_to_mean'])}); "
-            f"predicted sd {_text((n['predicted_sd'] or {}).get('total'))} (mean's z {_text(n['mean_z'])}); target met against the replicates by the prediction "
+            f"predicted sd {_text((n['predicted_sd'] or {}).get('total'))} (mean's z {_text(n['mean_z'])}); "
+            f"target met against the replicates by the prediction "
             f"{n['target_met']['prediction']:.2f}, by their mean {n['target_met']['mean']:.2f}; "
             f"reproduced to {n['reproduced']:.1g}")
 
@@ -301,7 +315,8 @@ def _text(value: float | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.noise_floor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="results directories of runs made with keep_checkpoints=true")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="results directories of runs made with keep_checkpoints=true")
     parser.add_argument("--replicates", type=int, default=REPLICATES, help="trainings per organisation and round")
     parser.add_argument("--rounds", type=int, nargs="+", default=(), help="only these rounds (default: every round)")
     args = parser.parse_args(argv)

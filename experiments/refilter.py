@@ -19,7 +19,6 @@ of :data:`strategy.game.calibration.DRIFT`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -27,13 +26,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from experiments.noise_floor import ledger_profiles, pilot_curve, priced_gains, replayed_rounds
-from server_app.config import game_settings
+from experiments.noise_floor import ledger_profiles, measured_side, pilot_curve, priced_gains, replayed_rounds
+from server_app.config import saved_settings
 from strategy.game.calibration import Calibration, GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit
 from strategy.profiles import round_scenario
+from strategy.records import read_ledger
 
 
 @dataclass(frozen=True)
@@ -50,23 +49,23 @@ class RefilteredRound:
 
 def refilter(run: Path) -> list[RefilteredRound]:
     """Every round of ``run`` priced as run and as the current calibration would have (module docstring)."""
-    cfg = OmegaConf.load(run / "config.yaml")
-    rows = json.loads((run / "ledger.json").read_text())
-    game = game_settings(cfg)
+    rows = read_ledger(run / "ledger.json")
+    game = saved_settings(run).game
     replayed = replayed_rounds(run)
     calibration = Calibration(pilot_curve(run, game), game.eta)
     done = []
     for row in rows:
+        measured = measured_side(row)
         recorded = ledger_profiles(row)
-        profiles = [recorded[p] for p in row["responders"]]
-        images = np.asarray(row["images"], dtype=float)
-        used = row["calibration"]
-        as_run = calibrated_curve(CurveFit.from_json(used["curve"]), GainScales(**used["scales_used"]))
+        profiles = [recorded[p] for p in measured.responders]
+        images = np.asarray(measured.images, dtype=float)
+        used = measured.calibration
+        as_run = calibrated_curve(CurveFit.from_json(used.curve), GainScales(**used.scales_used))
         sums = [float(np.sum(priced_gains(parameters, game, profiles, images)))
                 for parameters in (as_run, calibration.parameters())]
-        done.append(RefilteredRound(row["round"], *sums, *_replayed(replayed.get(row["round"]))))
+        done.append(RefilteredRound(row.round, *sums, *_replayed(replayed.get(row.round))))
         pilot_scenario, _ = round_scenario(profiles, replace(game, loss=calibration.curve.curve))
-        calibration.observe(pilot_scenario, images, np.asarray(used["realised_quality"], dtype=float))
+        calibration.observe(pilot_scenario, images, np.asarray(used.realised_quality, dtype=float))
     return done
 
 

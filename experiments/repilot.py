@@ -23,7 +23,6 @@ over a fork; writes ``repilot.json`` into the run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from client_app.app import pilot_points
 from experiments.noise_floor import (
@@ -39,14 +37,16 @@ from experiments.noise_floor import (
     consortium_generator,
     curve_gains,
     ledger_profiles,
+    measured_side,
     replayed_rounds,
     starting_models,
 )
-from server_app.config import game_settings, server_cache, silo_settings
+from server_app.config import saved_settings
 from strategy.game.learning_curve import CurveFit
 from task.files import strict_json, write_atomically
 from strategy.pilot import fit_pilot
 from strategy.protocol import NodeConfig, PilotOrder
+from strategy.records import read_ledger
 from task.model import set_threads
 
 REPILOT = "repilot.json"
@@ -68,25 +68,25 @@ class RepilotRound:
 
 def repilot(run: Path, rounds: Sequence[int] = ()) -> Iterator[RepilotRound]:
     """Every round of ``run`` (or those in ``rounds``), as each is done (module docstring)."""
-    cfg = OmegaConf.load(run / "config.yaml")
-    rows = json.loads((run / "ledger.json").read_text())
-    missing = sorted(set(rounds) - {row["round"] for row in rows})
+    rows = read_ledger(run / "ledger.json")
+    missing = sorted(set(rounds) - {row.round for row in rows})
     if missing:
         raise ReplayError(f"{run} has no round {missing[0]}")
-    settings, game = silo_settings(cfg), game_settings(cfg)
-    generator = consortium_generator(settings, server_cache(cfg))
+    run_settings = saved_settings(run)
+    settings, game = run_settings.silo, run_settings.game
+    generator = consortium_generator(settings, run_settings.cache)
     set_threads(settings.threads)
-    for row in (row for row in rows if not rounds or row["round"] in rounds):
-        start, _ = starting_models(run, settings.seed, row["round"], rows)
-        order = PilotOrder(fractions=tuple(cfg.calibration.fractions), multiples=tuple(cfg.calibration.multiples),
-                           target=tuple(row["target"]))
+    for row in (row for row in rows if not rounds or row.round in rounds):
+        measured = measured_side(row)
+        start, _ = starting_models(run, settings.seed, row.round, rows)
+        order = PilotOrder(fractions=run_settings.calibration.fractions, multiples=run_settings.calibration.multiples,
+                           target=tuple(row.target))
         recorded = ledger_profiles(row)
         reports = {p: pilot_points(settings, NodeConfig(p, None, None, None, None, None), order, start, generator)
-                   for p in row["responders"]}
+                   for p in measured.responders}
         fit = fit_pilot(reports, order, game.loss).fit
-        gains = curve_gains(fit, game, [recorded[p] for p in row["responders"]], row["images"])
-        yield RepilotRound(row["round"], fit, float(np.sum(gains)),
-                           float(np.sum(row["calibration"]["predicted_quality"])))
+        gains = curve_gains(fit, game, [recorded[p] for p in measured.responders], measured.images)
+        yield RepilotRound(row.round, fit, float(np.sum(gains)), float(np.sum(measured.calibration.predicted_quality)))
 
 
 def line(run: Path, repiloted: RepilotRound, replayed: dict[int, dict]) -> str:

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -34,7 +34,8 @@ from experiments.stats import FAILS, HOLDS, t_interval
 from experiments.tables import cell_intervals, markdown_table, paired_differences
 from strategy.game.scenario import LossCurve
 
-MEASURED = {"images": "images_generated", "welfare": "profiled_welfare", "worst": "min_org_utility", "ir": "ir_fraction"}
+MEASURED = {"images": "images_generated", "welfare": "profiled_welfare", "worst": "min_org_utility",
+            "ir": "ir_fraction"}
 GAME = {"images": "images", "welfare": "welfare", "worst": "min_utility", "ir": "ir_fraction"}
 CELL_METRICS = (("final_accuracy", "final test acc."), ("gain_over_twin", "gain over twin"),
                 ("images_generated", "images"), ("realised_welfare", "realised welfare"),
@@ -173,7 +174,8 @@ def cost_section(jobs: pd.DataFrame, cost: PresetCost, out: Path) -> list[str]:
         "(the sweep's start-up of each job, a few seconds, not included).",
         f"The rounds' time against the images generated, fitted through these jobs: {cost.base_seconds:.0f} s + "
         f"{cost.seconds_per_image:.3f} s per image. With every organisation at capacity in every round "
-        f"({cost.capacity_images:.0f} images per job) a job's rounds would take {cost.capacity_rounds_seconds / 60:.1f} "
+        f"({cost.capacity_images:.0f} images per job) a job's rounds would take "
+        f"{cost.capacity_rounds_seconds / 60:.1f} "
         f"min and the grid at most **{cost.capacity_hours:.1f} h**.", ""]
 
 
@@ -237,9 +239,11 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
         lines += [f"![{caption}]({figure_dir / f'{name}.png'})", ""]
     lines += ["## Game-level grid", "",
               f"The solver alone on {len(game_rows) // len(set(game_rows.policy))} Dirichlet scenarios "
-              f"(γ ∈ {{{', '.join(f'{g:g}' for g in game.gammas)}}}, α ∈ {{{', '.join(f'{a:g}' for a in game.alphas)}}}, "
+              f"(γ ∈ {{{', '.join(f'{g:g}' for g in game.gammas)}}}, "
+              f"α ∈ {{{', '.join(f'{a:g}' for a in game.alphas)}}}, "
               f"{len(game.seeds)} seeds), welfare as predicted by the calibrated game. The ρ sweep is at "
-              f"γ={strong:g}, α={skewed:g} (the α where the planner beats cocogen by most), each rate at its best λ, for the measured curve and a task "
+              f"γ={strong:g}, α={skewed:g} (the α where the planner beats cocogen by most), each rate at its "
+              "best λ, for the measured curve and a task "
               f"{max(game.difficulties):g}x as difficult (a and κ scaled).", "",
               "Paired differences against cocogen_plus (same scenario) in the cells of the full measured grid:", "",
               difference_table(game_rows[game_rows.gamma.isin(TABLE_GAMMAS) & game_rows.alpha.isin(TABLE_ALPHAS)],
@@ -269,7 +273,8 @@ def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_ro
         f"{int(grid.organisations.median())} organisations, {int(grid.rounds.median())} rounds each.",
         f"- Wall time per job, generator warm-up excluded: median {run_seconds.median():.0f} s (range "
         f"{run_seconds.min():.0f}-{run_seconds.max():.0f} s); {int((grid.warmup_seconds > RAN).sum())} federated "
-        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > RAN].sum() / 60:.1f} min in all (one per data set and "
+        f"warm-ups took {grid.warmup_seconds[grid.warmup_seconds > RAN].sum() / 60:.1f} min in all "
+        "(one per data set and "
         f"seed, cached for the rest); all jobs' runs add up to {grid.wall_seconds.sum() / 3600:.2f} h (Ray and "
         "process start-up, about 10 s per job, not included).",
         "- Welfare in the claims is priced at the game's cost per image (profiled seconds x price): realised "
@@ -282,7 +287,8 @@ def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_ro
         f"{int(grid.rounds.median())} rounds of noisy gains, and in {collapsed_refits(grid)} of {len(grid)} jobs "
         "they scaled the shared gain to under 1/1000 of the pilot's.",
         "- Intervals: 95% Student t over seeds, one per comparison (no correction for the number of "
-        "comparisons: a claim judged on many cells can fail in one by chance, so read the counts); policy differences are paired by seed (same data, generator "
+        "comparisons: a claim judged on many cells can fail in one by chance, so read the counts); "
+        "policy differences are paired by seed (same data, generator "
         "warm-up and seed); differences across α use Welch's interval (different data). A comparison holds when "
         "its interval lies on the claimed side of zero, does not hold when it lies on the other side, and is "
         "not distinguishable from noise otherwise.",

@@ -1,4 +1,4 @@
-"""Which ``game.value`` puts a run's round-1 equilibrium inside the box, from what the run
+"""Which ``economics.value`` puts a run's round-1 equilibrium inside the box, from what the run
 measured (issue #10; docs/model.md section 9, "Choosing the default value").
 
 A round's quotas depend on the value of accuracy only through its ratio to the cost of an
@@ -36,14 +36,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from experiments.noise_floor import ledger_profiles
-from server_app.config import game_settings
+from experiments.noise_floor import ledger_profiles, measured_side
+from server_app.config import saved_settings
 from strategy.game.calibration import GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile
+from strategy.records import RoundRecord, read_ledger
 
 SEARCH = (1e-2, 1e2)
 """The factors searched for the edges: an edge below prints as the lower end, one above as ``inf``."""
@@ -68,11 +68,11 @@ class ValueBand:
         return self.low < 1.0 < self.high
 
 
-def round_game(row: dict, game: GameSettings) -> GameSettings:
-    """The game a ledger row was solved with: the row's curve under its gain scales
+def round_game(row: RoundRecord, game: GameSettings) -> GameSettings:
+    """The game a ledger record was solved with: its curve under its gain scales
     (:func:`strategy.game.calibration.calibrated_curve`)."""
-    calibration = row["calibration"]
-    curve, eta = calibrated_curve(CurveFit.from_json(calibration["curve"]), GainScales(**calibration["scales_used"]))
+    calibration = measured_side(row).calibration
+    curve, eta = calibrated_curve(CurveFit.from_json(calibration.curve), GainScales(**calibration.scales_used))
     return replace(game, loss=curve, eta=eta)
 
 
@@ -100,18 +100,18 @@ def first_factor(holds: Callable[[float], bool]) -> float:
 
 def run_band(run: Path) -> ValueBand:
     """Round 1's band of ``run`` (a results directory: config.yaml and ledger.json)."""
-    game = game_settings(OmegaConf.load(run / "config.yaml"))
-    row = json.loads((run / "ledger.json").read_text())[0]
+    game = saved_settings(run).game
+    row = read_ledger(run / "ledger.json")[0]
     recorded = ledger_profiles(row)
-    profiles = [recorded[p] for p in row["responders"]]
+    profiles = [recorded[p] for p in measured_side(row).responders]
     solved_with = round_game(row, game)
     capacity = np.array([p.capacity for p in profiles])
 
     def generates(factor: float) -> bool:
-        return bool(np.any(round_quotas(profiles, solved_with, row["round"], factor) >= HALF_IMAGE))
+        return bool(np.any(round_quotas(profiles, solved_with, row.round, factor) >= HALF_IMAGE))
 
     def at_capacity(factor: float) -> bool:
-        return bool(np.all(round_quotas(profiles, solved_with, row["round"], factor) >= capacity - HALF_IMAGE))
+        return bool(np.all(round_quotas(profiles, solved_with, row.round, factor) >= capacity - HALF_IMAGE))
 
     values = {p.value for p in profiles}
     value = values.pop() if len(values) == 1 else math.nan  # a band in money only for one common value

@@ -19,34 +19,26 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from omegaconf import DictConfig
 
 from server_app.compute import compute_profile
-from server_app.config import (
-    aggregation,
-    compose_config,
-    effective_config,
-    game_settings,
-    keep_checkpoints,
-    safeguards,
-    server_cache,
-    silo_settings,
-)
+from server_app.config import compose_config, run_settings
 from server_app.evaluation import ServerData
 from server_app.generator_stage import prepare_generator
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
+from server_app.settings import RunSettings
 from strategy import protocol
-from strategy.fedgame import GameFedAvg
-from strategy.checkpoint import load_checkpoint
+from strategy.aggregation import Aggregation
+from strategy.checkpoint import Checkpoint, load_checkpoint
+from strategy.fedgame import GameFedAvg, admit_profiles
 from strategy.game.calibration import Calibration
 from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
 from strategy.ledger import Ledger
-from task.files import strict_json, write_atomically
 from strategy.pilot import run_pilot
-from strategy.profiles import round_scenario
+from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import PilotOrder, Profile, SiloSettings
+from task.files import strict_json, write_atomically
 from task.model import Net, set_threads
 
 
@@ -61,48 +53,46 @@ def wait_for_nodes(grid: Grid, wanted: int, seconds: float, minimum: int) -> lis
     return sorted(nodes)[:wanted]
 
 
-def run_experiment(grid: Grid, cfg: DictConfig) -> str:
-    """One complete run, or the rest of one (``resume=<results dir>``); returns the results directory."""
+def run_experiment(grid: Grid, settings: RunSettings) -> str:
+    """One complete run, or the rest of one (``settings.resume``); returns the results directory.
+
+    In order: the silos connect, the generator is warmed up, the compute profile priced,
+    the organisations' profiles admitted, the game calibrated (the pilot, or the resumed
+    run's state), then :class:`GameFedAvg` runs the rounds and the final model is tested.
+    """
     started = time.perf_counter()
-    checkpoint = None
-    if cfg.resume:
-        directory = Path(cfg.resume)
-        checkpoint = load_checkpoint(directory)
-        if checkpoint is None:
-            raise RuntimeError(f"resume: {directory} holds no checkpoint (no round completed there)")
-        cfg = effective_config(cfg)
-        log(INFO, "Resuming %s after round %d", directory, checkpoint.server_round)
-    else:
-        directory = results_directory(cfg)
-    game = game_settings(cfg)
-    settings = silo_settings(cfg)
+    checkpoint = _checkpoint_to_resume(settings.resume)
+    directory = settings.resume if checkpoint is not None else results_directory(settings)
     log(INFO, "Results: %s", directory)
-    federation = cfg.federation
-    timeout = float(federation.reply_timeout_seconds)
-    nodes = wait_for_nodes(grid, int(federation.num_orgs), float(federation.node_wait_seconds),
-                           int(federation.min_orgs))
+    federation = settings.federation
+    timeout = federation.reply_timeout_seconds
+    nodes = wait_for_nodes(grid, federation.num_orgs, federation.node_wait_seconds, federation.min_orgs)
     warmup_started = time.perf_counter()
-    generator = prepare_generator(grid, nodes, settings, server_cache(cfg), timeout)
+    generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout)
     warmup_seconds = time.perf_counter() - warmup_started
-    compute = compute_profile(cfg, settings, generator, server_cache(cfg))
-    settings = replace(settings, seconds_per_image=compute.seconds_per_image)
+    compute = compute_profile(settings.costs, settings.silo, generator, settings.cache)
+    silo = replace(settings.silo, seconds_per_image=compute.seconds_per_image)
     set_threads(2)
-    data = ServerData(cfg)
+    data = ServerData(settings.data, settings.seed, settings.cache, federation.device)
     ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
-    strategy = GameFedAvg(game, settings, ledger, data.judge, safeguards(cfg), generator=generator, timeout=timeout,
-                          min_orgs=int(federation.min_orgs), aggregation=aggregation(cfg),
-                          keep_checkpoints=keep_checkpoints(cfg), hardware_scale=compute.hardware_scale)
-    strategy.refresh_profiles(grid)
-    if len(strategy.profiles) < int(federation.min_orgs):
-        raise RuntimeError(f"only {len(strategy.profiles)} organisations reported usable profiles")
-    initial = initial_model(int(cfg.seed))
-    pilot_seconds = 0.0
+    profiles, _ = admit_profiles(grid, {}, silo, generator, settings.safeguards, timeout)
+    if len(profiles) < federation.min_orgs:
+        raise RuntimeError(f"only {len(profiles)} organisations reported usable profiles")
+    initial = initial_model(settings.seed)
+    calibration, pilot_seconds = None, 0.0  # a resumed run's calibration is its checkpoint's
+    if checkpoint is None and settings.calibration.pilot:
+        pilot_started = time.perf_counter()
+        calibration = _pilot(grid, settings, silo, profiles, generator, initial, directory)
+        pilot_seconds = time.perf_counter() - pilot_started
+    rule = settings.aggregation
+    strategy = GameFedAvg(settings.game, silo, ledger, data.judge, settings.safeguards, generator=generator,
+                          timeout=timeout, min_orgs=federation.min_orgs,
+                          aggregation=Aggregation(rule.name, trim_beta=rule.trim_beta,
+                                                  krum_malicious=rule.krum_malicious, clip_norm=rule.clip_norm),
+                          calibration=calibration, profiles=profiles, keep_checkpoints=settings.keep_checkpoints,
+                          hardware_scale=compute.hardware_scale)
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
-    elif cfg.calibration.pilot:
-        pilot_started = time.perf_counter()
-        strategy.calibration = _pilot(grid, strategy, cfg, initial, directory, timeout)
-        pilot_seconds = time.perf_counter() - pilot_started
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         main, twin = data.test_scores(arrays), data.test_scores(strategy.twin)
@@ -111,16 +101,27 @@ def run_experiment(grid: Grid, cfg: DictConfig) -> str:
                         twin_digest=protocol.array_digest(strategy.twin))
         return MetricRecord(asdict(main))
 
-    result = strategy.start(grid, initial, num_rounds=int(federation.rounds),
+    result = strategy.start(grid, initial, num_rounds=federation.rounds,
                             timeout=timeout, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                             evaluate_fn=evaluate_global)
     final_accuracy = data.test_scores(result.arrays).accuracy
-    summary = summarise(cfg, ledger.rows, final_accuracy, time.perf_counter() - started, warmup_seconds,
+    summary = summarise(settings, ledger.rows, final_accuracy, time.perf_counter() - started, warmup_seconds,
                         pilot_seconds)
     write_summary(directory, summary)
     plot_run(ledger.rows, directory)
     log(INFO, "Run summary (%s):\n%s", directory, summary_table(summary, ledger.rows))
     return str(directory)
+
+
+def _checkpoint_to_resume(resume: Path | None) -> Checkpoint | None:
+    """The checkpoint of the run folder ``resume`` (``None``: a new run)."""
+    if resume is None:
+        return None
+    checkpoint = load_checkpoint(resume)
+    if checkpoint is None:
+        raise RuntimeError(f"resume: {resume} holds no checkpoint (no round completed there)")
+    log(INFO, "Resuming %s after round %d", resume, checkpoint.server_round)
+    return checkpoint
 
 
 def initial_model(seed: int) -> ArrayRecord:
@@ -133,29 +134,29 @@ PILOT_VERSION = 1
 """Part of the pilot cache key: raise it when the pilot's points or fit change meaning."""
 
 
-def _pilot(grid: Grid, strategy: GameFedAvg, cfg: DictConfig, initial: ArrayRecord, directory: Path,
-           timeout: float) -> Calibration:
-    """Run the calibration pilot on every organisation with a profile (or, with
+def _pilot(grid: Grid, settings: RunSettings, silo: SiloSettings, profiles: dict[int, Profile],
+           generator: ArrayRecord | None, initial: ArrayRecord, directory: Path) -> Calibration:
+    """Run the calibration pilot on every admitted organisation (or, with
     ``calibration.reuse_pilot``, reuse an identical earlier run's, noted as ``reused_from``);
-    write ``pilot.json``."""
-    profiles = [strategy.profiles[n] for n in strategy.profiles]
-    _, target = round_scenario(profiles, strategy.game)
-    order = PilotOrder(fractions=tuple(cfg.calibration.fractions), multiples=tuple(cfg.calibration.multiples),
+    write ``pilot.json``; the calibration starts from its curve."""
+    game: GameSettings = settings.game
+    _, target = round_scenario(list(profiles.values()), game)
+    order = PilotOrder(fractions=settings.calibration.fractions, multiples=settings.calibration.multiples,
                        target=tuple(map(float, target)))
-    cached = pilot_cache_file(server_cache(cfg), strategy.settings, order, initial, strategy.generator,
-                              strategy.game.loss, profiles)
-    if cfg.calibration.reuse_pilot and cached.exists():
+    cached = pilot_cache_file(settings.cache, silo, order, initial, generator, game.loss, list(profiles.values()))
+    reuse = settings.calibration.reuse_pilot
+    if reuse and cached.exists():
         record = {**json.loads(cached.read_text()), "reused_from": str(cached)}
         log(INFO, "Pilot: reused %s (same settings, profiles, generator and initial model)", cached)
     else:
-        pilot = run_pilot(grid, strategy.profiles, strategy.settings, order, initial, strategy.game.loss, timeout)
+        pilot = run_pilot(grid, profiles, silo, order, initial, game.loss, settings.federation.reply_timeout_seconds)
         record = pilot.to_json()
-        if cfg.calibration.reuse_pilot and not pilot.dropped:
+        if reuse and not pilot.dropped:
             cached.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(cached, strict_json(record, indent=1))
     write_atomically(directory / "pilot.json", strict_json(record, indent=1))
     plot_learning_curve(record, directory / "learning_curve.png")
-    return Calibration(CurveFit.from_json(record["fit"]), strategy.game.eta)
+    return Calibration(CurveFit.from_json(record["fit"]), game.eta)
 
 
 def pilot_cache_file(cache: Path, settings: SiloSettings, order: PilotOrder, initial: ArrayRecord,
@@ -171,13 +172,13 @@ def pilot_cache_file(cache: Path, settings: SiloSettings, order: PilotOrder, ini
     return cache / "pilots" / f"{digest}.json"
 
 
-def make_server_app(cfg: DictConfig) -> ServerApp:
-    """A ServerApp bound to an already composed config (sweeps and in-process tests)."""
+def make_server_app(settings: RunSettings) -> ServerApp:
+    """A ServerApp bound to already made settings (sweeps and in-process tests)."""
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_experiment(grid, cfg)
+        run_experiment(grid, settings)
 
     return server
 
@@ -188,4 +189,4 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """``flwr run``: the config is conf/ plus the ``overrides`` run-config string."""
-    run_experiment(grid, compose_config(str(context.run_config.get(protocol.RUN_CONFIG_OVERRIDES, ""))))
+    run_experiment(grid, run_settings(compose_config(str(context.run_config.get(protocol.RUN_CONFIG_OVERRIDES, "")))))

@@ -5,7 +5,7 @@ The simulated organisations' hardware is not the host's: the host only emulates 
 two 2-core hosts of this project differ 3.7x in seconds per image (0.1034 on an AVX2-only
 EPYC in fp32, 0.0276 on an AVX512-BF16 EPYC in bf16), more than the 3x range of cost over
 which the default equilibrium is interior (docs/model.md section 9, "The default value").
-So ``game.seconds_per_image`` states the organisations' base seconds per image (the
+So ``economics.seconds_per_image`` states the organisations' base seconds per image (the
 default is a measured figure of a reference machine) and organisation ``i`` takes
 ``seconds_per_image x speed_factor[i]`` (the last factor repeats); ``null`` makes it this
 host's own.
@@ -19,7 +19,7 @@ host seconds; times ``hardware_scale[i]`` = organisation ``i``'s seconds per ima
 the host's, they are the organisation's, which its realised cost prices. Same config and
 seed give the same quotas on any host whose warm-up and pilot compute the same numbers
 (hosts of one kind do; bf16 and fp32 hosts train different generators).
-``game.costs=measured`` leaves timing to each silo on its own hardware (deployment).
+``economics.costs=measured`` leaves timing to each silo on its own hardware (deployment).
 """
 
 from __future__ import annotations
@@ -34,17 +34,14 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord
 from flwr.common import log
-from omegaconf import DictConfig
 
 from generation import GeneratorConfig, build_unet, load_generator, measure_seconds_per_image, place
 from generation.model import resolve_precision
+from server_app.settings import CostSettings
 from strategy import protocol
-from task.files import strict_json, write_atomically
 from strategy.protocol import SiloSettings, per_partition
 from task.device import resolve_device
-
-COSTS = ("profile", "measured")
-
+from task.files import strict_json, write_atomically
 
 @dataclass(frozen=True)
 class ComputeProfile:
@@ -56,23 +53,17 @@ class ComputeProfile:
     """Organisation seconds per host second: ``seconds_per_image[i]`` over the host's."""
 
 
-def compute_profile(cfg: DictConfig, settings: SiloSettings, generator: ArrayRecord | None,
+def compute_profile(costs: CostSettings, settings: SiloSettings, generator: ArrayRecord | None,
                     cache: Path) -> ComputeProfile:
     """The run's compute profile (see the module docstring)."""
-    game = cfg.game
-    if game.costs not in COSTS:
-        raise ValueError(f"game.costs must be one of {COSTS}, got {game.costs!r}")
-    if game.costs == "measured":
+    if costs.costs == "measured":
         return ComputeProfile()
     host = _measured(settings, generator, cache) if _timeable(settings, generator) else None
-    base = host if game.seconds_per_image is None else float(game.seconds_per_image)
+    base = host if costs.seconds_per_image is None else costs.seconds_per_image
     if base is None:
         raise ValueError("the server can only time a federated or pretrained generator: with generator.source="
-                         f"{settings.generator_source}, set game.seconds_per_image or game.costs=measured")
-    factors = [float(f) for f in game.speed_factor]
-    if not factors or min(factors) <= 0 or base <= 0:
-        raise ValueError(f"game.seconds_per_image and game.speed_factor must be > 0, got {base} and {factors}")
-    seconds = tuple(base * per_partition(factors, i) for i in range(settings.num_orgs))
+                         f"{settings.generator_source}, set economics.seconds_per_image or economics.costs=measured")
+    seconds = tuple(base * per_partition(costs.speed_factor, i) for i in range(settings.num_orgs))
     if host is None:
         log(WARNING, "Compute profile: the server cannot time a %s generator; realised costs price this "
             "host's seconds as the organisations'", settings.generator_source)

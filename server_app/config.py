@@ -1,45 +1,72 @@
-"""The run's Hydra config: composing it, and the typed settings made from it.
+"""The run's Hydra config: composing it, and the one place it becomes typed settings.
 
 ``conf/`` holds what a run chooses; the defaults of the model's constants and of the
 mechanism come from the game package (:class:`~strategy.game.scenario.ModelParameters`,
 :class:`~strategy.game.mechanism.MechanismConfig`), registered here as the Hydra
-configs ``game/model`` and ``mechanism/base`` that ``conf/`` extends. From the
-composed config the server derives :class:`GameSettings` (its own) and
-:class:`~strategy.protocol.SiloSettings` (what silos are told); nothing else of the
-config leaves the server.
+configs ``game/model`` and ``mechanism/base`` that ``conf/`` extends. This module is
+the only one that reads Hydra's and OmegaConf's objects: :func:`run_settings` turns a
+composed config into :class:`~server_app.settings.RunSettings`, which the rest of the
+server reads (the Hydra sweep launcher, :mod:`server_app.sweep`, hands its config here
+untouched). Keys of the previous layout (``game.value``, ``game.limits.*``, ...) are
+read as their new names (:data:`RENAMED`) for one release, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from server_app.settings import RunSettings, run_settings_from
 from strategy import protocol
-from strategy.aggregation import Aggregation
-from strategy.game.mechanism import MechanismConfig, mechanism_from_dict
-from strategy.game.policies import policy_named
-from strategy.game.scenario import LossCurve, ModelParameters, build_scenario
-from strategy.profiles import GameSettings
-from strategy.protocol import SiloSettings
-from task.files import write_atomically
-from strategy.safeguards import Safeguards
+from strategy.game.mechanism import MechanismConfig
+from strategy.game.scenario import ModelParameters
 from task.device import resolve_device
-from task.images import NUM_CLASSES
+from task.files import write_atomically
 from task.paths import cache_root
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 RESULTS_VARIABLE = "COCOGEN_RESULTS"
+RENAMED = {
+    "game.value": "economics.value",
+    "game.capacity": "economics.capacity",
+    "game.price_per_second": "economics.price_per_second",
+    "game.costs": "economics.costs",
+    "game.seconds_per_image": "economics.seconds_per_image",
+    "game.speed_factor": "economics.speed_factor",
+    "game.transfer_cap": "limits.transfer_cap",
+    "game.limits": "limits",
+}
+"""Config keys of the previous layout and their names now (read as aliases for one release)."""
 
 ConfigStore.instance().store(group="game", name="model", node=ModelParameters().to_spec())
 ConfigStore.instance().store(group="mechanism", name="base", node=MechanismConfig().to_spec())
+
+
+def renamed_overrides(items: list[str]) -> list[str]:
+    """``items`` (Hydra overrides) with keys of the previous layout spelled as now (:data:`RENAMED`)."""
+    upgraded = []
+    for item in items:
+        prefix = item[: len(item) - len(item.lstrip("+~"))]
+        key = item[len(prefix):].split("=", 1)[0]
+        old = next((o for o in RENAMED if key == o or key.startswith(o + ".")), None)
+        if old is not None:
+            new = RENAMED[old] + key[len(old):]
+            warnings.warn(f"config key {key} is now {new}; the old name is read for one release", FutureWarning,
+                          stacklevel=2)
+            item = prefix + new + item[len(prefix) + len(key):]
+        upgraded.append(item)
+    return upgraded
 
 
 def compose_config(overrides: str | list[str] = "") -> DictConfig:
@@ -50,129 +77,90 @@ def compose_config(overrides: str | list[str] = "") -> DictConfig:
     items = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=items)
+        cfg = compose(config_name="config", overrides=renamed_overrides(items))
     OmegaConf.resolve(cfg)
     return cfg
 
 
-def effective_config(cfg: DictConfig) -> DictConfig:
-    """The config a run follows: ``cfg``, or with ``resume=<results dir>`` that run's own ``config.yaml``."""
-    if not cfg.resume:
-        return cfg
-    saved = Path(cfg.resume) / "config.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"resume: {saved} does not exist")
-    return OmegaConf.load(saved)
+def run_settings(cfg: DictConfig, results_root: Path | None = None) -> RunSettings:
+    """The validated settings of a composed config; with ``resume=<results dir>`` that run's
+    own ``config.yaml``, resumed. ``results_root`` overrides where run folders go."""
+    if cfg.get("resume"):
+        saved = Path(cfg.resume) / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"resume: {saved} does not exist")
+        cfg = OmegaConf.load(saved)
+        cfg.resume = str(saved.parent)
+    elif results_root is not None:
+        cfg = cfg.copy()
+        OmegaConf.set_struct(cfg, False)
+        cfg.results_root = str(results_root)
+    tree = _renamed_tree(OmegaConf.to_container(cfg, resolve=True))
+    return run_settings_from(tree, OmegaConf.to_yaml(cfg, resolve=True), _cache(tree), _results_root(tree))
 
 
-def server_cache(cfg: DictConfig) -> Path:
+def load_settings(overrides: str | list[str] = "") -> RunSettings:
+    """:func:`run_settings` of ``conf/`` with ``overrides``."""
+    return run_settings(compose_config(overrides))
+
+
+def saved_settings(run: Path) -> RunSettings:
+    """The settings a finished run followed, from its results folder's ``config.yaml``."""
+    cfg = OmegaConf.load(Path(run) / "config.yaml")
+    tree = _renamed_tree(OmegaConf.to_container(cfg, resolve=True))
+    return run_settings_from(tree, OmegaConf.to_yaml(cfg, resolve=True), _cache(tree), _results_root(tree))
+
+
+def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config tree of the previous layout (a run's saved ``config.yaml``) in the current one."""
+    game = tree.get("game", {})
+    for old, new in RENAMED.items():
+        name = old.split(".", 1)[1]
+        if name in game:
+            group, _, key = new.partition(".")
+            moved = game.pop(name)
+            tree.setdefault(group, {}).update({key: moved} if key else moved)
+    return tree
+
+
+def _cache(tree: dict[str, Any]) -> Path:
     """The server's cache folder: ``cache_dir``, else :func:`task.paths.cache_root`."""
-    return cache_root(cfg.cache_dir)
+    return cache_root(tree.get("cache_dir"))
 
 
-def results_root(cfg: DictConfig) -> Path:
+def _results_root(tree: dict[str, Any]) -> Path:
     """Where run folders go: ``results_root``, else ``$COCOGEN_RESULTS``, else ``results/`` in the cache."""
-    chosen = cfg.results_root or os.environ.get(RESULTS_VARIABLE)
-    return Path(chosen).expanduser() if chosen else server_cache(cfg) / "results"
+    chosen = tree.get("results_root") or os.environ.get(RESULTS_VARIABLE)
+    return Path(chosen).expanduser() if chosen else _cache(tree) / "results"
 
 
-def game_settings(cfg: DictConfig) -> GameSettings:
-    """The game's parameters from conf/game, conf/mechanism and conf/policy, validated now."""
-    game = cfg.game
-    loss = LossCurve(**OmegaConf.to_container(game.loss))
-    build_scenario(n=[1], skew=[0], cost=[1], value=[1], capacity=[0], gamma=game.gamma, loss=loss,
-                   eta=game.eta, omega=game.omega)
-    return GameSettings(policy=policy_named(cfg.policy.name).name, gamma=float(game.gamma), loss=loss,
-                        eta=float(game.eta), omega=float(game.omega),
-                        mechanism=mechanism_from_dict(OmegaConf.to_container(cfg.mechanism)), seed=int(cfg.seed))
+def config_digest(cfg: DictConfig) -> str:
+    """A hash of a job's resolved config, where its results go left out."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("results_root", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def safeguards(cfg: DictConfig) -> Safeguards:
-    """Plausibility limits of profiles (conf/game limits, the data set's classes) and of replies."""
-    limits, federation = cfg.game.limits, cfg.federation
-    return Safeguards(classes=NUM_CLASSES, organisations=int(federation.num_orgs), max_value=float(limits.value),
-                      max_capacity=float(limits.capacity), max_price_per_second=float(limits.price_per_second),
-                      max_seconds_per_image=float(limits.seconds_per_image),
-                      max_update_norm=_optional(federation.max_update_norm), transfer_cap=_optional(cfg.game.transfer_cap))
+def sweep_params(preset: str) -> dict[str, Any]:
+    """The ``hydra.sweeper.params`` of ``conf/experiment/<preset>.yaml``."""
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params)
 
 
-def aggregation(cfg: DictConfig) -> Aggregation:
-    """The aggregation rule of conf/federation."""
-    federation = cfg.federation
-    return Aggregation(str(federation.aggregation), trim_beta=float(federation.trim_beta),
-                       krum_malicious=int(federation.krum_malicious), clip_norm=_optional(federation.clip_norm))
-
-
-def keep_checkpoints(cfg: DictConfig) -> bool:
-    """``keep_checkpoints``: whether a run keeps every round's checkpoint (a boolean, nothing else)."""
-    keep = cfg.keep_checkpoints
-    if not isinstance(keep, bool):
-        raise ValueError(f"keep_checkpoints must be true or false, got {keep!r}")
-    return keep
-
-
-def _optional(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def silo_settings(cfg: DictConfig) -> SiloSettings:
-    """What silos are told about the run, validated as a silo will read it."""
-    data, partition, federation, generator, game = cfg.dataset, cfg.partition, cfg.federation, cfg.generator, cfg.game
-    settings = SiloSettings(
-        version=protocol.SETTINGS_VERSION,
-        seed=cfg.seed,
-        dataset=data.name,
-        dataset_root=data.root or "",
-        download=data.download,
-        market_size=data.market_size,
-        partitioner=partition.name,
-        alpha=partition.alpha,
-        classes_per_org=partition.classes_per_org,
-        samples_per_org=partition.samples_per_org or 0,
-        val_fraction=partition.val_fraction,
-        min_partition_size=partition.min_partition_size,
-        num_orgs=federation.num_orgs,
-        local_epochs=federation.local_epochs,
-        learning_rate=federation.learning_rate,
-        batch_size=federation.batch_size,
-        threads=federation.threads,
-        device=federation.device,
-        generator_source=generator.source,
-        generator_path=generator.path or "",
-        generator_preset=generator.preset,
-        generator_overrides=json.dumps(OmegaConf.to_container(generator.config)),
-        generator_warmup_rounds=generator.warmup_rounds,
-        generator_steps_per_round=generator.steps_per_round,
-        value=tuple(game.value),
-        capacity=tuple(game.capacity),
-        price_per_second=tuple(game.price_per_second),
-        seconds_per_image=(),
-    )
-    return protocol.read(SiloSettings, protocol.write(settings), "config")
-
-
-def client_gpus(cfg: DictConfig) -> float:
+def client_gpus(settings: RunSettings) -> float:
     """Simulation: the GPU share each ClientApp asks for, ``federation.client_gpus`` where
     ``federation.device`` resolves to CUDA on this machine, else 0."""
-    share = float(cfg.federation.client_gpus)
-    if not 0 <= share <= 1:
-        raise ValueError(f"federation.client_gpus must lie in [0, 1], got {share}")
-    return share if resolve_device(str(cfg.federation.device)).type == "cuda" else 0.0
+    federation = settings.federation
+    return federation.client_gpus if resolve_device(federation.device).type == "cuda" else 0.0
 
 
 def check(overrides: str, run_config: Path) -> tuple[int, float, Path]:
     """Validate ``overrides`` as a run would read them, write them as a ``flwr run -c`` TOML
     file, and return the number of organisations, each ClientApp's GPU share and where the
     run folder will go (``python -m server_app.config check`` prints the three, the path last)."""
-    cfg = effective_config(compose_config(overrides))
-    game_settings(cfg)
-    silo_settings(cfg)
-    safeguards(cfg)
-    aggregation(cfg)
-    keep_checkpoints(cfg)
+    settings = load_settings(overrides)
     # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
     write_atomically(run_config, f"{protocol.RUN_CONFIG_OVERRIDES} = {json.dumps(overrides)}\n")
-    return int(cfg.federation.num_orgs), client_gpus(cfg), results_root(cfg)
+    return settings.federation.num_orgs, client_gpus(settings), settings.results_root
 
 
 def main(argv: list[str]) -> int:

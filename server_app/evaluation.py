@@ -4,11 +4,12 @@ validation set (what gains, utilities and transfers follow) and the global test 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from flwr.app import ArrayRecord
-from omegaconf import DictConfig
 
-from server_app.config import server_cache
+from server_app.settings import ServerDataSettings
 from strategy.accounting import Judgement
 from task.data import load_dataset, server_split
 from task.device import resolve_device
@@ -18,15 +19,15 @@ Images = tuple[torch.Tensor, torch.Tensor]
 
 
 class ServerData:
-    """Evaluates models on the server's three sets."""
+    """Evaluates models on the server's three sets, cut from ``dataset``'s test split under
+    ``seed``; decoded data cached under ``cache``; models run on ``device``."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        dataset = cfg.dataset
-        _, test = load_dataset(dataset.name, root=dataset.root, download=bool(dataset.download),
-                               cache_dir=str(server_cache(cfg) / "data"))
-        splits = server_split(test, int(dataset.market_size), int(dataset.validation_size), int(cfg.seed))
+    def __init__(self, dataset: ServerDataSettings, seed: int, cache: Path, device: str) -> None:
+        _, test = load_dataset(dataset.name, root=dataset.root, download=dataset.download,
+                               cache_dir=str(cache / "data"))
+        splits = server_split(test, dataset.market_size, dataset.validation_size, seed)
         self.market, self.validation, self.test = ((to_tensor(s.images), torch.from_numpy(s.labels)) for s in splits)
-        self.device = resolve_device(str(cfg.federation.device))
+        self.device = resolve_device(device)
 
     def judge(self, arrays: ArrayRecord) -> Judgement:
         """A returned model's accuracy on the market set and on the validation set."""

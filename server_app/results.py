@@ -6,39 +6,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from server_app.config import results_root
+from server_app.settings import RunSettings
+from strategy.records import RoundRecord
 from task.files import strict_json, write_atomically
 
 
-def results_directory(cfg: DictConfig) -> Path:
-    """A new folder ``<results_root>/<time>-<policy>`` holding ``config.yaml``."""
+def results_directory(settings: RunSettings) -> Path:
+    """A new folder ``<results_root>/<time>-<policy>`` holding the resolved ``config.yaml``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    root = results_root(cfg)
-    directory = root / f"{stamp}-{cfg.policy.name}"
+    root = settings.results_root
+    directory = root / f"{stamp}-{settings.policy}"
     suffix = 1
     while directory.exists():
         suffix += 1
-        directory = root / f"{stamp}-{cfg.policy.name}-{suffix}"
+        directory = root / f"{stamp}-{settings.policy}-{suffix}"
     directory.mkdir(parents=True)
-    write_atomically(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomically(directory / "config.yaml", settings.config_yaml)
     return directory
 
 
-def summarise(cfg: DictConfig, rows: list[dict[str, Any]], final_accuracy: float, wall_seconds: float,
+def summarise(settings: RunSettings, rows: list[RoundRecord], final_accuracy: float, wall_seconds: float,
               warmup_seconds: float, pilot_seconds: float) -> dict[str, Any]:
     """Run totals for ``summary.json``; ``wall_seconds`` includes the generator warm-up and
     the calibration pilot (a reused one takes well under a second)."""
-    shares = [row["strategy_share"] for row in rows if "strategy_share" in row]
+    shares = [row.strategy_share for row in rows if row.strategy_share is not None]
     return {
-        "policy": cfg.policy.name,
+        "policy": settings.policy,
         "rounds_completed": len(rows),
-        "organisations": cfg.federation.num_orgs,
+        "organisations": settings.federation.num_orgs,
         "final_accuracy": final_accuracy,
-        "total_welfare": sum(row.get("realised_welfare", 0.0) for row in rows),
-        "total_images_generated": sum(row.get("images_generated", 0.0) for row in rows),
-        "dropped": {row["round"]: row["dropped"] for row in rows if row.get("dropped")},
+        "total_welfare": sum(row.measured.realised_welfare if row.measured else 0.0 for row in rows),
+        "total_images_generated": sum(row.measured.images_generated if row.measured else 0.0 for row in rows),
+        "dropped": {row.round: row.dropped for row in rows if row.dropped},
         "wall_seconds": wall_seconds,
         "generator_warmup_seconds": warmup_seconds,
         "pilot_seconds": pilot_seconds,
@@ -50,16 +49,19 @@ def write_summary(directory: Path, summary: dict[str, Any]) -> None:
     write_atomically(directory / "summary.json", strict_json(summary, indent=2))
 
 
-def summary_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def summary_table(summary: dict[str, Any], rows: list[RoundRecord]) -> str:
     """A short plain-text table of the run, one line per round and a totals line."""
     lines = [f"{'round':>5} {'quota':>7} {'images':>7} {'market acc':>10} {'test acc':>8} "
              f"{'welfare':>9} {'sum t':>9} {'dropped':>7} {'strategy%':>9}"]
     for row in rows:
+        measured = row.measured
+        share = row.strategy_share if row.strategy_share is not None else float("nan")
         lines.append(
-            f"{row['round']:>5} {row.get('quota_total', 0):>7} {row.get('images_generated', 0):>7.0f} "
-            f"{_num(row.get('mean_market_accuracy')):>10} {_num(row.get('global_test_accuracy')):>8} "
-            f"{_num(row.get('realised_welfare')):>9} {_num(row.get('transfer_sum'), '.1e'):>9} "
-            f"{len(row.get('dropped', {})):>7} {_num(100 * row.get('strategy_share', float('nan')), '.2f'):>9}")
+            f"{row.round:>5} {row.quota_total:>7} {measured.images_generated if measured else 0:>7.0f} "
+            f"{_num(measured.mean_market_accuracy if measured else None):>10} {_num(row.global_test_accuracy):>8} "
+            f"{_num(measured.realised_welfare if measured else None):>9} "
+            f"{_num(measured.transfer_sum if measured else None, '.1e'):>9} "
+            f"{len(row.dropped):>7} {_num(100 * share, '.2f'):>9}")
     lines.append(
         f"policy={summary['policy']} final_accuracy={summary['final_accuracy']:.4f} "
         f"total_welfare={summary['total_welfare']:.3f} images={summary['total_images_generated']:.0f} "

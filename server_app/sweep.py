@@ -19,7 +19,6 @@ run's files (after the outcome definitions change) and rewrites the tables.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -37,12 +36,11 @@ from flwr.common import log
 from flwr.simulation import run_simulation
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
-
 from client_app.app import app as client_app
 from server_app.app import make_server_app
-from server_app.config import CONFIG_DIR, client_gpus
+from server_app.config import CONFIG_DIR, client_gpus, config_digest, renamed_overrides, run_settings
 from server_app.outcomes import OUTCOME_COLUMNS, UTILITY_COLUMNS, job_outcome, realised_rows, utility_rows
+from server_app.settings import RunSettings
 from task.files import strict_json, write_atomically
 
 JOB_FILE = "job.json"
@@ -54,7 +52,8 @@ COLUMNS = (*IDENTITY_COLUMNS, *OUTCOME_COLUMNS, "results")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: Any) -> None:
+    """One Hydra job: ``cfg`` goes to :mod:`server_app.config` untouched."""
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode.name == "MULTIRUN"
@@ -65,9 +64,10 @@ def main(cfg: DictConfig) -> None:
     else:
         started = time.perf_counter()
         try:
+            settings = run_settings(cfg, results_root=job_dir / "results")
             identity = {"job": job_dir.name, "overrides": overrides, "config_digest": config_digest(cfg),
-                        **_identity(cfg)}
-            results = _simulate(cfg, job_dir)
+                        **_identity(settings)}
+            results = _simulate(settings, job_dir)
             write_job(job_dir, identity, results)
             (job_dir / FAILED_FILE).unlink(missing_ok=True)
         except Exception as error:  # one failed job is recorded; the sweep goes on (retried on resume)
@@ -94,13 +94,6 @@ def _finished(job_dir: Path, overrides: str, digest: str) -> bool:
     return True
 
 
-def config_digest(cfg: DictConfig) -> str:
-    """A hash of the job's resolved config, where its results go left out."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("results_root", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def write_job(job_dir: Path, identity: dict[str, Any], results: Path) -> None:
     """``job.json``: what the job was, what its run measured, and every utility point."""
     rows = realised_rows(results)
@@ -118,28 +111,26 @@ def refresh(sweep_dir: Path) -> list[dict[str, Any]]:
     return combine(sweep_dir)
 
 
-def _identity(cfg: DictConfig) -> dict[str, Any]:
+def _identity(settings: RunSettings) -> dict[str, Any]:
+    silo = settings.silo
     return {
-        "policy": cfg.policy.name,
-        "gamma": float(cfg.game.gamma),
-        "alpha": float(cfg.partition.alpha) if cfg.partition.name == "dirichlet" else None,
-        "seed": int(cfg.seed),
-        "rho_setting": str(cfg.mechanism.rho),
-        "organisations": int(cfg.federation.num_orgs),
-        "rounds": int(cfg.federation.rounds),
-        "samples_per_org": cfg.partition.samples_per_org,
+        "policy": settings.policy,
+        "gamma": settings.game.gamma,
+        "alpha": silo.alpha if silo.partitioner == "dirichlet" else None,
+        "seed": settings.seed,
+        "rho_setting": str(settings.game.mechanism.to_spec()["rho"]),
+        "organisations": settings.federation.num_orgs,
+        "rounds": settings.federation.rounds,
+        "samples_per_org": silo.samples_per_org or None,
     }
 
 
-def _simulate(cfg: DictConfig, job_dir: Path) -> Path:
+def _simulate(settings: RunSettings, job_dir: Path) -> Path:
     """Run one simulation with results under ``job_dir``; returns its results directory."""
-    OmegaConf.set_struct(cfg, False)
-    cfg.results_root = str(job_dir / "results")
-    OmegaConf.resolve(cfg)
     earlier = set((job_dir / "results").glob("*"))
     run_simulation(
-        server_app=make_server_app(cfg), client_app=client_app, num_supernodes=int(cfg.federation.num_orgs),
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(cfg)}},
+        server_app=make_server_app(settings), client_app=client_app, num_supernodes=settings.federation.num_orgs,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(settings)}},
     )
     summaries = [path for path in (job_dir / "results").glob("*/summary.json") if path.parent not in earlier]
     if not summaries:
@@ -198,4 +189,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--refresh":  # python -m server_app.sweep --refresh SWEEP_DIR
         refresh(Path(sys.argv[2]))
     else:
+        sys.argv[1:] = renamed_overrides(sys.argv[1:])
         main()

@@ -10,20 +10,21 @@ from dataclasses import replace
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
-from server_app.config import compose_config, game_settings, silo_settings
+from server_app.config import load_settings
 from strategy import protocol
 from strategy.accounting import Judgement
 from strategy.game.mechanism import MechanismConfig
 from strategy.protocol import EvaluateReport, Profile, TrainOrder, TrainReport
 
-CFG = compose_config(["+experiment=tiny", "federation.num_orgs=6"])
-GAME = replace(game_settings(CFG), policy="cocogen_plus", mechanism=MechanismConfig(rate=0.5, mix=0.5))
-SETTINGS = silo_settings(CFG)
+RUN = load_settings(["+experiment=tiny", "federation.num_orgs=6"])
+GAME = replace(RUN.game, policy="cocogen_plus", mechanism=MechanismConfig(rate=0.5, mix=0.5))
+SETTINGS = RUN.silo
+SAFEGUARDS = RUN.safeguards
 MODEL = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32)), "b": Array(np.zeros(3, dtype=np.float32))})
 HONEST = "honest"
-PROFILE_ATTACKS = ["missing key", "nan", "huge value", "value x100", "huge capacity", "bool id", "string n", "wrong classes",
-                   "counts do not sum to n", "negative price", "extra key", "duplicate id", "id out of range",
-                   "error reply", "no reply", "wrong record", "list for a number"]
+PROFILE_ATTACKS = ["missing key", "nan", "huge value", "value x100", "huge capacity", "bool id", "string n",
+                   "wrong classes", "counts do not sum to n", "negative price", "extra key", "duplicate id",
+                   "id out of range", "error reply", "no reply", "wrong record", "list for a number"]
 REPLY_ATTACKS = ["nan weights", "huge weights", "wrong shape", "no twin", "accuracy 1e308", "accuracy -5",
                  "images above quota", "examples 1e12", "error reply", "no reply", "duplicate reply", "extra record",
                  "metrics as config", "quota lie", "nan twin", "empty content", "string metric"]

@@ -29,7 +29,7 @@ from experiments.value_band import round_game, round_quotas, run_band
 from faulty_client import app as faulty_client_app
 from faulty_client import scaling_app
 from server_app.app import make_server_app
-from server_app.config import compose_config, game_settings
+from server_app.config import load_settings
 from strategy import protocol
 from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import GainScales, gain_terms
@@ -37,7 +37,11 @@ from strategy.game.learning_curve import CurveFit
 from strategy.game.policies import solve
 from strategy.profiles import round_scenario
 from strategy.protocol import round_seed
+from strategy.records import RoundRecord
 from task.paths import CACHE_VARIABLE
+
+# Every test runs the app: on the simulation engine, through `make run`, or as a subprocess.
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}}
@@ -55,14 +59,14 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def simulate(overrides: list[str], results: Path, cache: Path, client=client_app):
-    cfg = compose_config(["+experiment=tiny", f"results_root={results}", f"cache_dir={cache}", *overrides])
-    run_simulation(server_app=make_server_app(cfg), client_app=client, num_supernodes=cfg.federation.num_orgs,
+    settings = load_settings(["+experiment=tiny", f"results_root={results}", f"cache_dir={cache}", *overrides])
+    run_simulation(server_app=make_server_app(settings), client_app=client, num_supernodes=settings.federation.num_orgs,
                    backend_config=BACKEND)
     [run] = list(results.iterdir())
-    return cfg, json.loads((run / "ledger.json").read_text()), json.loads((run / "summary.json").read_text()), run
+    return settings, json.loads((run / "ledger.json").read_text()), json.loads((run / "summary.json").read_text()), run
 
 
-INTERIOR = ["game.capacity=[1000.0]"]
+INTERIOR = ["economics.capacity=[1000.0]"]
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +76,12 @@ def calibrated_run(tmp_path_factory, cache_dir):
 
 
 def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_run):
-    cfg, rows, summary, run = calibrated_run
+    settings, rows, summary, run = calibrated_run
     assert [row["round"] for row in rows] == [1, 2]
-    game = game_settings(cfg)
+    game = settings.game
     for row in rows:
-        scenario, _ = round_scenario(list(ledger_profiles(row).values()), round_game(row, game))
+        record = RoundRecord.from_json(row)
+        scenario, _ = round_scenario(list(ledger_profiles(record).values()), round_game(record, game))
         seed = round_seed(game.seed, row["round"], "game")
         expected = [int(round(s)) for s in solve(scenario, game.policy, game.mechanism, seed).quotas]
         assert row["quotas"] == row["received_quotas"] == row["images"] == expected
@@ -100,7 +105,7 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
 
 
 def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_run):
-    cfg, rows, _, _ = calibrated_run
+    settings, rows, _, _ = calibrated_run
     for row in rows:
         calibration = row["calibration"]
         gains = np.subtract(calibration["validation_accuracy"], calibration["twin_validation_accuracy"])
@@ -109,7 +114,7 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
         price = [p["price_per_second"] for p in row["reported"]]
         assert row["hardware_scale"] == [1.0] * len(gains)  # the tiny preset prices this host's own seconds
         assert np.allclose(calibration["realised_cost"], np.multiply(row["generation_seconds"], price))
-        theta, gamma, size = np.array([p["value"] for p in row["reported"]]), cfg.game.gamma, len(gains)
+        theta, gamma, size = np.array([p["value"] for p in row["reported"]]), settings.game.gamma, len(gains)
         rivals = (gains.sum() - gains) / (size - 1)
         expected = theta * ((1 + gamma) * gains - gamma * rivals) - calibration["realised_cost"] + row["transfers"]
         assert np.allclose(row["realised_utilities"], expected)
@@ -120,18 +125,18 @@ def test_the_predicted_welfare_sd_is_the_formula_on_the_recorded_numbers(calibra
     """``Var W = (X^T w)^T P (X^T w) + s^2 w^T w`` (docs/model.md section 9) from the row's
     own curve, belief and quotas, with the welfare weights written out for a uniform rivalry;
     and the prediction it is the spread of is the belief's mean."""
-    cfg, rows, _, _ = calibrated_run
-    game = game_settings(cfg)
+    settings, rows, _, _ = calibrated_run
+    game = settings.game
     for row in rows:
         calibration = row["calibration"]
-        recorded = ledger_profiles(row)
+        recorded = ledger_profiles(RoundRecord.from_json(row))
         curve = CurveFit.from_json(calibration["curve"]).curve
         pilot, _ = round_scenario([recorded[p] for p in row["responders"]], replace(game, loss=curve))
         design = np.column_stack(gain_terms(pilot, np.array(row["solution"]["quotas"])))
         scales = GainScales(**calibration["scales_used"])
         assert np.allclose(design @ [scales.shared, scales.private], calibration["predicted_quality"], rtol=1e-9)
         theta = np.array([recorded[p].value for p in row["responders"]])
-        gamma, size = cfg.game.gamma, design.shape[0]
+        gamma, size = settings.game.gamma, design.shape[0]
         weights = theta * (1 + gamma) - gamma * (theta.sum() - theta) / (size - 1)
         exposure = design.T @ weights
         belief = math.sqrt(exposure @ np.array(scales.covariance) @ exposure)
@@ -144,11 +149,11 @@ def test_the_predicted_welfare_sd_is_the_formula_on_the_recorded_numbers(calibra
 
 
 def test_the_value_band_brackets_round_one_with_the_runs_own_game(calibrated_run, capsys):
-    cfg, rows, _, run = calibrated_run
+    settings, rows, _, run = calibrated_run
     first = rows[0]
-    recorded = ledger_profiles(first)
+    recorded = ledger_profiles(RoundRecord.from_json(first))
     profiles = [recorded[p] for p in first["responders"]]
-    game = round_game(first, game_settings(cfg))
+    game = round_game(RoundRecord.from_json(first), settings.game)
     assert [int(round(q)) for q in round_quotas(profiles, game, 1)] == first["quotas"]  # the run's own game
     band = run_band(run)
     assert band.interior  # round 1 generated, and not everyone at capacity (the test above)
@@ -241,8 +246,9 @@ def test_a_run_resumes_after_its_last_complete_round(tmp_path, cache_dir):
     _, rows, _, run = simulate(["policy=vcfl", "calibration.pilot=false", "federation.rounds=1"], tmp_path, cache_dir)
     config = run / "config.yaml"  # as if the run had been killed after round 1 of 2
     config.write_text(config.read_text().replace("rounds: 1\n", "rounds: 2\n"))
-    cfg = compose_config(["+experiment=tiny", f"resume={run}"])
-    run_simulation(server_app=make_server_app(cfg), client_app=client_app, num_supernodes=3, backend_config=BACKEND)
+    settings = load_settings(["+experiment=tiny", f"resume={run}"])
+    run_simulation(server_app=make_server_app(settings), client_app=client_app, num_supernodes=3,
+                   backend_config=BACKEND)
     resumed = json.loads((run / "ledger.json").read_text())
     assert [row["round"] for row in resumed] == [1, 2] and resumed[0] == rows[0]
     assert resumed[1]["global_digest"] != resumed[0]["global_digest"]  # round 2 trained on from round 1's model
@@ -252,8 +258,8 @@ def test_a_run_resumes_after_its_last_complete_round(tmp_path, cache_dir):
 def test_trimmed_mean_keeps_the_model_when_one_silo_scales_its_weights(tmp_path, cache_dir):
     """One run: under vcfl the twin is trained exactly as the main model and aggregated by the
     same rule, so with partition 3 scaling only its main model the twin is the honest run."""
-    robust = ["federation.num_orgs=4", "policy=vcfl", "federation.aggregation=trimmed_mean", "federation.trim_beta=0.25",
-              "federation.max_update_norm=null", "calibration.pilot=false"]
+    robust = ["federation.num_orgs=4", "policy=vcfl", "federation.aggregation=trimmed_mean",
+              "federation.trim_beta=0.25", "federation.max_update_norm=null", "calibration.pilot=false"]
     _, rows, _, _ = simulate(robust, tmp_path, cache_dir, client=scaling_app)
     assert all(3 in row["responders"] for row in rows)  # accepted: no norm bound, only the aggregation defends
     assert rows[0]["global_digest"] != rows[0]["twin_digest"]  # the attack reached the main aggregate
@@ -304,7 +310,9 @@ def test_a_sweep_is_resumable_its_twin_is_the_vcfl_run_and_it_feeds_the_report(t
     command = [sys.executable, "-m", "server_app.sweep", "-m", "+experiment=tiny", "policy=vcfl,cocogen",
                f"hydra.sweep.dir={sweep}"]
     shutil.rmtree(cache_dir / "pilots", ignore_errors=True)  # other tests' runs may have cached this pilot
-    run = lambda: subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    def run():
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
     done = run()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Sweep: 2/2 jobs done" in done.stdout + done.stderr

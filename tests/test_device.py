@@ -21,7 +21,7 @@ import torch
 
 from generation import GeneratorConfig, build_unet, place, sample
 from generation.sample import CUDA_SAMPLE_BATCH, batch_size, compute_seconds
-from server_app.config import check, client_gpus, compose_config
+from server_app.config import check, client_gpus, load_settings
 from task.device import DEVICES, resolve_device
 from task.model import Net, evaluate, train
 
@@ -86,14 +86,14 @@ def test_the_cpu_cost_clock_is_process_time_not_wall_time():
 
 
 def test_simulation_asks_for_a_gpu_share_only_where_the_device_is_cuda(tmp_path):
-    cfg = compose_config("federation.client_gpus=0.5")
-    assert client_gpus(cfg) == (0.5 if HAS_CUDA else 0.0)
-    assert client_gpus(compose_config("federation.device=cpu federation.client_gpus=0.5")) == 0.0
+    assert client_gpus(load_settings("federation.client_gpus=0.5")) == (0.5 if HAS_CUDA else 0.0)
+    assert client_gpus(load_settings("federation.device=cpu federation.client_gpus=0.5")) == 0.0
     assert check("federation.device=cpu", tmp_path / "run.toml")[:2] == (5, 0.0)
     with pytest.raises(ValueError, match="client_gpus"):
-        client_gpus(compose_config("federation.client_gpus=2"))
+        load_settings("federation.client_gpus=2")
 
 
+@pytest.mark.e2e  # a subprocess run of server_app.config
 def test_a_bad_device_override_is_refused_before_anything_starts(tmp_path):
     done = subprocess.run([sys.executable, "-m", "server_app.config", "check", "federation.device=tpu",
                            str(tmp_path / "run.toml")], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -102,6 +102,7 @@ def test_a_bad_device_override_is_refused_before_anything_starts(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e  # a subprocess importing the ClientApp
 def test_importing_the_client_app_leaves_the_heavy_packages_to_the_messages_that_use_them():
     """diffusers (generation), datasets / Flower Datasets (partitioning a shared copy) are
     imported by the handlers that use them, not by every ClientApp process."""

@@ -18,9 +18,10 @@ from experiments.noise_floor import (ReplayError, ReplayedRound, leave_one_out_m
 from experiments.noise_floor import main as replay_main
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
-from server_app.config import check, compose_config, keep_checkpoints
+from server_app.config import check, load_settings
 from strategy.game.scenario import LossCurve
 from strategy.protocol import round_seed
+from strategy.records import CalibrationRecord, MeasuredRecord, RoundRecord
 
 
 def test_t_interval_matches_the_textbook_formula():
@@ -140,25 +141,40 @@ def test_the_game_grid_solves_every_policy_on_every_cell():
     assert set(curve.rho) <= {0.0, 1.0, 2.0} and curve.ir_fraction.between(0, 1).all()
 
 
+def _order(round_: int) -> RoundRecord:
+    """A round's order side: two organisations, partition ids 0 and 1."""
+    return RoundRecord(round=round_, policy="cocogen_plus", orgs=[0, 1], node_ids=[10, 11],
+                       reported=[{"partition_id": p, "cost": 0.5, "value": 1000.0, "capacity": 100.0} for p in (0, 1)],
+                       solution={}, quotas=[10, 20], quota_total=30, target=[0.5, 0.5], dropped={}, nash_gap=0.0,
+                       rho=0.5, mix=0.0, predicted_welfare=10.0, twin_global_test_accuracy=0.5)
+
+
 def _ledger_row(round_: int, images: list[float], timed: list[float], utilities: list[float]) -> dict:
-    return {
-        "round": round_, "responders": [0, 1], "images": images, "images_generated": sum(images),
-        "realised_utilities": utilities, "predicted_utilities": [5.0, 5.0], "realised_welfare": sum(utilities),
-        "responder_predicted_welfare": 10.0, "realised_ir_count": sum(u >= 0 for u in utilities), "rho": 0.5,
-        "twin_global_test_accuracy": 0.5,
-        "reported": [{"partition_id": p, "cost": 0.5, "value": 1000.0, "capacity": 100.0} for p in (0, 1)],
-        "calibration": {"realised_quality": [0.01, 0.02], "realised_cost": timed,
-                        "curve": {"a": 2.0, "b": 0.3, "kappa": 0.5, "floor": 0.0, "fitted": True, "reason": "",
-                                  "stderr": {}, "r2": 0.9, "residuals": [], "points": 8},
-                        "scales_next": {"shared": 2.0, "private": 0.25, "fitted": True},
-                        "scales_used": {"shared": 1.0, "private": 0.5, "fitted": False}},
-    }
+    two = [0.0, 0.0]
+    calibration = CalibrationRecord(
+        curve={"a": 2.0, "b": 0.3, "kappa": 0.5, "floor": 0.0, "fitted": True, "reason": "", "stderr": {}, "r2": 0.9,
+               "residuals": [], "points": 8},
+        prior={}, scales_used={"shared": 1.0, "private": 0.5, "fitted": False},
+        scales_next={"shared": 2.0, "private": 0.25, "fitted": True}, eta_used=0.5, validation_accuracy=two,
+        twin_validation_accuracy=two, twin_market_accuracy=two, predicted_quality=two, realised_quality=[0.01, 0.02],
+        predicted_transfers=two, predicted_cost=two, realised_cost=timed, predicted_ir=[True, True],
+        realised_ir=[u >= 0 for u in utilities], welfare_gap=0.0)
+    measured = MeasuredRecord(
+        responders=[0, 1], received_quotas=[10, 20], images=images, images_generated=sum(images),
+        generation_seconds=two, hardware_scale=[1.0, 1.0], organisation_seconds=two, market_accuracy=two,
+        mean_market_accuracy=0.0, accuracy_disagreements={}, predicted_utilities=[5.0, 5.0],
+        realised_utilities=utilities, utility_gap=two, transfers=two, transfer_sum=0.0,
+        realised_welfare=sum(utilities), responder_predicted_welfare=10.0,
+        realised_ir_count=sum(u >= 0 for u in utilities), calibration=calibration)
+    record = _order(round_)
+    record.measured = measured
+    return record.to_json()
 
 
 def test_job_outcome_prices_generation_at_the_profile_and_skips_unrealised_rounds(tmp_path):
     from server_app.outcomes import job_outcome, realised_rows, utility_rows
 
-    rows = [_ledger_row(1, [10.0, 20.0], [6.0, 9.0], [3.0, -1.0]), {"round": 2, "responders": []},
+    rows = [_ledger_row(1, [10.0, 20.0], [6.0, 9.0], [3.0, -1.0]), _order(2).to_json(),
             _ledger_row(3, [0.0, 40.0], [0.0, 25.0], [4.0, 2.0])]
     (tmp_path / "ledger.json").write_text(json.dumps(rows))
     (tmp_path / "summary.json").write_text(json.dumps({"final_accuracy": 0.6, "rounds_completed": 3,
@@ -270,13 +286,13 @@ def test_the_replay_refuses_a_run_without_checkpoints_a_single_replicate_and_a_m
         replay_main([str(tmp_path), "--replicates", "1"])
     assert "at least 2" in capsys.readouterr().err
     (tmp_path / "config.yaml").write_text("seed: 0\n")
-    (tmp_path / "ledger.json").write_text('[{"round": 1}, {"round": 2}]')
+    (tmp_path / "ledger.json").write_text(json.dumps([_order(1).to_json(), _order(2).to_json()]))
     with pytest.raises(ReplayError, match="no round 3"):
         next(replay(tmp_path, 2, rounds=[2, 3]))
 
 
 def test_keep_checkpoints_takes_a_boolean_and_nothing_else(tmp_path):
-    assert keep_checkpoints(compose_config("keep_checkpoints=true")) is True
-    assert keep_checkpoints(compose_config("")) is False
+    assert load_settings("keep_checkpoints=true").keep_checkpoints is True
+    assert load_settings("").keep_checkpoints is False
     with pytest.raises(ValueError, match="keep_checkpoints must be true or false"):
         check("keep_checkpoints=maybe", tmp_path / "run.toml")

@@ -5,6 +5,7 @@ and a silo's step (client_app/app.py), which trains the weights it was shipped."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from client_app.app import train_generator_step
 from client_app.silo import generator_config
 from generation import build_unet
 from server_app.compute import ComputeProfile, compute_profile
-from server_app.config import compose_config, silo_settings
+from server_app.config import load_settings
 from server_app.generator_stage import prepare_generator
 from strategy import protocol
 from strategy.protocol import NODE_CACHE_DIR, NODE_PARTITION_ID, WarmupOrder, WarmupReport
 
-SETTINGS = silo_settings(compose_config(["+experiment=tiny"]))
+SETTINGS = load_settings(["+experiment=tiny"]).silo
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -57,6 +58,7 @@ def test_the_warmed_up_generator_is_packed_and_does_not_depend_on_reply_order(tm
     assert digests[0] == digests[1]
 
 
+@pytest.mark.e2e  # a silo's warm-up step: loads its data and trains the generator, three times
 def test_a_silo_trains_the_shipped_generator_whatever_its_process_trained_before(tmp_path):
     """Simulated silos share ClientApp processes: a silo's warm-up step must start from the
     weights shipped to it, never from another silo's result left in the process."""
@@ -78,31 +80,28 @@ def test_a_silo_trains_the_shipped_generator_whatever_its_process_trained_before
 def test_the_compute_profile_converts_the_hosts_seconds_into_the_organisations(tmp_path):
     """The organisations' seconds per image are configured (or this host's own, with null);
     the server times this host once, and the hardware scale is their ratio."""
-    cfg = compose_config(["+experiment=tiny", "game.seconds_per_image=0.3", "game.speed_factor=[1.0,2.0]"])
-    settings = silo_settings(cfg)
+    run = load_settings(["+experiment=tiny", "economics.seconds_per_image=0.3", "economics.speed_factor=[1.0,2.0]"])
+    settings = run.silo
     generator = protocol.packed(ArrayRecord(build_unet(generator_config(settings)).state_dict()))
-    given = compute_profile(cfg, settings, generator, tmp_path)
+    given = compute_profile(run.costs, settings, generator, tmp_path)
     [timing] = (tmp_path / "compute").glob("*.json")
     host = json.loads(timing.read_text())["seconds_per_image"]
     assert 0 < host < 1
     assert given.seconds_per_image == (0.3, 0.6, 0.6)  # the last speed factor repeats
     assert given.hardware_scale == pytest.approx((0.3 / host, 0.6 / host, 0.6 / host))
-    cfg.game.seconds_per_image = None
-    own = compute_profile(cfg, settings, generator, tmp_path)  # cached: the same host figure
+    # cached: the same host figure
+    own = compute_profile(replace(run.costs, seconds_per_image=None), settings, generator, tmp_path)
     assert own.seconds_per_image == pytest.approx((host, 2 * host, 2 * host))
     assert own.hardware_scale == pytest.approx((1.0, 2.0, 2.0))
-    cfg.game.costs = "measured"
-    assert compute_profile(cfg, settings, generator, tmp_path) == ComputeProfile()
+    assert compute_profile(replace(run.costs, costs="measured"), settings, generator, tmp_path) == ComputeProfile()
 
 
 def test_without_a_generator_to_time_the_organisations_seconds_are_the_hosts(tmp_path):
     """A local generator lives on the silos only: the server cannot time the host, so with
     given seconds per image the silos' spent seconds count as the organisations' (scale 1),
     and without them the run is refused with what to set."""
-    cfg = compose_config(["+experiment=tiny", "generator.source=local", "game.seconds_per_image=0.3"])
-    settings = silo_settings(cfg)
-    assert compute_profile(cfg, settings, None, tmp_path) == ComputeProfile((0.3,) * 3, (1.0,) * 3)
-    cfg.game.seconds_per_image = None
-    with pytest.raises(ValueError, match="set game.seconds_per_image or game.costs=measured"):
-        compute_profile(cfg, settings, None, tmp_path)
+    run = load_settings(["+experiment=tiny", "generator.source=local", "economics.seconds_per_image=0.3"])
+    assert compute_profile(run.costs, run.silo, None, tmp_path) == ComputeProfile((0.3,) * 3, (1.0,) * 3)
+    with pytest.raises(ValueError, match="set economics.seconds_per_image or economics.costs=measured"):
+        compute_profile(replace(run.costs, seconds_per_image=None), run.silo, None, tmp_path)
     assert not (tmp_path / "compute").exists()

@@ -18,8 +18,18 @@ from flwr.app import ArrayRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_grid import CFG, GAME, HONEST, MODEL, PROFILE_ATTACKS, REPLY_ATTACKS, SETTINGS, HostileGrid, judge
-from server_app.config import safeguards
+from fake_grid import (
+    GAME,
+    HONEST,
+    MODEL,
+    PROFILE_ATTACKS,
+    REPLY_ATTACKS,
+    RUN,
+    SAFEGUARDS,
+    SETTINGS,
+    HostileGrid,
+    judge,
+)
 from server_app.results import summarise, write_summary
 from strategy.fedgame import GameFedAvg
 from strategy.ledger import Ledger
@@ -52,11 +62,11 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
     profile_attacks, reply_attacks = zip(*silos)
     grid = HostileGrid(list(profile_attacks), list(reply_attacks), seed)
     ledger = Ledger(directory)
-    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, safeguards(CFG), min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, min_orgs=1)
     strategy.refresh_profiles(grid)
     result = strategy.start(grid, MODEL, num_rounds=2, timeout=1.0)  # nothing escapes
     rows = _strict(directory / "ledger.json")
-    write_summary(directory, summarise(CFG, ledger.rows, final_accuracy=float("nan"), wall_seconds=1.0,
+    write_summary(directory, summarise(RUN, ledger.rows, final_accuracy=float("nan"), wall_seconds=1.0,
                                        warmup_seconds=0.0, pilot_seconds=0.0))
     assert _strict(directory / "summary.json")["final_accuracy"] is None  # NaN became null
     assert (directory / "rounds.csv").read_text().count("\n") == len(rows) + 1
@@ -65,7 +75,7 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
     for row in rows:
         assert abs(row.get("transfer_sum", 0.0)) <= 1e-6 * max(1.0, *map(abs, row.get("transfers", [0.0])))
         assert all(isinstance(reason, str) and reason for reason in row["dropped"].values())
-        for org, (profile_attack, reply_attack) in enumerate(silos):
+        for org, (_, reply_attack) in enumerate(silos):
             if org in row["orgs"] and reply_attack == HONEST:
                 assert org in row.get("responders", []), (org, row["dropped"])
             if reply_attack != HONEST and org in row["orgs"]:
@@ -86,7 +96,7 @@ def test_the_aggregates_do_not_depend_on_which_silo_answers_first(tmp_path):
     digests: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
     for reverse in digests:
         grid = HostileGrid([HONEST] * 6, [HONEST] * 6, seed=5, reverse=reverse)
-        strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path / f"reverse-{reverse}"), judge, safeguards(CFG),
+        strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path / f"reverse-{reverse}"), judge, SAFEGUARDS,
                               min_orgs=1)
         strategy.refresh_profiles(grid)
 
@@ -103,7 +113,7 @@ def test_realised_costs_price_the_organisations_seconds_not_the_hosts(tmp_path):
     cost prices."""
     scale = (1.0, 2.0, 0.5, 3.0)
     grid = HostileGrid([HONEST] * 6, [HONEST] * 6, seed=3)
-    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, safeguards(CFG), min_orgs=1, hardware_scale=scale)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, min_orgs=1, hardware_scale=scale)
     strategy.refresh_profiles(grid)
     strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
     [row] = _strict(tmp_path / "ledger.json")
@@ -116,6 +126,7 @@ def test_realised_costs_price_the_organisations_seconds_not_the_hosts(tmp_path):
     assert np.allclose(row["calibration"]["realised_cost"], seconds * price)
 
 
+@pytest.mark.e2e  # subprocess runs of crash_run.py, killed five times (15 s or more)
 def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
     """SIGKILL the run at random moments; every restart resumes from the last checkpoint."""
     rounds, rng, kills = 80, np.random.default_rng(7), 0

@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Metadata, MetricRe
 from flwr.app.message.message import make_message
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from server_app.config import compose_config, silo_settings
+from server_app.config import load_settings
 from strategy import protocol
 from strategy.protocol import (
     EvaluateOrder,
@@ -29,16 +29,17 @@ from strategy.protocol import (
 )
 from strategy.replies import screen_replies
 
-SETTINGS = silo_settings(compose_config(["+experiment=tiny"]))
-PROFILE = Profile(partition_id=2, n=270, label_counts=(27,) * 10, seconds_per_image=0.02, price_per_second=1.5, value=100.0,
-                  capacity=150.0)
+SETTINGS = load_settings(["+experiment=tiny"]).silo
+PROFILE = Profile(partition_id=2, n=270, label_counts=(27,) * 10, seconds_per_image=0.02, price_per_second=1.5,
+                  value=100.0, capacity=150.0)
 TRAIN_ORDER = TrainOrder(server_round=3, quota=42, target=(0.1,) * 10)
 TRAIN_REPORT = TrainReport(num_examples=312, accuracy=0.71, loss=0.8, images_generated=42, generation_seconds=1.5,
                            quota=42, twin_accuracy=0.65, twin_loss=0.9)
 REFERENCE = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32))})
 WEIGHTS = ArrayRecord({"w": Array(np.ones((2, 3), dtype=np.float32))})
 PARTS = [SETTINGS, PROFILE, WarmupOrder(server_round=1), TRAIN_ORDER, EvaluateOrder(server_round=0),
-         WarmupReport(num_examples=10, loss=0.3), TRAIN_REPORT, EvaluateReport(num_examples=200, accuracy=0.5, loss=1.2)]
+         WarmupReport(num_examples=10, loss=0.3), TRAIN_REPORT,
+         EvaluateReport(num_examples=200, accuracy=0.5, loss=1.2)]
 
 
 @pytest.mark.parametrize("part", PARTS, ids=lambda p: type(p).__name__)
@@ -92,7 +93,8 @@ def test_readers_name_the_field_at_fault(kind, record, field, problem):
 
 def test_settings_of_another_version_are_refused():
     with pytest.raises(ProtocolError, match="settings.version"):
-        protocol.read_settings(RecordDict({protocol.SETTINGS: ConfigRecord(_with(SETTINGS, version=protocol.SETTINGS_VERSION + 1))}))
+        newer = ConfigRecord(_with(SETTINGS, version=protocol.SETTINGS_VERSION + 1))
+        protocol.read_settings(RecordDict({protocol.SETTINGS: newer}))
 
 
 def test_settings_hold_nothing_server_local():
@@ -202,7 +204,8 @@ BAD_REPLIES = [
 
 @pytest.mark.parametrize(("content", "reason"), BAD_REPLIES)
 def test_malformed_replies_are_dropped_with_a_reason(content, reason):
-    screened = screen_replies([_reply(content)], lambda reply: protocol.read_report(TrainReport, reply.content, REFERENCE))
+    screened = screen_replies([_reply(content)],
+                              lambda reply: protocol.read_report(TrainReport, reply.content, REFERENCE))
     assert screened.valid == [] and screened.reports == {}
     assert reason in screened.dropped[7]
 
