@@ -52,7 +52,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-minutes", type=float, default=15.0,
                         help="training time budget when no --checkpoint is given (default 15)")
     parser.add_argument("--skew-trials", type=int, default=3, help="random 3-class silos to average (>= 2)")
-    parser.add_argument("--cache-root", type=Path, help="generator cache root (default $COCOGEN_CACHE or ~/.cache/cocogen)")
+    parser.add_argument("--cache-root", type=Path,
+                        help="generator cache root (default $COCOGEN_CACHE or ~/.cache/cocogen)")
     parser.add_argument("--grid", type=Path, help="also save a 10x10 grid of samples (one row per class) here")
     return parser.parse_args()
 
@@ -89,7 +90,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, se
     return model
 
 
-def synthetic_pool(unet: UNet2DModel, cfg: GeneratorConfig, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_pool(unet: UNet2DModel, cfg: GeneratorConfig, per_class: int,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` generated images of every class, with their labels."""
     labels = np.repeat(np.arange(cfg.num_classes), per_class)
     start = time.perf_counter()
@@ -112,8 +114,10 @@ def skew_fix_gain(train_x, train_y, test_x, test_y, pool_x, pool_y, trials: int)
     gains = []
     for trial in range(trials):
         present = rng.choice(10, SILO_CLASSES, replace=False)
-        real = np.concatenate([rng.choice(np.flatnonzero(train_y == k), SILO_PER_CLASS, replace=False) for k in present])
-        synthetic = np.concatenate([np.flatnonzero(pool_y == k)[:SILO_PER_CLASS] for k in range(10) if k not in present])
+        real = np.concatenate([rng.choice(np.flatnonzero(train_y == k), SILO_PER_CLASS, replace=False)
+                               for k in present])
+        synthetic = np.concatenate([np.flatnonzero(pool_y == k)[:SILO_PER_CLASS]
+                                    for k in range(10) if k not in present])
         before = evaluate(train_classifier(train_x[real], train_y[real], epochs=20, seed=trial), test_x, test_y)
         mixed_x = torch.cat([train_x[real], pool_x[synthetic]])
         mixed_y = torch.cat([train_y[real], pool_y[synthetic]])

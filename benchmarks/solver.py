@@ -57,7 +57,8 @@ def lbfgsb(scenario: Scenario) -> np.ndarray:
 
 
 def main() -> None:
-    print(f"{'N':>9} {'fixed point s':>14} {'L-BFGS-B s':>12} {'speedup':>8} {'P(fixed point)':>18} {'P(L-BFGS-B) - P(fp)':>20}")
+    print(f"{'N':>9} {'fixed point s':>14} {'L-BFGS-B s':>12} {'speedup':>8} {'P(fixed point)':>18} "
+          f"{'P(L-BFGS-B) - P(fp)':>20}")
     speedup_at_1000 = float("nan")
     for size in (10, 100, 1000):
         scenario = random_scenario(size)

@@ -190,7 +190,8 @@ def pilot_points(settings: SiloSettings, node: NodeConfig, order: PilotOrder, ar
     return PilotReport(label_counts=tuple(counts), errors=tuple(errors))
 
 
-def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData, target: tuple[float, ...]) -> torch.Tensor:
+def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData,
+                       target: tuple[float, ...]) -> torch.Tensor:
     """Positions in the synthetic pool making up ``quota`` images allocated as :func:`allocate`
     would (taking what the pool has where a class falls short)."""
     per_class = allocate(quota, silo.org.label_counts, np.asarray(target, dtype=float))

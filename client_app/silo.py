@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from flwr.app import ArrayRecord
 
-from generation import GeneratorConfig, build_unet, checkpoint_path, load_generator, place, save_generator, train_generator
+from generation import (GeneratorConfig, build_unet, checkpoint_path, load_generator, place, save_generator,
+                        train_generator)
 from strategy.protocol import GENERATOR, NodeConfig, SiloSettings, array_digest, load_packed, per_partition
 from task.device import resolve_device
 from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
@@ -92,7 +93,8 @@ def silo_cache_dir(node: NodeConfig) -> Path:
     return cache_root(node.cache_dir)
 
 
-def silo_generator(settings: SiloSettings, shipped: ArrayRecord | None, silo: SiloData, node: NodeConfig) -> UNet2DModel:
+def silo_generator(settings: SiloSettings, shipped: ArrayRecord | None, silo: SiloData,
+                   node: NodeConfig) -> UNet2DModel:
     """The generator this silo samples from, per ``generator_source``.
 
     ``federated``: the consortium's weights shipped by the server; ``local``: trained by

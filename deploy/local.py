@@ -111,7 +111,9 @@ class LocalFederation:
 def start_federation(base: Path, silos: int, script_env: dict[str, str], processes: Processes,
                      samples_per_org: int = 300, market_size: int = 200, seed: int = 0) -> LocalFederation:
     """Set up and start everything (see the module docstring); wait until all silos are online."""
-    run = lambda args: subprocess.run(args, env=script_env, capture_output=True, text=True, timeout=120, check=True)
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, env=script_env, capture_output=True, text=True, timeout=120, check=True)
+
     public_port, control_port = free_port(), free_port()
     cli_env = {**script_env, **QUIET, "FLWR_HOME": str(base / "operator"),
                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}

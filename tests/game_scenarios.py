@@ -28,7 +28,9 @@ def example_scenario(**changes) -> Scenario:
 def scenarios(draw, max_orgs: int = 6) -> Scenario:
     """Random valid scenarios with interior and corner solutions alike."""
     size = draw(st.integers(2, max_orgs))
-    floats = lambda lo, hi: st.lists(st.floats(lo, hi), min_size=size, max_size=size)
+    def floats(lo: float, hi: float):
+        return st.lists(st.floats(lo, hi), min_size=size, max_size=size)
+
     return build_scenario(
         n=draw(floats(100, 5000)),
         skew=draw(floats(0.0, 0.9)),

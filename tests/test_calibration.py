@@ -67,7 +67,8 @@ def test_gain_scales_are_the_posterior_mean_between_the_prior_and_the_gains():
     shared, private = rng.uniform(0, 0.05, 20), rng.uniform(0, 0.3, 20)
     gains = 2.0 * shared + 0.4 * private
     precise = fit_gain_scales(shared, private, gains, GainPrior(1.0, 1.0, 1.0, 1.0, noise_sd=1e-4))
-    assert precise.fitted and precise.shared == pytest.approx(2.0, rel=1e-3) and precise.private == pytest.approx(0.4, rel=1e-3)
+    assert (precise.fitted and precise.shared == pytest.approx(2.0, rel=1e-3)
+            and precise.private == pytest.approx(0.4, rel=1e-3))
     sure = fit_gain_scales(shared, private, gains, GainPrior(1.0, 1.0, 1e-4, 1e-4, noise_sd=0.05))
     assert sure.shared == pytest.approx(1.0, abs=1e-3) and sure.private == pytest.approx(1.0, abs=1e-3)
     pilot = GainPrior(1.0, 1.0, shared_sd=0.2, private_sd=0.15, noise_sd=0.06)  # as the default run's pilots
@@ -76,7 +77,9 @@ def test_gain_scales_are_the_posterior_mean_between_the_prior_and_the_gains():
     assert [middle.shared, middle.private] == pytest.approx(_posterior_mean(shared, private, noisy, pilot).tolist(),
                                                             rel=1e-6)
     alone = np.linalg.lstsq(np.column_stack([shared, private]), noisy, rcond=None)[0]  # the gains alone
-    scaled = lambda scales: np.hypot((scales[0] - 1.0) / 0.2, (scales[1] - 1.0) / 0.15)  # in prior sds
+    def scaled(scales):  # in prior sds
+        return np.hypot((scales[0] - 1.0) / 0.2, (scales[1] - 1.0) / 0.15)
+
     assert 0 < scaled([middle.shared, middle.private]) < scaled(alone)  # pulled from the gains towards the prior
     assert middle.shared_sd < pilot.shared_sd and middle.private_sd < pilot.private_sd  # the gains told something
     louder = fit_gain_scales(shared, private, noisy, GainPrior(1.0, 1.0, 0.2, 0.15, noise_sd=0.2))

@@ -118,7 +118,8 @@ def test_missing_copy_names_every_path_and_the_fix(tmp_path: Path) -> None:
 def test_corrupted_magic_number_is_reported(splits: tuple[ImageSet, ImageSet], tmp_path: Path) -> None:
     _write_copy(tmp_path, splits[1].subset(np.arange(20)))
     _write_idx(tmp_path / "train-images-idx3-ubyte", splits[1].images[:20], magic=0x0802)
-    with pytest.raises(IdxFormatError, match=r"train-images-idx3-ubyte\.gz: magic number 0x00000802, expected 0x00000803"):
+    expected = r"train-images-idx3-ubyte\.gz: magic number 0x00000802, expected 0x00000803"
+    with pytest.raises(IdxFormatError, match=expected):
         load_dataset(root=str(tmp_path), cache_dir=str(tmp_path / "cache"))
 
 
@@ -244,6 +245,7 @@ def _cli(cache_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e  # a subprocess run of server_app.describe
 def test_cli_describe_prints_the_schema(splits: tuple[ImageSet, ImageSet], cache_dir: Path) -> None:
     result = _cli(cache_dir, "--partitioner", "dirichlet", "--alpha", "0.5", "--orgs", "3", "--seed", "0",
                   "--samples-per-org", "300")
@@ -259,6 +261,7 @@ def test_cli_describe_prints_the_schema(splits: tuple[ImageSet, ImageSet], cache
     assert report["mean_skew"] == pytest.approx(skew.mean())
 
 
+@pytest.mark.e2e  # subprocess runs of server_app.describe
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -32,6 +32,9 @@ from flwr.cli.build import build_fab_from_disk
 
 from deploy.local import BIN, QUIET, LocalFederation, Processes, free_port, start_federation
 
+# Every test shares the module's federation: a SuperLink behind nginx and three SuperNodes.
+pytestmark = pytest.mark.deployment
+
 ROOT = Path(__file__).resolve().parent.parent
 SILOS = 3
 
@@ -171,7 +174,7 @@ def test_an_intruder_holding_the_ca_certificate_cannot_use_the_control_plane(fed
 
 def _run_config(federation: LocalFederation, signature: str | None) -> str:
     base = federation.base
-    overrides = (f"+experiment=tiny game.costs=measured calibration.pilot=false results_root={base / 'results'} "
+    overrides = (f"+experiment=tiny economics.costs=measured calibration.pilot=false results_root={base / 'results'} "
                  f"cache_dir={base / 'server-cache'}")
     return f'overrides="{overrides}"' + (f' fab-signature="{signature}"' if signature is not None else "")
 
@@ -199,7 +202,8 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
             exported = json.loads((base / "data" / f"silo-{i}" / "silo.json").read_text())
             assert reported[i]["label_counts"] == exported["label_counts"]  # each silo read its own folder
     summary = json.loads((run / "summary.json").read_text())
-    print(f"deployment round seconds: {[round(r['round_seconds'], 1) for r in rows]}, wall {summary['wall_seconds']:.0f} s")
+    print(f"deployment round seconds: {[round(r['round_seconds'], 1) for r in rows]}, "
+          f"wall {summary['wall_seconds']:.0f} s")
     assert summary["final_accuracy"] > 0.2
     assert _installed_on_silos(federation, app) == [True] * SILOS
     for i in range(SILOS):

@@ -84,6 +84,7 @@ def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e  # a subprocess run of the strategy CLI
 def test_cli_answers_the_fixed_schema():
     done = _cli("solve", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
@@ -97,6 +98,7 @@ def test_cli_answers_the_fixed_schema():
     assert 0 < result["rho"] <= 1 and result["equilibria"] == 1 and result["nash_gap"] <= 1e-9
 
 
+@pytest.mark.e2e  # a subprocess run of the strategy CLI
 def test_cli_reads_stdin_and_honours_policy_and_label_counts():
     spec = example_spec()
     del spec["skew"]
@@ -107,8 +109,9 @@ def test_cli_reads_stdin_and_honours_policy_and_label_counts():
     assert result["nash_gap"] is None and result["rho"] is None and result["social_welfare"] == 0.0
 
 
-@pytest.mark.parametrize("stdin", ['{"n": [1, 2], "skew": [0.1, 0.2], "cost": [1, -1], "value": [1, 1], "capacity": [1, 1]}',
-                                   "{not json", "[1, 2]"])
+@pytest.mark.e2e  # subprocess runs of the strategy CLI
+@pytest.mark.parametrize("stdin", [
+    '{"n": [1, 2], "skew": [0.1, 0.2], "cost": [1, -1], "value": [1, 1], "capacity": [1, 1]}', "{not json", "[1, 2]"])
 def test_cli_rejects_bad_scenarios_with_exit_2_and_one_line(stdin):
     done = _cli("solve", "-", stdin=stdin)
     assert done.returncode == 2
@@ -116,6 +119,7 @@ def test_cli_rejects_bad_scenarios_with_exit_2_and_one_line(stdin):
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
 
 
+@pytest.mark.e2e  # subprocess runs of the strategy CLI
 @pytest.mark.parametrize("change", [change for change, _, _ in BAD_INPUTS[-11:]])
 def test_hostile_magnitudes_and_shapes_exit_2_without_traceback(change):
     done = _cli("solve", "-", stdin=json.dumps({**example_spec(), **change}))
@@ -123,6 +127,7 @@ def test_hostile_magnitudes_and_shapes_exit_2_without_traceback(change):
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
 
 
+@pytest.mark.e2e  # a subprocess run of the strategy CLI
 def test_a_file_that_is_not_utf8_exits_2(tmp_path):
     path = tmp_path / "scenario.json"
     path.write_bytes(b'{"n": [\xff\xfe]}')

@@ -156,6 +156,7 @@ def test_train_generator_resumes_from_given_weights_and_validates_inputs():
 # --- sampling ---------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 def test_sample_shape_range_and_label_order(trained_unet):
     labels = np.array([0, 1, 1, 0, 1, 0, 0, 1] * 3)  # 24 images: two batches of 16 and 8
     images = sample(trained_unet, labels, CFG)
@@ -165,6 +166,7 @@ def test_sample_shape_range_and_label_order(trained_unet):
     assert (brightness[labels == 1] > 0).all() and (brightness[labels == 0] < 0).all()
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 @pytest.mark.parametrize("sampler", ["ddim", "dpm"])
 def test_sample_same_seed_same_images(trained_unet, sampler):
     cfg = CFG.replace(sampler=sampler)
@@ -174,6 +176,7 @@ def test_sample_same_seed_same_images(trained_unet, sampler):
     assert not torch.equal(first, sample(trained_unet, labels, cfg, seed=4))
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 def test_guidance_zero_and_positive_both_run_and_differ(trained_unet):
     labels = np.array([0, 1, 0, 1])
     unconditional = sample(trained_unet, labels, CFG.replace(guidance_scale=0.0))
@@ -182,6 +185,7 @@ def test_guidance_zero_and_positive_both_run_and_differ(trained_unet):
     assert (unconditional - guided).abs().max() > 0.05
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 def test_sample_rejects_bad_labels_and_padded_config_crops(trained_unet):
     with pytest.raises(ValueError, match="labels must lie"):
         sample(trained_unet, np.array([0, 10]), CFG)
@@ -193,6 +197,7 @@ def test_sample_rejects_bad_labels_and_padded_config_crops(trained_unet):
     assert sample(unet, np.array([0, 1, 2]), padded).shape == (3, 1, 28, 28)
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 def test_measure_seconds_per_image_is_positive(trained_unet):
     assert 0 < measure_seconds_per_image(trained_unet, CFG, batches=2) < 5
 
@@ -216,6 +221,7 @@ def test_averaged_silo_weights_load_and_sample():
 # --- cache ------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 def test_save_load_round_trip_gives_identical_samples(trained_unet, tmp_path):
     path = save_generator(trained_unet, CFG, root=tmp_path, metadata={"steps": 120})
     assert path == tmp_path / "generators" / CFG.fingerprint()
@@ -225,6 +231,7 @@ def test_save_load_round_trip_gives_identical_samples(trained_unet, tmp_path):
         assert torch.equal(sample(loaded, labels, CFG, seed=7), sample(trained_unet, labels, CFG, seed=7))
 
 
+@pytest.mark.e2e  # trained_unet trains the generator (120 steps, about 6 s)
 def test_load_missing_corrupted_and_mismatched_checkpoints(trained_unet, tmp_path):
     assert load_generator(CFG, root=tmp_path) is None
     assert load_generator(tmp_path / "nowhere") is None

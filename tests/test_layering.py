@@ -74,7 +74,8 @@ def test_silos_know_the_strategy_only_through_the_wire_contract():
     for module, imported in GRAPH.items():
         if _component(module) == "client_app":
             strategy = {name for name in imported if _component(name) in ("strategy", "strategy.game")}
-            assert all(name == "strategy" or name.startswith("strategy.protocol") for name in strategy), (module, strategy)
+            assert all(name == "strategy" or name.startswith("strategy.protocol") for name in strategy), \
+                (module, strategy)
 
 
 def test_the_game_package_imports_only_numpy_scipy_and_the_standard_library():
@@ -85,6 +86,7 @@ def test_the_game_package_imports_only_numpy_scipy_and_the_standard_library():
         assert third_party <= {"numpy", "scipy"}, f"{module} imports {sorted(third_party)}"
 
 
+@pytest.mark.e2e  # a subprocess importing the game package
 def test_the_maths_loads_neither_flower_nor_torch():
     game_modules = sorted(m for m in GRAPH if _component(m) == "strategy.game")
     probe = (f"import sys; import {', '.join(game_modules)}; "

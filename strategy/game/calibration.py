@@ -122,7 +122,8 @@ def gain_prior(fit: CurveFit, eta: float) -> GainPrior:
     if not fit.fitted:
         return GainPrior(1.0, eta, WEAK_PRIOR_SD, WEAK_PRIOR_SD, GAIN_NOISE_SD)
     residuals, parameters = np.asarray(fit.residuals, dtype=float), len(fit.stderr)
-    noise = float(np.sqrt(residuals @ residuals / (residuals.size - parameters))) if residuals.size > parameters else 0.0
+    enough = residuals.size > parameters
+    noise = float(np.sqrt(residuals @ residuals / (residuals.size - parameters))) if enough else 0.0
     return GainPrior(1.0, fit.curve.kappa, _positive(fit.stderr.get("a", 0.0) / fit.curve.a, WEAK_PRIOR_SD),
                      _positive(fit.stderr.get("kappa", 0.0), WEAK_PRIOR_SD), _positive(noise, GAIN_NOISE_SD))
 

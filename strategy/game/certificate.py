@@ -83,7 +83,8 @@ def best_deviations(payoffs: Payoffs, quotas: np.ndarray, capacity: np.ndarray) 
         better = value > best_value
         best_value = np.where(better, value, best_value)
         best_index = np.where(better, k, best_index)
-    located = np.where(best_index >= 0, best_index, np.searchsorted(GRID_FRACTIONS, quotas / np.maximum(capacity, 1e-300)))
+    on_grid = np.searchsorted(GRID_FRACTIONS, quotas / np.maximum(capacity, 1e-300))
+    located = np.where(best_index >= 0, best_index, on_grid)
     last = len(GRID_FRACTIONS) - 1
     left = GRID_FRACTIONS[np.clip(located - 1, 0, last)] * capacity
     right = GRID_FRACTIONS[np.clip(located + 1, 0, last)] * capacity

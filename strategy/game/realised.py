@@ -2,8 +2,8 @@
 
 The game decides quotas; what a round reports is measured, in the same money units as
 the prediction: ``Q_i`` is org i's realised quality gain, its deployed model's accuracy on
-the server's market-representative validation set minus that of its counterfactual twin (trained on real data only, from the
-twin global model); revenues follow section 3 from those gains; costs are the money
+the server's market-representative validation set minus that of its counterfactual twin
+(trained on real data only, from the twin global model); revenues follow section 3 from those gains; costs are the money
 actually spent on generation (seconds spent x price per second); the mechanism's
 transfers are paid on the images actually generated and the realised losses.
 """

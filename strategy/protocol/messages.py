@@ -92,5 +92,5 @@ def _expect_records(content: RecordDict, required: set[str], optional: frozenset
             raise ProtocolError(name, f"must be a {wanted.__name__}")
 
 
-_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, TWIN: ArrayRecord, CONFIG: ConfigRecord, SETTINGS: ConfigRecord,
-                 PROFILE: ConfigRecord, METRICS: MetricRecord}
+_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, TWIN: ArrayRecord, CONFIG: ConfigRecord,
+                 SETTINGS: ConfigRecord, PROFILE: ConfigRecord, METRICS: MetricRecord}
