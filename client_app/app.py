@@ -5,7 +5,8 @@
 - ``train.warmup``: a federated warm-up step of the generator on this silo's real data.
 - ``train``: a game round: allocate the quota across classes, generate it, train
   the classifier on real + synthetic data, evaluate the deployed model on the market set;
-  train and evaluate the counterfactual twin (real data only) alongside.
+  train the round's fork (the same global model, real data only) and the counterfactual
+  twin (real data only) alongside.
 - ``train.pilot``: learning-curve points for the calibration (docs/model.md section 8).
 - ``evaluate``: the global classifier on the market set.
 
@@ -136,7 +137,7 @@ def train_generator_step(msg: Message, context: Context) -> Message:
 @app.train()
 def train_silo(msg: Message, context: Context) -> Message:
     """A game round: generate the quota, train on real + synthetic, score on the market set;
-    train the twin on the real images alone (same seed and epochs), score it too."""
+    train the fork and the twin on the real images alone (same seed and epochs), score the twin."""
     settings, order = protocol.read_order(TrainOrder, msg.content)
     node = _node(context, settings)
     silo = load_silo(settings, node)
@@ -151,7 +152,7 @@ def train_silo(msg: Message, context: Context) -> Message:
                          generation_seconds=made.seconds, quota=order.quota,
                          twin_accuracy=twin_market.accuracy, twin_loss=twin_market.loss)
     content = protocol.report_content(report, ArrayRecord(models.main.state_dict()),
-                                      ArrayRecord(models.twin.state_dict()))
+                                      ArrayRecord(models.twin.state_dict()), ArrayRecord(models.fork.state_dict()))
     return Message(content, reply_to=msg)
 
 

@@ -1,6 +1,7 @@
 """What a silo computes in a game round, apart from messages: the quota's synthetic images
-and its two locally trained models, the main one on real + synthetic images and the twin
-on the real images alone (docs/model.md section 8).
+and its three locally trained models (docs/model.md section 8): the main one on real +
+synthetic images, the fork (the same global model on the real images alone) and the twin
+(the twin global model on the real images alone).
 
 The ClientApp's ``train`` handler runs both with the round's own seeds; the noise-floor
 replay (``experiments/noise_floor.py``) makes the same images, then trains on them again
@@ -34,9 +35,10 @@ class Synthetic:
 
 @dataclass(frozen=True)
 class RoundModels:
-    """A silo's two trained models of a round."""
+    """A silo's trained models of a round."""
 
     main: Net
+    fork: Net
     twin: Net
     num_examples: int
     """Real + synthetic images the main model trained on."""
@@ -44,13 +46,16 @@ class RoundModels:
 
 def round_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRecord, twin: ArrayRecord,
                  seed: int) -> RoundModels:
-    """``main`` trained on the real images + ``made``, ``twin`` on the real images alone,
-    both with the training seed ``seed`` and the same epochs."""
+    """``main`` trained on the real images + ``made``; the fork, ``main`` again on the real
+    images alone; ``twin`` on the real images alone. All three with the training seed
+    ``seed`` and the same epochs, so the fork draws its own batches of the real images
+    (main's batches mix in synthetic ones): with no synthetic image it is main, bit for bit
+    on one device, and the two differ by what the images did and nothing else."""
     real_images, real_labels = training_tensors(silo)
     model = trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
                     seed)
-    return RoundModels(model, trained(settings, twin, real_images, real_labels, seed),
-                       len(real_labels) + len(made.labels))
+    return RoundModels(model, trained(settings, main, real_images, real_labels, seed),
+                       trained(settings, twin, real_images, real_labels, seed), len(real_labels) + len(made.labels))
 
 
 def synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, generator: ArrayRecord | None, quota: int,

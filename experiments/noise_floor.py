@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord
 
-from client_app.local import round_models, synthetic, trained
-from client_app.silo import load_silo, training_tensors
+from client_app.local import round_models, synthetic
+from client_app.silo import load_silo
 from experiments.stats import t_interval
 from generation import load_generator
 from server_app.app import initial_model
@@ -285,10 +285,9 @@ def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayR
                          round_seed(settings.seed, row.round, "sampling", partition_id))
         for k, seed in enumerate(replicate_seeds(settings.seed, row.round, partition_id, replicates)):
             models = round_models(settings, silo, made, main, twin, seed)
-            fork = trained(settings, main, *training_tensors(silo), seed)
             accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
             gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
-            fork_gains[k, index] = accuracy - judge(ArrayRecord(fork.state_dict())).validation_accuracy
+            fork_gains[k, index] = accuracy - judge(ArrayRecord(models.fork.state_dict())).validation_accuracy
     return gains, fork_gains
 
 

@@ -30,7 +30,7 @@ from strategy.game.realised import RealisedRound, realised_round
 from strategy.game.scenario import Scenario
 from strategy.profiles import GameSettings, round_scenario, solve_round
 from strategy.protocol import Profile, TrainReport, per_partition
-from strategy.records import CalibrationRecord, MeasuredRecord, RoundRecord
+from strategy.records import CalibrationRecord, ForkRecord, MeasuredRecord, RoundRecord
 
 DISAGREEMENT = 1e-4
 """A reported accuracy further than this from the server's measurement is flagged."""
@@ -105,9 +105,10 @@ class Books:
     """``calibration.scales_next`` is ``None``: :meth:`observed` sets it."""
     observation: Observation
 
-    def observed(self, scales_next: GainScales) -> MeasuredRecord:
-        """The measured side with the scales the calibration learned from :attr:`observation`."""
-        calibration = replace(self.measured.calibration, scales_next=scales_next.to_json())
+    def observed(self, scales_next: GainScales, fork: ForkRecord | None = None) -> MeasuredRecord:
+        """The measured side with the scales the calibration learned from :attr:`observation`
+        and the round's total effect ``fork``."""
+        calibration = replace(self.measured.calibration, scales_next=scales_next.to_json(), fork=fork)
         return replace(self.measured, calibration=calibration)
 
 

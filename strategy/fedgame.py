@@ -3,7 +3,8 @@
 Per round: ask new or reconnected nodes for their profiles; solve the round's game,
 calibrated by what earlier rounds measured, with the configured policy; send each node
 its own quota with the global model and the counterfactual twin's; screen the replies;
-aggregate the main models and, apart, the twins, each arm from the replies' records; take
+aggregate the main models, their forks (paired with them) and, apart, the twins, each arm
+from the replies' records; judge the round's total effect, main global against fork; take
 the game over the organisations that answered (solved again only when some were dropped);
 measure realised gains over the twin, utilities and transfers in money (docs/model.md
 sections 8-9); let the calibration observe them; append one ledger record.
@@ -38,6 +39,7 @@ from strategy.protocol import (
     TrainOrder,
     TrainReport,
 )
+from strategy.records import ForkRecord
 from strategy.replies import screen_replies
 from strategy.safeguards import Safeguards
 
@@ -239,15 +241,16 @@ class GameFedAvg(FedAvg):
         for node, reason in plan.dropped.items():
             log(WARNING, "Round %d: dropped node %d: %s", server_round, node, reason)
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
-        arrays, metrics = None, None
+        arrays, metrics, effect = None, None, None
         if valid:
-            arrays, metrics, self.twin = self._aggregate(valid, screened.reports)
+            arrays, metrics, self.twin, effect = self._aggregate(valid, screened.reports)
         reports = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
         record = plan.record({node: p.partition_id for node, p in self.profiles.items()})
         if reports:
             books = realise(plan, reports, self.calibration, self.safeguards.transfer_cap, self.hardware_scale)
             seen = books.observation
-            record.measured = books.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains))
+            record.measured = books.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains),
+                                             effect)
         self.ledger.append(record)
         plan.strategy_seconds += time.perf_counter() - started
         round_seconds = time.perf_counter() - plan.started
@@ -267,26 +270,37 @@ class GameFedAvg(FedAvg):
         profile = plan.profiles[plan.nodes.index(node)]
         problem = self.safeguards.reply_problem(report, profile, plan.quotas[node])
         models = reply.content.array_records
-        for name, sent in ((protocol.ARRAYS, self._reference), (protocol.TWIN, self.twin)):
+        for name, sent in ((protocol.ARRAYS, self._reference), (protocol.FORK, self._reference),
+                           (protocol.TWIN, self.twin)):
             problem = problem or self.safeguards.update_problem(models[name], sent, name)
+        if problem is None and report.images_generated == 0 and \
+                protocol.array_digest(models[protocol.FORK]) != protocol.array_digest(models[protocol.ARRAYS]):
+            problem = "generated no image, yet its fork differs from its main model"
         if problem is not None:
             raise ProtocolError("reply", problem)
         return Judged(report, self.judge(models[protocol.ARRAYS]), self.judge(models[protocol.TWIN]))
 
     def _aggregate(self, valid: list[Message],
-                   judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord]:
-        """The main models and, apart, the twins through the same aggregation rule, read from
-        the replies (left as they came): a main model weighted by its reply's examples, a twin
-        by its silo's real examples (profile ``n``). The metrics are FedAvg's over the replies
-        whose main models made the aggregate."""
+                   judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ForkRecord]:
+        """The main models, their forks (paired: :meth:`Aggregation.paired`) and, apart, the
+        twins through the same aggregation rule, read from the replies (left as they came): a
+        main model weighted by its reply's examples (real + synthetic), a fork and a twin by
+        the silo's real examples (profile ``n``), as the consortium would have weighed them
+        had nobody generated. The metrics are FedAvg's over the replies whose main models
+        made the aggregate; the round's total effect is the main global's validation accuracy
+        over the fork global's."""
         nodes = [reply.metadata.src_node_id for reply in valid]
         models = [reply.content.array_records for reply in valid]
-        main = self.aggregation([(m[protocol.ARRAYS], judged[node].report.num_examples)
-                                 for m, node in zip(models, nodes)], self._reference)
-        twin = self.aggregation([(m[protocol.TWIN], self.profiles[node].n) for m, node in zip(models, nodes)],
-                                self.twin)
+        real = [self.profiles[node].n for node in nodes]
+        main, fork = self.aggregation.paired(
+            [(m[protocol.ARRAYS], judged[node].report.num_examples) for m, node in zip(models, nodes)],
+            [(m[protocol.FORK], n) for m, n in zip(models, real)], self._reference)
+        twin = self.aggregation([(m[protocol.TWIN], n) for m, n in zip(models, real)], self.twin)
         metrics = self.train_metrics_aggr_fn([valid[k].content for k in main.used], protocol.NUM_EXAMPLES)
-        return main.arrays, metrics, twin.arrays
+        main_accuracy, fork_accuracy = (self.judge(arrays).validation_accuracy for arrays in (main.arrays, fork))
+        effect = ForkRecord(total=main_accuracy - fork_accuracy, main_global_accuracy=main_accuracy,
+                            fork_global_accuracy=fork_accuracy, fork_global_digest=protocol.array_digest(fork))
+        return main.arrays, metrics, twin.arrays, effect
 
     # --- evaluation ---------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -99,6 +99,19 @@ def _decode(item: Field, value: Any) -> Any:
 
 
 @dataclass(kw_only=True)
+class ForkRecord(JsonRecord):
+    """The round's total effect (docs/model.md section 8): ``total`` is ``G_r``, the main
+    global model's accuracy on the server's validation set minus the fork global's, the two
+    aggregated from the same starting model, the fork arm on real images only."""
+
+    total: float
+    main_global_accuracy: float
+    fork_global_accuracy: float
+    fork_global_digest: str
+    """:func:`strategy.protocol.array_digest` of the fork global (the main global's is the row's ``global_digest``)."""
+
+
+@dataclass(kw_only=True)
 class CalibrationRecord(JsonRecord):
     """A round's ``calibration`` object: what the calibration predicted and measured
     (docs/model.md sections 8-9). Curves, scales, the prior and the spread are their own
@@ -125,6 +138,9 @@ class CalibrationRecord(JsonRecord):
     """``scales``, ``draw``, ``total`` (absent from ledgers written before it was recorded)."""
     welfare_z: float | None = None
     """Realised minus predicted welfare in ``predicted_welfare_sd.total`` (``None``: no spread)."""
+    fork: ForkRecord | None = field(default=None, metadata={OMIT_NONE: True,
+                                                            CODEC: Codec(ForkRecord.to_json, ForkRecord.from_json)})
+    """The round's total effect, where the round's models were aggregated."""
 
 
 @dataclass(kw_only=True)

@@ -27,7 +27,8 @@ PROFILE_ATTACKS = ["missing key", "nan", "huge value", "value x100", "huge capac
                    "id out of range", "error reply", "no reply", "wrong record", "list for a number"]
 REPLY_ATTACKS = ["nan weights", "huge weights", "wrong shape", "no twin", "accuracy 1e308", "accuracy -5",
                  "images above quota", "examples 1e12", "error reply", "no reply", "duplicate reply", "extra record",
-                 "metrics as config", "quota lie", "nan twin", "empty content", "string metric"]
+                 "metrics as config", "quota lie", "nan twin", "empty content", "string metric", "no fork",
+                 "nan fork", "fork without images"]
 
 
 def judge(arrays: ArrayRecord) -> Judgement:
@@ -116,6 +117,7 @@ class HostileGrid:
                              generation_seconds=0.02 * order.quota, quota=order.quota, twin_accuracy=0.55,
                              twin_loss=1.0)
         arrays, twin_arrays = ArrayRecord(step), ArrayRecord({k: Array(v.numpy().copy()) for k, v in twin.items()})
+        fork = ArrayRecord({k: Array(v.numpy() - np.float32(0.01) * (order.quota > 0)) for k, v in step.items()})
         key = protocol.wire_key
         metrics = dict(protocol.write(report, MetricRecord))
         if attack == "nan weights":
@@ -124,6 +126,11 @@ class HostileGrid:
             arrays = ArrayRecord({k: Array(np.full(v.shape, 3e38, dtype=np.float32)) for k, v in main.items()})
         elif attack == "wrong shape":
             arrays = ArrayRecord({"w": Array(np.zeros((3, 2), dtype=np.float32))})
+        elif attack == "nan fork":
+            fork = ArrayRecord({k: Array(np.full(v.shape, np.nan, dtype=np.float32)) for k, v in main.items()})
+        elif attack == "fork without images":  # claims no image, yet its fork is not its main model
+            metrics[key("images_generated")] = 0
+            fork = ArrayRecord({k: Array(v.numpy() - np.float32(0.5)) for k, v in step.items()})
         elif attack == "nan twin":
             twin_arrays = ArrayRecord({k: Array(np.full(v.shape, np.nan, dtype=np.float32)) for k, v in twin.items()})
         elif attack == "accuracy 1e308":
@@ -141,10 +148,12 @@ class HostileGrid:
         records = RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: MetricRecord(metrics)})
         if attack != "no twin":
             records[protocol.TWIN] = twin_arrays
+        if attack != "no fork":
+            records[protocol.FORK] = fork
         if attack == "extra record":
             records["bonus"] = ConfigRecord({"x": 1})
         if attack == "metrics as config":
-            records = RecordDict({protocol.ARRAYS: arrays, protocol.TWIN: twin_arrays,
+            records = RecordDict({protocol.ARRAYS: arrays, protocol.TWIN: twin_arrays, protocol.FORK: fork,
                                   protocol.METRICS: ConfigRecord({"x": 1})})
         if attack == "empty content":
             records = RecordDict()

@@ -2,7 +2,7 @@
 
 ``app``: partition 0 behaves; in game rounds partition 1 raises, partition 2 reports a
 NaN accuracy and partition 3 leaves out a metric. ``scaling_app``: partition 3 scales its
-returned main model's weights by 1,000. Everything else is the real ClientApp.
+returned main model's and fork's weights by 1,000. Everything else is the real ClientApp.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 scaling_app = ClientApp()
-"""Partition 3 returns its main model with every weight multiplied by 1,000 and its twin as
-trained: under vcfl the twin global model is then the honest run's global model."""
+"""Partition 3 returns its main model and its fork with every weight multiplied by 1,000 (the
+two stay equal, as a silo that made no image must send them) and its twin as trained: under
+vcfl the twin global model is then the honest run's global model."""
 
 
 @scaling_app.query()
@@ -64,8 +65,9 @@ def scaling_warmup(msg: Message, context: Context) -> Message:
 def scaling_train(msg: Message, context: Context) -> Message:
     reply = train_silo(msg, context)
     if protocol.read_node_config(context.node_config).partition_id == 3:
-        main = reply.content.array_records[protocol.ARRAYS]
-        reply.content[protocol.ARRAYS] = ArrayRecord({key: Array(array.numpy() * 1000) for key, array in main.items()})
+        for name in (protocol.ARRAYS, protocol.FORK):
+            sent = reply.content.array_records[name]
+            reply.content[name] = ArrayRecord({key: Array(array.numpy() * 1000) for key, array in sent.items()})
     return reply
 
 

@@ -86,3 +86,50 @@ def test_an_unknown_rule_or_a_non_positive_clip_is_refused():
         Aggregation("mean")
     with pytest.raises(ValueError, match="clip_norm"):
         Aggregation(clip_norm=0.0)
+
+
+def _moved(model: ArrayRecord, rng: np.random.Generator, scale: float) -> ArrayRecord:
+    return ArrayRecord({key: Array((array.numpy() + scale * rng.normal(size=array.numpy().shape)).astype(np.float32))
+                        for key, array in model.items()})
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+@pytest.mark.parametrize("name", AGGREGATIONS)
+def test_forks_equal_to_their_mains_aggregate_to_the_main_global_bit_for_bit(name, clip_norm):
+    """A round where nobody generated: every fork is its main model and weighs the same, so
+    the fork global is the main global exactly (the round's total effect is 0)."""
+    rule = Aggregation(name, trim_beta=0.25, krum_malicious=1, clip_norm=clip_norm)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        sent = _model(rng)
+        members = int(rng.integers(1, 8))
+        mains = [_moved(sent, rng, scale=1.0 + k) for k in range(members)]
+        weights = [float(w) for w in rng.integers(10, 300, size=members)]
+        main, fork = rule.paired(list(zip(mains, weights)), list(zip([_copy(m) for m in mains], weights)), sent)
+        assert protocol.array_digest(fork) == protocol.array_digest(main.arrays), (name, clip_norm, seed)
+
+
+@pytest.mark.parametrize("name", AGGREGATIONS)
+def test_the_fork_arm_follows_the_main_arms_choices(name):
+    """Each fork is its main model plus a small offset: the fork global is the main global
+    plus the offsets of the members the rule kept, weighted as the rule weighs them."""
+    rng = np.random.default_rng(11)
+    sent = _model(rng)
+    mains = [_moved(sent, rng, scale=1.0 + k) for k in range(5)]
+    mains[3] = _moved(sent, rng, scale=50.0)  # an outlier the robust rules leave out
+    offset = [0.001 * (k + 1) for k in range(5)]
+    forks = [ArrayRecord({key: Array(array.numpy() + np.float32(d)) for key, array in m.items()})
+             for m, d in zip(mains, offset)]
+    rule = Aggregation(name, trim_beta=0.2, krum_malicious=1)
+    main, fork = rule.paired([(m, 1.0) for m in mains], [(f, 1.0) for f in forks], sent)
+    shift = np.concatenate([(fork[k].numpy() - main.arrays[k].numpy()).ravel() for k in fork.keys()])
+    if name == "fedavg":
+        assert np.allclose(shift, np.mean(offset), atol=1e-5)
+    elif name == "krum":
+        assert np.allclose(shift, offset[main.used[0]], atol=1e-5) and main.used != [3]
+    else:  # at each coordinate, the mean offset of the members whose main values rank in the middle
+        stacked = np.stack([np.concatenate([m[k].numpy().ravel() for k in fork.keys()]) for m in mains])
+        ranked = np.asarray(offset)[np.argsort(stacked, axis=0)]
+        kept = ranked[2:3] if name == "fedmedian" else ranked[1:4]
+        assert np.allclose(shift, kept.mean(axis=0), atol=1e-4)
+        assert np.ptp(shift) > 0  # not one member's offset everywhere

@@ -90,6 +90,9 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
         assert row["solution"]["rho"] is not None and row["nash_gap"] <= 1e-9
         assert 0 < row["strategy_share"] < 1
         assert all(math.isfinite(v) for v in row["realised_utilities"] + row["transfers"])
+        fork = row["calibration"]["fork"]  # the round's total effect, main global over fork global
+        assert fork["total"] == fork["main_global_accuracy"] - fork["fork_global_accuracy"]
+        assert 0 < fork["fork_global_accuracy"] <= 1
     # Round 1 is solved on the pilot's curve: an interior equilibrium, not capacity. Round 2's
     # may reach capacity: three noisy gains can scale the curve up several-fold (issue #10).
     assert 0 < sum(rows[0]["quotas"]) < 3 * 1000
@@ -251,6 +254,9 @@ def test_a_run_resumes_after_its_last_complete_round(tmp_path, cache_dir):
                    backend_config=BACKEND)
     resumed = json.loads((run / "ledger.json").read_text())
     assert [row["round"] for row in resumed] == [1, 2] and resumed[0] == rows[0]
+    for row in resumed:  # nobody generated: every fork is its main model, and the fork global the main global
+        assert row["dropped"] == {} and row["calibration"]["fork"]["total"] == 0.0
+        assert row["calibration"]["fork"]["fork_global_digest"] == row["global_digest"]
     assert resumed[1]["global_digest"] != resumed[0]["global_digest"]  # round 2 trained on from round 1's model
     assert json.loads((run / "summary.json").read_text())["rounds_completed"] == 2
 

@@ -148,3 +148,19 @@ def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
     table = list(csv.DictReader(io.StringIO((tmp_path / "rounds.csv").read_text())))
     assert [int(line["round"]) for line in table] == [row["round"] for row in rows]
     assert [line["quota_total"] for line in table] == [str(row["quota_total"]) for row in rows]
+
+
+def test_a_silo_whose_fork_is_not_its_main_model_without_images_is_dropped(tmp_path):
+    """Where a silo made no synthetic image its fork must be its main model bit for bit (the
+    two differ by the images and nothing else): one that claims none and sends another
+    fork chooses its own counterfactual, and loses the round; the round's total effect is
+    recorded over the others."""
+    grid = HostileGrid([HONEST] * 6, [HONEST] * 5 + ["fork without images"], seed=2)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, min_orgs=1)
+    strategy.refresh_profiles(grid)
+    strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
+    [row] = _strict(tmp_path / "ledger.json")
+    assert "its fork differs from its main model" in row["dropped"]["5"]
+    assert row["responders"] == [0, 1, 2, 3, 4]
+    fork = row["calibration"]["fork"]
+    assert fork["total"] == pytest.approx(fork["main_global_accuracy"] - fork["fork_global_accuracy"])

@@ -109,10 +109,12 @@ def test_whole_messages_round_trip():
     assert protocol.read_profile(protocol.profile_content(PROFILE)) == PROFILE
     content = protocol.order_content(SETTINGS, TRAIN_ORDER, WEIGHTS, WEIGHTS)
     assert protocol.read_order(TrainOrder, content) == (SETTINGS, TRAIN_ORDER)
-    reply = protocol.report_content(TRAIN_REPORT, WEIGHTS, WEIGHTS)
+    reply = protocol.report_content(TRAIN_REPORT, WEIGHTS, WEIGHTS, WEIGHTS)
     assert protocol.read_report(TrainReport, reply, REFERENCE) == TRAIN_REPORT
-    with pytest.raises(ProtocolError, match="expected records"):  # a game round's reply carries the twin
-        protocol.read_report(TrainReport, protocol.report_content(TRAIN_REPORT, WEIGHTS), REFERENCE)
+    for partial in (protocol.report_content(TRAIN_REPORT, WEIGHTS), protocol.report_content(TRAIN_REPORT, WEIGHTS,
+                                                                                               WEIGHTS)):
+        with pytest.raises(ProtocolError, match="expected records"):  # a game round's reply carries twin and fork
+            protocol.read_report(TrainReport, partial, REFERENCE)
     order = PilotOrder(fractions=(0.5, 1.0), multiples=(0.25,), target=(0.5, 0.5))
     assert protocol.read_order(PilotOrder, protocol.order_content(SETTINGS, order, WEIGHTS)) == (SETTINGS, order)
     report = PilotReport(label_counts=(3, 1, 5, 5, 6, 8), errors=(0.9, 0.5, 0.4))
@@ -179,9 +181,10 @@ def _reply(content: RecordDict | None = None, error: Error | None = None):
 
 
 def _train_reply(arrays=None, metrics=None, array_key=protocol.ARRAYS, metric_key=protocol.METRICS,
-                 twin=None) -> RecordDict:
+                 twin=None, fork=None) -> RecordDict:
     w = np.ones((2, 3), dtype=np.float32) if arrays is None else arrays
     return RecordDict({array_key: ArrayRecord({"w": Array(w)}), protocol.TWIN: twin or WEIGHTS,
+                       protocol.FORK: fork or WEIGHTS,
                        metric_key: MetricRecord(protocol.write(TRAIN_REPORT, MetricRecord) if metrics is None
                                                 else metrics)})
 
@@ -195,9 +198,11 @@ BAD_REPLIES = [
     (_train_reply(arrays=np.full((2, 3), np.inf, dtype=np.float32)), "NaN or inf"),
     (_train_reply(twin=ArrayRecord({"w": Array(np.full((2, 3), np.nan, dtype=np.float32))})), "twin.w: holds NaN"),
     (_train_reply(twin=ArrayRecord({"v": Array(np.ones((2, 3), dtype=np.float32))})), "twin: array keys differ"),
+    (_train_reply(fork=ArrayRecord({"w": Array(np.full((2, 3), np.inf, dtype=np.float32))})), "fork.w: holds NaN"),
     (_train_reply(array_key="weights"), "expected records"),
     (_train_reply(metric_key="m"), "expected records"),
-    (RecordDict({protocol.ARRAYS: WEIGHTS, protocol.TWIN: WEIGHTS, protocol.METRICS: ConfigRecord({"a": 1})}),
+    (RecordDict({protocol.ARRAYS: WEIGHTS, protocol.TWIN: WEIGHTS, protocol.FORK: WEIGHTS,
+                 protocol.METRICS: ConfigRecord({"a": 1})}),
      "must be a MetricRecord"),
 ]
 

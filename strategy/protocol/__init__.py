@@ -41,6 +41,7 @@ from strategy.protocol.messages import (
 from strategy.protocol.names import (
     ARRAYS,
     CONFIG,
+    FORK,
     GENERATOR,
     METRICS,
     NUM_EXAMPLES,
@@ -83,7 +84,7 @@ from strategy.protocol.parts import (
 __all__ = [
     "ARRAYS", "CONFIG", "GENERATOR", "METRICS", "NODE_CACHE_DIR", "NODE_CAPACITY", "NODE_DATA_PATH",
     "NODE_PARTITION_ID", "NODE_PRICE_PER_SECOND", "NODE_VALUE", "NUM_EXAMPLES", "PILOT", "PILOT_ACTION", "PROFILE",
-    "RUN_CONFIG_OVERRIDES", "SEED_STREAMS", "SETTINGS", "SETTINGS_VERSION", "TWIN", "WARMUP", "WARMUP_ACTION",
+    "FORK", "RUN_CONFIG_OVERRIDES", "SEED_STREAMS", "SETTINGS", "SETTINGS_VERSION", "TWIN", "WARMUP", "WARMUP_ACTION",
     "EvaluateOrder", "EvaluateReport", "NodeConfig", "PilotOrder", "PilotReport", "Profile", "ProtocolError",
     "SiloSettings", "TrainOrder", "TrainReport", "WarmupOrder", "WarmupReport", "array_digest", "check_arrays",
     "checked", "load_packed", "order_content", "packed", "per_partition", "profile_content", "query_content", "read",

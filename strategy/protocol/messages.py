@@ -7,8 +7,9 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from strategy.protocol.codec import Part, ProtocolError, check_arrays, read, write
-from strategy.protocol.names import ARRAYS, CONFIG, GENERATOR, METRICS, PROFILE, SETTINGS, TWIN
+from strategy.protocol.names import ARRAYS, CONFIG, FORK, GENERATOR, METRICS, PROFILE, SETTINGS, TWIN
 from strategy.protocol.parts import Profile, SiloSettings, TrainOrder, TrainReport
+
 
 def query_content(settings: SiloSettings, generator: ArrayRecord | None) -> RecordDict:
     """The parameter query: the run's silo settings and, when federated, the generator."""
@@ -55,23 +56,23 @@ def read_settings(content: RecordDict) -> SiloSettings:
     return read(SiloSettings, content.config_records[SETTINGS], SETTINGS)
 
 
-def report_content(report: Any, arrays: ArrayRecord | None = None, twin: ArrayRecord | None = None) -> RecordDict:
+def report_content(report: Any, arrays: ArrayRecord | None = None, twin: ArrayRecord | None = None,
+                   fork: ArrayRecord | None = None) -> RecordDict:
     """A reply: the report as the one MetricRecord and, for training, the trained model(s)."""
     content = RecordDict({METRICS: write(report, MetricRecord)})
-    if arrays is not None:
-        content[ARRAYS] = arrays
-    if twin is not None:
-        content[TWIN] = twin
+    for name, models in ((ARRAYS, arrays), (TWIN, twin), (FORK, fork)):
+        if models is not None:
+            content[name] = models
     return content
 
 
 def read_report(kind: type[Part], content: RecordDict, reference: ArrayRecord | None = None) -> Part:
-    """A reply's report; with ``reference``, its arrays (and a train report's twin) must match
-    it in keys, shapes and dtypes, and be finite (what Flower's aggregation needs, checked
-    before it can raise)."""
+    """A reply's report; with ``reference``, its arrays (and a train report's twin and fork)
+    must match it in keys, shapes and dtypes, and be finite (what Flower's aggregation needs,
+    checked before it can raise)."""
     models = set()
     if reference is not None:
-        models = {ARRAYS, TWIN} if kind is TrainReport else {ARRAYS}
+        models = {ARRAYS, TWIN, FORK} if kind is TrainReport else {ARRAYS}
     _expect_records(content, {METRICS} | models)
     report = read(kind, content.metric_records[METRICS], METRICS)
     for name in sorted(models):
@@ -92,5 +93,5 @@ def _expect_records(content: RecordDict, required: set[str], optional: frozenset
             raise ProtocolError(name, f"must be a {wanted.__name__}")
 
 
-_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, TWIN: ArrayRecord, CONFIG: ConfigRecord,
-                 SETTINGS: ConfigRecord, PROFILE: ConfigRecord, METRICS: MetricRecord}
+_RECORD_TYPES = {ARRAYS: ArrayRecord, GENERATOR: ArrayRecord, TWIN: ArrayRecord, FORK: ArrayRecord,
+                 CONFIG: ConfigRecord, SETTINGS: ConfigRecord, PROFILE: ConfigRecord, METRICS: MetricRecord}

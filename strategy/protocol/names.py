@@ -13,6 +13,8 @@ PROFILE = "profile"
 GENERATOR = "generator"
 TWIN = "twin"
 """The counterfactual twin's model: trained on real images only (docs/model.md section 8)."""
+FORK = "fork"
+"""The round's fork: the main global model trained on the silo's real images only (docs/model.md section 8)."""
 
 # Message types beyond Flower's plain ``query``, ``train`` and ``evaluate``: a ClientApp
 # routes ``train.<action>`` to the function registered with ``@app.train(<action>)``.

@@ -11,7 +11,7 @@ from strategy.protocol.codec import ProtocolError, all_non_negative, checked, fr
 from strategy.protocol.names import METRICS
 from task.device import DEVICES
 
-SETTINGS_VERSION = 2
+SETTINGS_VERSION = 3
 """Version of :class:`SiloSettings`; a silo refuses settings of another version."""
 
 
