@@ -8,7 +8,8 @@
   train the round's fork (the same global model, real data only) and the counterfactual
   twin (real data only) alongside.
 - ``train.pilot``: learning-curve points for the calibration (docs/model.md section 8).
-- ``evaluate``: the global classifier on the market set.
+- ``evaluate``: the global classifier on the market set; with the round's fork global
+  model, both deployed: fine-tuned, the main one with the round's own synthetic images.
 
 Every message is read and every reply written through :mod:`strategy.protocol`.
 """
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
-from client_app.local import round_models, synthetic, trained
+from client_app.local import Synthetic, deployed_models, none_made, round_models, synthetic, trained
 from client_app.silo import (
     SiloData,
     generator_config,
@@ -59,6 +60,8 @@ app = ClientApp()
 
 GENERATOR_STATE = "generator"
 SPEED_STATE = "generation-speed"
+SYNTHETIC_STATE = "round-synthetic"
+"""The last game round's synthetic images and labels, and the round: the evaluation's deployed fine-tune uses them."""
 
 
 def _node(context: Context, settings: SiloSettings) -> NodeConfig:
@@ -143,6 +146,7 @@ def train_silo(msg: Message, context: Context) -> Message:
     silo = load_silo(settings, node)
     made = synthetic(settings, silo, node, context.state.get(GENERATOR_STATE), order.quota, order.target,
                      protocol.round_seed(settings.seed, order.server_round, "sampling", node.partition_id))
+    _keep_synthetic(context, order.server_round, made)
     models = round_models(settings, silo, made, msg.content.array_records[protocol.ARRAYS],
                           msg.content.array_records[protocol.TWIN],
                           protocol.round_seed(settings.seed, order.server_round, "training", node.partition_id))
@@ -154,6 +158,20 @@ def train_silo(msg: Message, context: Context) -> Message:
     content = protocol.report_content(report, ArrayRecord(models.main.state_dict()),
                                       ArrayRecord(models.twin.state_dict()), ArrayRecord(models.fork.state_dict()))
     return Message(content, reply_to=msg)
+
+
+def _keep_synthetic(context: Context, server_round: int, made: Synthetic) -> None:
+    context.state[SYNTHETIC_STATE] = ArrayRecord({"round": Array(np.array([server_round])),
+                                                  "images": Array(made.images.numpy()),
+                                                  "labels": Array(made.labels.numpy())})
+
+
+def _kept_synthetic(context: Context, server_round: int) -> Synthetic:
+    """The synthetic images this silo trained main on in ``server_round`` (none if it did not)."""
+    kept = context.state.get(SYNTHETIC_STATE)
+    if kept is None or int(kept["round"].numpy()[0]) != server_round:
+        return none_made()
+    return Synthetic(torch.from_numpy(kept["images"].numpy()), torch.from_numpy(kept["labels"].numpy()), 0.0)
 
 
 @app.train(protocol.PILOT_ACTION)
@@ -201,14 +219,23 @@ def _nested_allocation(pool_labels: torch.Tensor, quota: int, silo: SiloData,
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
-    """The global classifier on the market validation set."""
-    settings, _ = protocol.read_order(EvaluateOrder, msg.content)
-    silo = load_silo(settings, _node(context, settings))
+    """The global classifier on the market validation set; with the round's fork global model,
+    also both deployed (:func:`client_app.local.deployed_models`), returned for the server to judge."""
+    settings, order = protocol.read_order(EvaluateOrder, msg.content)
+    node = _node(context, settings)
+    silo = load_silo(settings, node)
+    models = msg.content.array_records
     model = Net().to(resolve_device(settings.device))
-    model.load_state_dict(msg.content.array_records[protocol.ARRAYS].to_torch_state_dict())
+    model.load_state_dict(models[protocol.ARRAYS].to_torch_state_dict())
     market = _market_scores(model, silo)
     report = EvaluateReport(num_examples=len(silo.market), accuracy=market.accuracy, loss=market.loss)
-    return Message(protocol.report_content(report), reply_to=msg)
+    if protocol.FORK not in models:
+        return Message(protocol.report_content(report), reply_to=msg)
+    main, fork = deployed_models(settings, silo, _kept_synthetic(context, order.server_round), models[protocol.ARRAYS],
+                                 models[protocol.FORK],
+                                 protocol.round_seed(settings.seed, order.server_round, "finetune", node.partition_id))
+    content = protocol.report_content(report, ArrayRecord(main.state_dict()), fork=ArrayRecord(fork.state_dict()))
+    return Message(content, reply_to=msg)
 
 
 def _market_scores(model: Net, silo: SiloData) -> Scores:

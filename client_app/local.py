@@ -58,6 +58,23 @@ def round_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: 
                        trained(settings, twin, real_images, real_labels, seed), len(real_labels) + len(made.labels))
 
 
+def none_made() -> Synthetic:
+    """No synthetic image: a silo that made none, or did not train in the round asked about."""
+    return Synthetic(torch.empty((0, 1, *IMAGE_SHAPE)), torch.empty(0, dtype=torch.long), 0.0)
+
+
+def deployed_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRecord, fork: ArrayRecord,
+                    seed: int) -> tuple[Net, Net]:
+    """The organisation's deployed models of the round (docs/model.md section 8): the main
+    global model fine-tuned on the real images + the round's own synthetic ones ``made``
+    (kept from the round, never sampled again), and the fork global model on the real
+    images alone, both with the fine-tune seed ``seed`` and the local epochs."""
+    real_images, real_labels = training_tensors(silo)
+    return (trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
+                    seed),
+            trained(settings, fork, real_images, real_labels, seed))
+
+
 def synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, generator: ArrayRecord | None, quota: int,
               target: tuple[float, ...], seed: int) -> Synthetic:
     """``quota`` synthetic images with labels allocated to move the silo's mix towards ``target``,

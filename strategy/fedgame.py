@@ -139,6 +139,9 @@ class GameFedAvg(FedAvg):
         self.round_offset = 0
         self._plan: RoundPlan | None = None
         self._reference: ArrayRecord | None = None
+        self._fork_global: ArrayRecord | None = None
+        """The round's fork global model, until its evaluation has sent it."""
+        self._evaluated: ArrayRecord | None = None
 
     # --- nodes and profiles -------------------------------------------------------
     def refresh_profiles(self, grid: Grid) -> dict[int, str]:
@@ -197,6 +200,7 @@ class GameFedAvg(FedAvg):
         """Solve the round's game and send each organisation its own quota (and both models)."""
         server_round += self.round_offset
         started = time.perf_counter()
+        self._fork_global = None
         self.refresh_profiles(grid)
         solve_started = time.perf_counter()
         nodes = self._live_nodes()
@@ -243,7 +247,8 @@ class GameFedAvg(FedAvg):
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
         arrays, metrics, effect = None, None, None
         if valid:
-            arrays, metrics, self.twin, effect = self._aggregate(valid, screened.reports)
+            arrays, metrics, self.twin, self._fork_global = self._aggregate(valid, screened.reports)
+            effect = self._effect(arrays, self._fork_global)
         reports = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
         record = plan.record({node: p.partition_id for node, p in self.profiles.items()})
         if reports:
@@ -281,14 +286,13 @@ class GameFedAvg(FedAvg):
         return Judged(report, self.judge(models[protocol.ARRAYS]), self.judge(models[protocol.TWIN]))
 
     def _aggregate(self, valid: list[Message],
-                   judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ForkRecord]:
+                   judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ArrayRecord]:
         """The main models, their forks (paired: :meth:`Aggregation.paired`) and, apart, the
         twins through the same aggregation rule, read from the replies (left as they came): a
         main model weighted by its reply's examples (real + synthetic), a fork and a twin by
         the silo's real examples (profile ``n``), as the consortium would have weighed them
         had nobody generated. The metrics are FedAvg's over the replies whose main models
-        made the aggregate; the round's total effect is the main global's validation accuracy
-        over the fork global's."""
+        made the aggregate. Returns the main, twin and fork global models and the metrics."""
         nodes = [reply.metadata.src_node_id for reply in valid]
         models = [reply.content.array_records for reply in valid]
         real = [self.profiles[node].n for node in nodes]
@@ -297,27 +301,69 @@ class GameFedAvg(FedAvg):
             [(m[protocol.FORK], n) for m, n in zip(models, real)], self._reference)
         twin = self.aggregation([(m[protocol.TWIN], n) for m, n in zip(models, real)], self.twin)
         metrics = self.train_metrics_aggr_fn([valid[k].content for k in main.used], protocol.NUM_EXAMPLES)
-        main_accuracy, fork_accuracy = (self.judge(arrays).validation_accuracy for arrays in (main.arrays, fork))
-        effect = ForkRecord(total=main_accuracy - fork_accuracy, main_global_accuracy=main_accuracy,
-                            fork_global_accuracy=fork_accuracy, fork_global_digest=protocol.array_digest(fork))
-        return main.arrays, metrics, twin.arrays, effect
+        return main.arrays, metrics, twin.arrays, fork
+
+    def _effect(self, main: ArrayRecord, fork: ArrayRecord) -> ForkRecord:
+        """The round's total effect ``G_r``: the main global's validation accuracy over the fork global's."""
+        main_accuracy, fork_accuracy = (self.judge(arrays).validation_accuracy for arrays in (main, fork))
+        return ForkRecord(total=main_accuracy - fork_accuracy, main_global_accuracy=main_accuracy,
+                          fork_global_accuracy=fork_accuracy, fork_global_digest=protocol.array_digest(fork))
 
     # --- evaluation ---------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Evaluate the global model on every live organisation (no unbounded waiting)."""
+        """Evaluate the global model on every live organisation (no unbounded waiting); after a
+        trained round, send the round's fork global model too, for each to deploy both."""
         server_round += self.round_offset
-        content = protocol.order_content(self.settings, EvaluateOrder(server_round=server_round), arrays)
+        self._evaluated = arrays
+        content = protocol.order_content(self.settings, EvaluateOrder(server_round=server_round), arrays,
+                                         fork=self._fork_global)
         return [Message(content=content, dst_node_id=node, message_type=MessageType.EVALUATE)
                 for node in self._live_nodes()]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Screen; record each organisation's deployed models' accuracies in the round's
+        ``calibration.fork``; Flower's weighted mean of the reported market accuracies."""
         server_round += self.round_offset
-        screened = screen_replies(replies, lambda reply: protocol.read_report(EvaluateReport, reply.content))
+        screened = screen_replies(replies, self._read_evaluate_reply)
         for node, reason in screened.dropped.items():
             log(WARNING, "Round %d evaluation: dropped node %d: %s", server_round, node, reason)
+        if self._fork_global is not None:
+            self._record_deployed(server_round, screened.reports)
+            self._fork_global = None
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in self.profiles])
         return super().aggregate_evaluate(server_round, valid) if valid else None
+
+    def _read_evaluate_reply(self, reply: Message) -> tuple[float, float] | None:
+        """A screened evaluation reply: after a trained round, the server's validation accuracy
+        of the organisation's deployed main and fork models (each within the update bound of
+        the global model it started from); else ``None``."""
+        if self._fork_global is None:
+            protocol.read_report(EvaluateReport, reply.content)
+            return None
+        protocol.read_report(EvaluateReport, reply.content, self._evaluated)
+        models = reply.content.array_records
+        problem = None
+        for name, sent in ((protocol.ARRAYS, self._evaluated), (protocol.FORK, self._fork_global)):
+            problem = problem or self.safeguards.update_problem(models[name], sent, f"deployed {name}")
+        if problem is not None:
+            raise ProtocolError("reply", problem)
+        main, fork = (self.judge(models[name]).validation_accuracy for name in (protocol.ARRAYS, protocol.FORK))
+        return main, fork
+
+    def _record_deployed(self, server_round: int, deployed: dict[int, tuple[float, float] | None]) -> None:
+        """The round's ``calibration.fork`` with each responder's deployed accuracies (partition order)."""
+        record = next((row for row in self.ledger.rows if row.round == server_round), None)
+        if record is None or record.measured is None or record.measured.calibration.fork is None:
+            return
+        node_of = {p.partition_id: node for node, p in self.profiles.items()}
+        pairs = [deployed.get(node_of.get(partition_id)) for partition_id in record.measured.responders]
+        main = [pair[0] if pair else None for pair in pairs]
+        fork = [pair[1] if pair else None for pair in pairs]
+        quality = [m - f if pair else None for m, f, pair in zip(main, fork, pairs)]
+        calibration = replace(record.measured.calibration, fork=replace(
+            record.measured.calibration.fork, quality=quality, main_accuracy=main, fork_accuracy=fork))
+        self.ledger.revise(replace(record, measured=replace(record.measured, calibration=calibration)))
 
     def _in_partition_order(self, replies: list[Message]) -> list[Message]:
         """``replies`` by their silos' partition ids, not in arrival order: float sums depend on

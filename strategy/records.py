@@ -109,6 +109,14 @@ class ForkRecord(JsonRecord):
     fork_global_accuracy: float
     fork_global_digest: str
     """:func:`strategy.protocol.array_digest` of the fork global (the main global's is the row's ``global_digest``)."""
+    quality: list[float | None] | None = optional()
+    """Per responder (partition order): ``main_accuracy - fork_accuracy``, the round's
+    effect on the organisation's deployed model (``None`` where its evaluation failed)."""
+    main_accuracy: list[float | None] | None = optional()
+    """Per responder: the main global model fine-tuned by the organisation (its real + the
+    round's synthetic images), on the server's validation set."""
+    fork_accuracy: list[float | None] | None = optional()
+    """Per responder: the fork global model fine-tuned by the organisation on its real images."""
 
 
 @dataclass(kw_only=True)

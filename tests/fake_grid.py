@@ -107,6 +107,10 @@ class HostileGrid:
         if message.metadata.message_type == "evaluate":
             report = EvaluateReport(num_examples=100, accuracy=0.5, loss=1.0)
             records = protocol.report_content(report)
+            if protocol.FORK in content.array_records:  # a trained round: both deployed, a small step each
+                main, fork = (ArrayRecord({k: Array(v.numpy() + np.float32(0.01)) for k, v in arrays.items()})
+                              for arrays in (main, content.array_records[protocol.FORK]))
+                records = protocol.report_content(report, main, fork=fork)
             if attack == "string metric":
                 records[protocol.METRICS] = MetricRecord({"accuracy": 0.5})
             return records

@@ -93,6 +93,7 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
         fork = row["calibration"]["fork"]  # the round's total effect, main global over fork global
         assert fork["total"] == fork["main_global_accuracy"] - fork["fork_global_accuracy"]
         assert 0 < fork["fork_global_accuracy"] <= 1
+        assert len(fork["quality"]) == len(row["responders"]) and None not in fork["quality"]  # deployed gains
     # Round 1 is solved on the pilot's curve: an interior equilibrium, not capacity. Round 2's
     # may reach capacity: three noisy gains can scale the curve up several-fold (issue #10).
     assert 0 < sum(rows[0]["quotas"]) < 3 * 1000
@@ -257,6 +258,7 @@ def test_a_run_resumes_after_its_last_complete_round(tmp_path, cache_dir):
     for row in resumed:  # nobody generated: every fork is its main model, and the fork global the main global
         assert row["dropped"] == {} and row["calibration"]["fork"]["total"] == 0.0
         assert row["calibration"]["fork"]["fork_global_digest"] == row["global_digest"]
+        assert row["calibration"]["fork"]["quality"] == [0.0] * len(row["responders"])  # deployed alike too
     assert resumed[1]["global_digest"] != resumed[0]["global_digest"]  # round 2 trained on from round 1's model
     assert json.loads((run / "summary.json").read_text())["rounds_completed"] == 2
 

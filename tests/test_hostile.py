@@ -164,3 +164,5 @@ def test_a_silo_whose_fork_is_not_its_main_model_without_images_is_dropped(tmp_p
     assert row["responders"] == [0, 1, 2, 3, 4]
     fork = row["calibration"]["fork"]
     assert fork["total"] == pytest.approx(fork["main_global_accuracy"] - fork["fork_global_accuracy"])
+    assert len(fork["quality"]) == len(fork["main_accuracy"]) == len(fork["fork_accuracy"]) == 5  # the deployed
+    assert fork["quality"] == pytest.approx(np.subtract(fork["main_accuracy"], fork["fork_accuracy"]).tolist())

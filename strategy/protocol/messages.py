@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from strategy.protocol.codec import Part, ProtocolError, check_arrays, read, write
 from strategy.protocol.names import ARRAYS, CONFIG, FORK, GENERATOR, METRICS, PROFILE, SETTINGS, TWIN
-from strategy.protocol.parts import Profile, SiloSettings, TrainOrder, TrainReport
+from strategy.protocol.parts import EvaluateOrder, EvaluateReport, Profile, SiloSettings, TrainOrder, TrainReport
 
 
 def query_content(settings: SiloSettings, generator: ArrayRecord | None) -> RecordDict:
@@ -35,20 +35,21 @@ def read_profile(content: RecordDict) -> Profile:
 
 
 def order_content(settings: SiloSettings, order: Any, arrays: ArrayRecord | None = None,
-                  twin: ArrayRecord | None = None) -> RecordDict:
+                  twin: ArrayRecord | None = None, fork: ArrayRecord | None = None) -> RecordDict:
     """An order (warm-up, pilot, train or evaluate) with the settings and the model(s) it is about."""
     content = RecordDict({SETTINGS: write(settings), CONFIG: write(order)})
-    if arrays is not None:
-        content[ARRAYS] = arrays
-    if twin is not None:
-        content[TWIN] = twin
+    for name, models in ((ARRAYS, arrays), (TWIN, twin), (FORK, fork)):
+        if models is not None:
+            content[name] = models
     return content
 
 
 def read_order(kind: type[Part], content: RecordDict) -> tuple[SiloSettings, Part]:
     """The settings and the order of kind ``kind``; the model is ``content[ARRAYS]`` (and,
-    for a game round, the twin's is ``content[TWIN]``)."""
-    _expect_records(content, {SETTINGS, CONFIG, ARRAYS} | ({TWIN} if kind is TrainOrder else set()))
+    for a game round, the twin's is ``content[TWIN]``; an evaluation may carry the round's
+    fork global model, ``content[FORK]``)."""
+    _expect_records(content, {SETTINGS, CONFIG, ARRAYS} | ({TWIN} if kind is TrainOrder else set()),
+                    optional={FORK} if kind is EvaluateOrder else set())
     return read_settings(content), read(kind, content.config_records[CONFIG], CONFIG)
 
 
@@ -67,12 +68,12 @@ def report_content(report: Any, arrays: ArrayRecord | None = None, twin: ArrayRe
 
 
 def read_report(kind: type[Part], content: RecordDict, reference: ArrayRecord | None = None) -> Part:
-    """A reply's report; with ``reference``, its arrays (and a train report's twin and fork)
-    must match it in keys, shapes and dtypes, and be finite (what Flower's aggregation needs,
-    checked before it can raise)."""
+    """A reply's report; with ``reference``, its arrays (a train report's main, twin and fork,
+    an evaluate report's two fine-tuned models) must match it in keys, shapes and dtypes,
+    and be finite (what Flower's aggregation needs, checked before it can raise)."""
     models = set()
     if reference is not None:
-        models = {ARRAYS, TWIN, FORK} if kind is TrainReport else {ARRAYS}
+        models = {TrainReport: {ARRAYS, TWIN, FORK}, EvaluateReport: {ARRAYS, FORK}}.get(kind, {ARRAYS})
     _expect_records(content, {METRICS} | models)
     report = read(kind, content.metric_records[METRICS], METRICS)
     for name in sorted(models):

@@ -65,7 +65,7 @@ def read_node_config(node_config: Mapping[str, Any]) -> NodeConfig:
 
 # --- seeds ----------------------------------------------------------------------------
 
-SEED_STREAMS = ("game", "warmup", "sampling", "training", "pilot")
+SEED_STREAMS = ("game", "warmup", "sampling", "training", "pilot", "finetune")
 """What a derived seed is for; each gets its own stream."""
 
 

@@ -117,7 +117,8 @@ class TrainOrder:
 
 @dataclass(frozen=True)
 class EvaluateOrder:
-    """Evaluate the global model on the market set."""
+    """Evaluate the global model on the market set; where the order carries the round's fork
+    global model, fine-tune both (docs/model.md section 8) and return them."""
 
     server_round: int = checked(non_negative, "must be >= 0")
 
