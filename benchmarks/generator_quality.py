@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import generator_benchmark_parser  # benchmarks/common.py
 from diffusers import UNet2DModel
 from torchvision.utils import save_image
 
-from task.data import load_dataset
-from task.model import Net, evaluate, to_tensor, train
 from generation import (
     GeneratorConfig,
     build_unet,
@@ -39,8 +38,8 @@ from generation import (
     save_generator,
     train_generator,
 )
-
-from common import generator_benchmark_parser  # benchmarks/common.py
+from task.data import load_dataset
+from task.model import Net, evaluate, to_tensor, train
 
 SYNTHETIC_PER_CLASS = 500
 SILO_PER_CLASS = 200

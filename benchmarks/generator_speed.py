@@ -20,14 +20,19 @@ import statistics
 import time
 
 import torch
+from common import generator_benchmark_parser  # benchmarks/common.py
 from diffusers import UNet2DModel
 
-from generation import (GeneratorConfig, build_unet, guided_output, load_generator, measure_seconds_per_image,
-                        train_generator)
+from generation import (
+    GeneratorConfig,
+    build_unet,
+    guided_output,
+    load_generator,
+    measure_seconds_per_image,
+    train_generator,
+)
 from generation.model import training_scheduler
 from server_app.config import load_settings
-
-from common import generator_benchmark_parser  # benchmarks/common.py
 
 DDPM_STEPS = 1000
 

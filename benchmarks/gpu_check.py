@@ -28,10 +28,10 @@ import time
 
 import numpy as np
 import torch
+from generator_quality import label_fidelity, skew_fix_gain, train_classifier  # benchmarks/generator_quality.py
 
 from generation import GeneratorConfig, build_unet, new_ema, place, sample, train_generator
 from generation.sample import compute_seconds
-from generator_quality import label_fidelity, skew_fix_gain, train_classifier  # benchmarks/generator_quality.py
 from task.data import load_dataset
 from task.device import resolve_device
 from task.model import evaluate, to_tensor

@@ -16,9 +16,9 @@ import time
 import numpy as np
 from scipy.optimize import minimize
 
+from strategy.game.coefficients import aggregate_data, game_coefficients, potential, shared_gain_slope
 from strategy.game.equilibrium import fixed_points
 from strategy.game.policies import solve
-from strategy.game.coefficients import aggregate_data, game_coefficients, potential, shared_gain_slope
 from strategy.game.scenario import LossCurve, Scenario, build_scenario
 
 REPEATS = 101

@@ -228,11 +228,12 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     model = Net().to(resolve_device(settings.device))
     model.load_state_dict(models[protocol.ARRAYS].to_torch_state_dict())
     market = _market_scores(model, silo)
-    report = EvaluateReport(num_examples=len(silo.market), accuracy=market.accuracy, loss=market.loss)
+    kept = _kept_synthetic(context, order.server_round) if protocol.FORK in models else none_made()
+    report = EvaluateReport(num_examples=len(silo.market), accuracy=market.accuracy, loss=market.loss,
+                            finetune_images=len(kept.labels))
     if protocol.FORK not in models:
         return Message(protocol.report_content(report), reply_to=msg)
-    main, fork = deployed_models(settings, silo, _kept_synthetic(context, order.server_round), models[protocol.ARRAYS],
-                                 models[protocol.FORK],
+    main, fork = deployed_models(settings, silo, kept, models[protocol.ARRAYS], models[protocol.FORK],
                                  protocol.round_seed(settings.seed, order.server_round, "finetune", node.partition_id))
     content = protocol.report_content(report, ArrayRecord(main.state_dict()), fork=ArrayRecord(fork.state_dict()))
     return Message(content, reply_to=msg)

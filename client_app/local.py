@@ -3,7 +3,7 @@ and its three locally trained models (docs/model.md section 8): the main one on 
 synthetic images, the fork (the same global model on the real images alone) and the twin
 (the twin global model on the real images alone).
 
-The ClientApp's ``train`` handler runs both with the round's own seeds; the noise-floor
+The ClientApp's ``train`` handler trains them with the round's own seeds; the noise-floor
 replay (``experiments/noise_floor.py``) makes the same images, then trains on them again
 with other training seeds.
 """
@@ -49,13 +49,22 @@ def round_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: 
     """``main`` trained on the real images + ``made``; the fork, ``main`` again on the real
     images alone; ``twin`` on the real images alone. All three with the training seed
     ``seed`` and the same epochs, so the fork draws its own batches of the real images
-    (main's batches mix in synthetic ones): with no synthetic image it is main, bit for bit
-    on one device, and the two differ by what the images did and nothing else."""
+    (main's batches mix in synthetic ones). With no synthetic image the fork is main's
+    copy (trained once, so equal on any device); otherwise the two differ by the synthetic
+    images and the batches and steps they change."""
     real_images, real_labels = training_tensors(silo)
     model = trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
                     seed)
-    return RoundModels(model, trained(settings, main, real_images, real_labels, seed),
-                       trained(settings, twin, real_images, real_labels, seed), len(real_labels) + len(made.labels))
+    fork = trained(settings, main, real_images, real_labels, seed) if len(made.labels) else copied(model)
+    return RoundModels(model, fork, trained(settings, twin, real_images, real_labels, seed),
+                       len(real_labels) + len(made.labels))
+
+
+def copied(model: Net) -> Net:
+    """Another model with ``model``'s weights."""
+    copy = Net().to(next(model.parameters()).device)
+    copy.load_state_dict(model.state_dict())
+    return copy
 
 
 def none_made() -> Synthetic:

@@ -13,11 +13,18 @@ from typing import TYPE_CHECKING
 import torch
 from flwr.app import ArrayRecord
 
-from generation import (GeneratorConfig, build_unet, checkpoint_path, load_generator, place, save_generator,
-                        train_generator)
+from generation import (
+    GeneratorConfig,
+    build_unet,
+    checkpoint_path,
+    load_generator,
+    place,
+    save_generator,
+    train_generator,
+)
 from strategy.protocol import GENERATOR, NodeConfig, SiloSettings, array_digest, load_packed, per_partition
-from task.device import resolve_device
 from task.data import ImageSet, OrgData, load_dataset, market_split, partition_dataset, read_silo_folder
+from task.device import resolve_device
 from task.model import to_tensor
 from task.paths import cache_root
 

@@ -11,9 +11,9 @@ the comparisons are paired.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm

@@ -58,13 +58,13 @@ from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import ModelJudge, realised_books
 from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import calibrated_curve, gain_prior
-from strategy.game.learning_curve import CurveFit
 from strategy.game.coefficients import quality
+from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
-from task.files import strict_json, write_atomically
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, packed, round_seed
 from strategy.records import MeasuredRecord, RoundRecord, read_ledger
+from task.files import strict_json, write_atomically
 from task.model import set_threads
 
 NOISE_FLOOR = "noise_floor.json"

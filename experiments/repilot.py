@@ -43,10 +43,10 @@ from experiments.noise_floor import (
 )
 from server_app.config import saved_settings
 from strategy.game.learning_curve import CurveFit
-from task.files import strict_json, write_atomically
 from strategy.pilot import fit_pilot
 from strategy.protocol import NodeConfig, PilotOrder
 from strategy.records import read_ledger
+from task.files import strict_json, write_atomically
 from task.model import set_threads
 
 REPILOT = "repilot.json"

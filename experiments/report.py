@@ -20,15 +20,22 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from experiments import figures
+from experiments.claims import (
+    Claim,
+    equilibria_beat_baselines,
+    generation_rises,
+    redistribution_internalises,
+    seed_list,
+    welfare_peaks_at_moderate_rate,
+    welfare_peaks_strong_moderate,
+)
 from experiments.cost import RAN, PresetCost, measure, rounds_seconds
-from experiments.claims import (Claim, equilibria_beat_baselines, generation_rises, redistribution_internalises,
-                                seed_list, welfare_peaks_at_moderate_rate, welfare_peaks_strong_moderate)
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
 from experiments.stats import FAILS, HOLDS, t_interval
 from experiments.tables import cell_intervals, markdown_table, paired_differences

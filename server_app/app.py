@@ -28,9 +28,10 @@ from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
 from server_app.settings import RunSettings
 from strategy import protocol
+from strategy.admission import admit_profiles
 from strategy.aggregation import Aggregation
 from strategy.checkpoint import Checkpoint, load_checkpoint
-from strategy.fedgame import GameFedAvg, admit_profiles
+from strategy.fedgame import GameFedAvg
 from strategy.game.calibration import Calibration
 from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve

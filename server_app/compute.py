@@ -43,6 +43,7 @@ from strategy.protocol import SiloSettings, per_partition
 from task.device import resolve_device
 from task.files import strict_json, write_atomically
 
+
 @dataclass(frozen=True)
 class ComputeProfile:
     """The organisations' seconds per image and the host-to-organisation conversion, both

@@ -7,8 +7,8 @@ configs ``game/model`` and ``mechanism/base`` that ``conf/`` extends. This modul
 the only one that reads Hydra's and OmegaConf's objects: :func:`run_settings` turns a
 composed config into :class:`~server_app.settings.RunSettings`, which the rest of the
 server reads (the Hydra sweep launcher, :mod:`server_app.sweep`, hands its config here
-untouched). Keys of the previous layout (``game.value``, ``game.limits.*``, ...) are
-read as their new names (:data:`RENAMED`) for one release, with a warning.
+untouched). Deprecated key names (``game.value``, ``game.limits.*``, ...; :data:`RENAMED`)
+are read as the current ones, with a warning, in overrides and in saved ``config.yaml`` files.
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ RENAMED = {
     "game.transfer_cap": "limits.transfer_cap",
     "game.limits": "limits",
 }
-"""Config keys of the previous layout and their names now (read as aliases for one release)."""
+"""Deprecated config keys and the current key each is read as (removed in the next minor version)."""
 
 ConfigStore.instance().store(group="game", name="model", node=ModelParameters().to_spec())
 ConfigStore.instance().store(group="mechanism", name="base", node=MechanismConfig().to_spec())
 
 
 def renamed_overrides(items: list[str]) -> list[str]:
-    """``items`` (Hydra overrides) with keys of the previous layout spelled as now (:data:`RENAMED`)."""
+    """``items`` (Hydra overrides) with deprecated keys spelled as the current ones (:data:`RENAMED`)."""
     upgraded = []
     for item in items:
         prefix = item[: len(item) - len(item.lstrip("+~"))]
@@ -62,7 +62,7 @@ def renamed_overrides(items: list[str]) -> list[str]:
         old = next((o for o in RENAMED if key == o or key.startswith(o + ".")), None)
         if old is not None:
             new = RENAMED[old] + key[len(old):]
-            warnings.warn(f"config key {key} is now {new}; the old name is read for one release", FutureWarning,
+            warnings.warn(f"config key {key} is deprecated: use {new}", FutureWarning,
                           stacklevel=2)
             item = prefix + new + item[len(prefix) + len(key):]
         upgraded.append(item)
@@ -112,7 +112,7 @@ def saved_settings(run: Path) -> RunSettings:
 
 
 def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """A config tree of the previous layout (a run's saved ``config.yaml``) in the current one."""
+    """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones."""
     game = tree.get("game", {})
     for old, new in RENAMED.items():
         name = old.split(".", 1)[1]

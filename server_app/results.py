@@ -15,11 +15,11 @@ def results_directory(settings: RunSettings) -> Path:
     """A new folder ``<results_root>/<time>-<policy>`` holding the resolved ``config.yaml``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     root = settings.results_root
-    directory = root / f"{stamp}-{settings.policy}"
+    directory = root / f"{stamp}-{settings.game.policy}"
     suffix = 1
     while directory.exists():
         suffix += 1
-        directory = root / f"{stamp}-{settings.policy}-{suffix}"
+        directory = root / f"{stamp}-{settings.game.policy}-{suffix}"
     directory.mkdir(parents=True)
     write_atomically(directory / "config.yaml", settings.config_yaml)
     return directory
@@ -31,7 +31,7 @@ def summarise(settings: RunSettings, rows: list[RoundRecord], final_accuracy: fl
     the calibration pilot (a reused one takes well under a second)."""
     shares = [row.strategy_share for row in rows if row.strategy_share is not None]
     return {
-        "policy": settings.policy,
+        "policy": settings.game.policy,
         "rounds_completed": len(rows),
         "organisations": settings.federation.num_orgs,
         "final_accuracy": final_accuracy,

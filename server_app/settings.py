@@ -107,7 +107,6 @@ class RunSettings:
 
     Attributes:
         seed: the run's seed (data split, initial model, every round's seeds).
-        policy: the quota policy's name.
         cache: the server's cache folder.
         results_root: where run folders go.
         resume: a results folder to continue, or ``None``.
@@ -120,7 +119,6 @@ class RunSettings:
     """
 
     seed: int
-    policy: str
     cache: Path
     results_root: Path
     resume: Path | None
@@ -351,7 +349,7 @@ def run_settings_from(tree: Mapping[str, Any], config_yaml: str, cache: Path, re
     resume = _text(tree, "resume", optional=True)
     game = game_settings(tree)
     return RunSettings(
-        seed=_integer(tree, "seed", 0), policy=game.policy, cache=cache, results_root=results_root,
+        seed=game.seed, cache=cache, results_root=results_root,
         resume=Path(resume) if resume else None, keep_checkpoints=_flag(tree, "keep_checkpoints"),
         federation=federation_settings(tree), aggregation=aggregation_settings(tree),
         calibration=calibration_settings(tree), costs=cost_settings(tree), data=server_data_settings(tree),

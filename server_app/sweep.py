@@ -36,6 +36,7 @@ from flwr.common import log
 from flwr.simulation import run_simulation
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
 from client_app.app import app as client_app
 from server_app.app import make_server_app
 from server_app.config import CONFIG_DIR, client_gpus, config_digest, renamed_overrides, run_settings
@@ -114,7 +115,7 @@ def refresh(sweep_dir: Path) -> list[dict[str, Any]]:
 def _identity(settings: RunSettings) -> dict[str, Any]:
     silo = settings.silo
     return {
-        "policy": settings.policy,
+        "policy": settings.game.policy,
         "gamma": settings.game.gamma,
         "alpha": silo.alpha if silo.partitioner == "dirichlet" else None,
         "seed": settings.seed,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from logging import WARNING
+
 import numpy as np
 from flwr.app import ArrayRecord
 from flwr.common import log
@@ -199,6 +200,34 @@ def _calibration_record(plan: RoundPlan, calibration: Calibration, got: Response
         welfare_gap=welfare_gap, predicted_welfare_sd=spread.to_json(),
         welfare_z=(realised.social_welfare - predicted.social_welfare) / spread.total if spread.total else None,
     )
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A silo's deployed models of the round (the two globals it fine-tuned), judged by the server."""
+
+    main_accuracy: float
+    fork_accuracy: float
+    finetune_images: int
+    """The synthetic images the silo says its deployed main model was fine-tuned with."""
+
+
+def with_deployed(record: RoundRecord, deployed: dict[int, Deployed]) -> RoundRecord:
+    """``record`` with each responder's deployed accuracies and gain ``main - fork`` in
+    ``calibration.fork``, in partition order (``deployed`` by partition id). A responder
+    without an answer, or whose deployed main model was fine-tuned with another number of
+    synthetic images than it trained main with, gets ``None``. These are the silo's own
+    fine-tunes: the round's books do not follow them."""
+    measured = record.measured
+    if measured is None or measured.calibration.fork is None:
+        return record
+    pairs = [deployed.get(partition_id) for partition_id in measured.responders]
+    pairs = [pair if pair is not None and pair.finetune_images == images else None
+             for pair, images in zip(pairs, measured.images)]
+    fork = replace(measured.calibration.fork, main_accuracy=[p.main_accuracy if p else None for p in pairs],
+                   fork_accuracy=[p.fork_accuracy if p else None for p in pairs],
+                   quality=[p.main_accuracy - p.fork_accuracy if p else None for p in pairs])
+    return replace(record, measured=replace(measured, calibration=replace(measured.calibration, fork=fork)))
 
 
 def realised_books(scenario: Scenario, game: GameSettings, rate: float | None, mix: float | None,

@@ -5,9 +5,12 @@
 ``krum`` (the update closest to its neighbours) are Flower's ``FedAvg``, ``FedMedian``,
 ``FedTrimmedAvg`` and ``Krum``. With ``clip_norm``, every update ``w_i - w_sent`` is first
 clipped to that L2 norm as Flower's ``DifferentialPrivacyServerSideFixedClipping`` clips it
-(no noise). The main models and the twins go through the same rule, each arm read from its
-own records: Flower's helpers (``aggregate_arrayrecords``, ``trim_mean``,
-``select_multikrum``, ``compute_clip_model_update``) are applied to (model, weight) pairs.
+(no noise; an update of norm 0 is left as it is). The main models and the twins go through
+the same rule, each arm read from its own records as (model, weight) pairs: FedAvg and
+Krum are Flower's helpers (``aggregate_arrayrecords``, ``select_multikrum``); the
+coordinate-wise rules rank each coordinate's values with a stable sort, which gives
+Flower's median to the bit and its trimmed mean up to the order of a float sum, the same
+on every machine.
 
 The round's fork arm is aggregated *paired* with the main arm (:meth:`Aggregation.paired`):
 whatever the rule decides about a member is decided on its main model and applied to its
@@ -23,11 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.exception import AggregationError
-from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from flwr.serverapp.strategy.multikrum import select_multikrum
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-from flwr.supercore.differential_privacy import compute_clip_model_update, get_norm
+from flwr.supercore.differential_privacy import get_norm
 
 AGGREGATIONS = ("fedavg", "fedmedian", "trimmed_mean", "krum")
 
@@ -65,7 +66,7 @@ class Aggregation:
         """Aggregate ``members`` (updates relative to ``sent``, the model they started from)."""
         models = [arrays for arrays, _ in members]
         if self.clip_norm is not None:
-            models = clipped(models, sent, self.clip_norm)
+            models = scaled(models, sent, clip_factors(models, sent, self.clip_norm))
         contents = [RecordDict({MODEL: arrays, WEIGHT: MetricRecord({WEIGHT: weight})})
                     for arrays, (_, weight) in zip(models, members)]
         return RULES[self.name](self, contents)
@@ -80,13 +81,14 @@ class Aggregation:
         2. ``fedavg`` averages the forks with their own weights; ``krum`` takes the fork of
            the member it chose on the main arm;
         3. ``fedmedian`` and ``trimmed_mean`` take, at each coordinate, the forks of the
-           members whose main values the rule kept there (ranked by ``np.argpartition``,
-           the arrangement ``np.partition`` makes), and reduce them as the rule does.
+           members whose main values the rule kept there, and average them as the rule
+           averages the main values.
         """
         aggregate = self(main, sent)
-        forks = [arrays for arrays, _ in fork]
+        mains, forks = [arrays for arrays, _ in main], [arrays for arrays, _ in fork]
         if self.clip_norm is not None:
-            forks = clipped_as(forks, [arrays for arrays, _ in main], sent, self.clip_norm)
+            factors = clip_factors(mains, sent, self.clip_norm)
+            mains, forks = scaled(mains, sent, factors), scaled(forks, sent, factors)
         if self.name == "fedavg":
             contents = [RecordDict({MODEL: arrays, WEIGHT: MetricRecord({WEIGHT: weight})})
                         for arrays, (_, weight) in zip(forks, fork)]
@@ -94,41 +96,32 @@ class Aggregation:
         if self.name == "krum":
             [chosen] = aggregate.used
             return aggregate, forks[chosen]
-        mains = self._clipped([arrays for arrays, _ in main], sent)
-        return aggregate, _ranked_by_main(mains, forks, self._kept(len(main)))
+        return aggregate, ranked_mean(mains, forks, self.kept(len(main)))
 
-    def _clipped(self, models: list[ArrayRecord], sent: ArrayRecord) -> list[ArrayRecord]:
-        return models if self.clip_norm is None else clipped(models, sent, self.clip_norm)
-
-    def _kept(self, members: int) -> slice:
+    def kept(self, members: int) -> slice:
         """The ranks a coordinate-wise rule keeps of ``members`` values: the middle one or two
-        (median), or all but ``int(trim_beta * members)`` at each end (Flower's ``trim_mean``)."""
+        (``fedmedian``), or all but ``int(trim_beta * members)`` at each end (``trimmed_mean``,
+        as Flower's ``trim_mean`` cuts)."""
         if self.name == "fedmedian":
             return slice((members - 1) // 2, members // 2 + 1)
         cut = int(self.trim_beta * members)
         return slice(cut, members - cut)
 
 
-def clipped(models: list[ArrayRecord], sent: ArrayRecord, clip_norm: float) -> list[ArrayRecord]:
-    """Each model moved to ``sent`` plus its update ``w_i - w_sent`` clipped to ``clip_norm``
-    (Flower's ``compute_clip_model_update``, as ``DifferentialPrivacyServerSideFixedClipping``)."""
+def clip_factors(models: list[ArrayRecord], sent: ArrayRecord, clip_norm: float) -> list[float]:
+    """``min(1, clip_norm / ||w_k - w_sent||)`` for each model (1 for an update of norm 0),
+    the norm as Flower's server-side fixed clipping takes it (``get_norm``)."""
     start = sent.to_numpy_ndarrays()
-    out = []
-    for arrays in models:
-        moved = arrays.to_numpy_ndarrays()
-        compute_clip_model_update(param1=moved, param2=start, clipping_norm=clip_norm)
-        out.append(ArrayRecord(dict(zip(arrays.keys(), (Array(np.asarray(v)) for v in moved)))))
-    return out
+    norms = [get_norm([np.subtract(x, y) for x, y in zip(arrays.to_numpy_ndarrays(), start)]) for arrays in models]
+    return [1.0 if norm == 0 else min(1.0, clip_norm / norm) for norm in norms]
 
 
-def clipped_as(models: list[ArrayRecord], mains: list[ArrayRecord], sent: ArrayRecord,
-               clip_norm: float) -> list[ArrayRecord]:
-    """Each model moved to ``sent`` plus its update scaled by the factor that clips the
-    matching main model's update to ``clip_norm`` (the arithmetic of :func:`clipped`)."""
+def scaled(models: list[ArrayRecord], sent: ArrayRecord, factors: list[float]) -> list[ArrayRecord]:
+    """Each model moved to ``w_sent + factor_k (w_k - w_sent)``, in the arithmetic of Flower's
+    ``compute_clip_model_update`` (the update scaled in place, then added to ``w_sent``)."""
     start = sent.to_numpy_ndarrays()
     out = []
-    for arrays, main in zip(models, mains):
-        factor = min(1, clip_norm / get_norm([np.subtract(x, y) for x, y in zip(main.to_numpy_ndarrays(), start)]))
+    for arrays, factor in zip(models, factors):
         update = [np.subtract(x, y) for x, y in zip(arrays.to_numpy_ndarrays(), start)]
         for array in update:
             array *= factor
@@ -136,16 +129,14 @@ def clipped_as(models: list[ArrayRecord], mains: list[ArrayRecord], sent: ArrayR
     return out
 
 
-def _ranked_by_main(mains: list[ArrayRecord], forks: list[ArrayRecord], kept: slice) -> ArrayRecord:
-    """At each coordinate, the mean of the forks of the members whose main values fall in the
-    ranks ``kept`` (the arrangement :func:`numpy.partition` makes of the main values)."""
+def ranked_mean(rank_by: list[ArrayRecord], models: list[ArrayRecord], kept: slice) -> ArrayRecord:
+    """At each coordinate, the mean of ``models``' values at the ranks ``kept`` of the values
+    of ``rank_by`` (a stable sort, so the same on every machine), summed in that order."""
     arrays = ArrayRecord()
-    bounds = tuple(sorted({kept.start, kept.stop - 1}))
-    for key in mains[0].keys():
-        main = np.stack([m[key].numpy() for m in mains])
-        ranks = np.argpartition(main, bounds, axis=0)
-        fork = np.take_along_axis(np.stack([f[key].numpy() for f in forks]), ranks, axis=0)
-        arrays[key] = Array(np.asarray(np.mean(fork[kept], axis=0)))
+    for key in rank_by[0].keys():
+        order = np.argsort(np.stack([m[key].numpy() for m in rank_by]), axis=0, kind="stable")
+        values = np.take_along_axis(np.stack([m[key].numpy() for m in models]), order, axis=0)
+        arrays[key] = Array(np.asarray(np.mean(values[kept], axis=0)))
     return arrays
 
 
@@ -154,27 +145,13 @@ def _fedavg(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
     return Aggregate(aggregate_arrayrecords(contents, WEIGHT), list(range(len(contents))))
 
 
-def _coordinatewise(contents: list[RecordDict], reduce: Callable[[np.ndarray], np.ndarray]) -> Aggregate:
-    """Each array reduced over the stacked members, key by key in the first member's order."""
-    first = contents[0][MODEL]
-    arrays = ArrayRecord()
-    for key in first.keys():
-        arrays[key] = Array(np.asarray(reduce(np.stack([c[MODEL][key].numpy() for c in contents]))))
-    return Aggregate(arrays, list(range(len(contents))))
-
-
-def _fedmedian(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
-    """Flower's ``FedMedian``: the coordinate-wise median."""
-    return _coordinatewise(contents, lambda layers: np.median(layers, axis=0))
-
-
-def _trimmed_mean(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
-    """Flower's ``FedTrimmedAvg``: the coordinate-wise mean without ``trim_beta`` at each end."""
-    try:
-        return _coordinatewise(contents, lambda layers: trim_mean(layers, rule.trim_beta))
-    except ValueError as err:
-        raise AggregationError(f"Trimmed mean could not be computed. Likely cause: beta={rule.trim_beta} "
-                               "is too large.") from err
+def _coordinatewise(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
+    """Flower's ``FedMedian`` (the coordinate-wise median) or ``FedTrimmedAvg`` (the
+    coordinate-wise mean without ``trim_beta`` of the values at each end), as
+    :func:`ranked_mean` of the members over themselves: the median to the bit, the trimmed
+    mean summed in ascending order (Flower's sums in ``np.partition``'s order)."""
+    models = [c[MODEL] for c in contents]
+    return Aggregate(ranked_mean(models, models, rule.kept(len(models))), list(range(len(models))))
 
 
 def _krum(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
@@ -185,6 +162,6 @@ def _krum(rule: Aggregation, contents: list[RecordDict]) -> Aggregate:
 
 
 RULES: dict[str, Callable[[Aggregation, list[RecordDict]], Aggregate]] = {
-    "fedavg": _fedavg, "fedmedian": _fedmedian, "trimmed_mean": _trimmed_mean, "krum": _krum,
+    "fedavg": _fedavg, "fedmedian": _coordinatewise, "trimmed_mean": _coordinatewise, "krum": _krum,
 }
 """Each rule by its name in :data:`AGGREGATIONS`."""

@@ -23,7 +23,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from strategy import protocol
-from strategy.accounting import Judged, ModelJudge, RoundPlan, realise
+from strategy.accounting import Deployed, Judged, ModelJudge, RoundPlan, realise, with_deployed
+from strategy.admission import admit_profiles
 from strategy.aggregation import Aggregation
 from strategy.checkpoint import Checkpoint, save_checkpoint
 from strategy.game.calibration import Calibration
@@ -41,51 +42,7 @@ from strategy.protocol import (
 )
 from strategy.records import ForkRecord
 from strategy.replies import screen_replies
-from strategy.safeguards import Safeguards
-
-
-def collect_profiles(grid: Grid, node_ids: Iterable[int], settings: SiloSettings, generator: ArrayRecord | None,
-                     timeout: float) -> tuple[dict[int, Profile], dict[int, str]]:
-    """The parameter round: query ``node_ids`` and validate each reported profile."""
-    content = protocol.query_content(settings, generator)
-    messages = [Message(content=content, dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
-    if not messages:
-        return {}, {}
-    screened = screen_replies(grid.send_and_receive(messages, timeout=timeout),
-                              lambda reply: protocol.read_profile(reply.content))
-    problems = dict(screened.dropped)
-    for node in set(node_ids) - set(screened.reports) - set(problems):
-        problems[node] = f"no reply within {timeout:.0f} s"
-    return screened.reports, problems
-
-
-def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings, generator: ArrayRecord | None,
-                   safeguards: Safeguards, timeout: float) -> tuple[dict[int, Profile], dict[int, str]]:
-    """The connected nodes' profiles: ``held`` for nodes still connected, plus the answers of
-    connected nodes without one (late or reconnected), and the nodes refused, with reasons.
-
-    A silo's identity is its partition id, bound to the (authenticated) node that first
-    reported it: a node claiming a partition id that a connected node holds is refused,
-    not let in. A node that disconnected loses its entry, so a silo that reconnects under
-    a new node id is welcome back. Implausible profiles are refused.
-    """
-    connected = set(grid.get_node_ids())
-    profiles = {node: p for node, p in held.items() if node in connected}
-    fresh, problems = collect_profiles(grid, sorted(connected - set(profiles)), settings, generator, timeout)
-    for node, profile in sorted(fresh.items()):
-        holder = {p.partition_id: n for n, p in profiles.items()}
-        problem = safeguards.profile_problem(profile)
-        if problem is None and profile.partition_id in holder:
-            problem = f"partition id {profile.partition_id} is already held by node {holder[profile.partition_id]}"
-        if problem is not None:
-            problems[node] = problem
-            continue
-        profiles[node] = profile
-        log(INFO, "Organisation %d (node %d): n=%d, cost=%.4g, value=%.4g, capacity=%.4g",
-            profile.partition_id, node, profile.n, profile.cost, profile.value, profile.capacity)
-    for node, reason in problems.items():
-        log(WARNING, "Node %d gave no usable profile: %s", node, reason)
-    return profiles, problems
+from strategy.safeguards import Safeguards, fork_problem
 
 
 class GameFedAvg(FedAvg):
@@ -96,8 +53,9 @@ class GameFedAvg(FedAvg):
         game: policy and game parameters.
         settings: what every silo is told about the run (sent with every message).
         ledger: where each completed round is recorded (and checkpointed).
-        judge: the server's measurement of each returned model (main and twin); realised
-            gains follow it, and reported accuracies are only checked against it.
+        judge: the server's measurement of each returned model (main, twin, the globals and
+            the deployed models); realised gains follow it, and reported accuracies are only
+            checked against it.
         safeguards: plausibility limits of profiles and replies, and the transfer cap.
         generator: the consortium generator's weights, shipped in the parameter query.
         timeout: seconds to wait for query replies.
@@ -230,8 +188,8 @@ class GameFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen; aggregate the main models and, apart, the twins; record the round's
-        predicted and realised utilities and recalibrate the game."""
+        """Screen; aggregate the main models, their forks and, apart, the twins; record the
+        round's total effect and its predicted and realised utilities; recalibrate the game."""
         server_round += self.round_offset
         plan = self._plan
         if plan is None:
@@ -278,9 +236,8 @@ class GameFedAvg(FedAvg):
         for name, sent in ((protocol.ARRAYS, self._reference), (protocol.FORK, self._reference),
                            (protocol.TWIN, self.twin)):
             problem = problem or self.safeguards.update_problem(models[name], sent, name)
-        if problem is None and report.images_generated == 0 and \
-                protocol.array_digest(models[protocol.FORK]) != protocol.array_digest(models[protocol.ARRAYS]):
-            problem = "generated no image, yet its fork differs from its main model"
+        if problem is None:
+            problem = fork_problem(report.images_generated, models[protocol.ARRAYS], models[protocol.FORK])
         if problem is not None:
             raise ProtocolError("reply", problem)
         return Judged(report, self.judge(models[protocol.ARRAYS]), self.judge(models[protocol.TWIN]))
@@ -292,7 +249,8 @@ class GameFedAvg(FedAvg):
         main model weighted by its reply's examples (real + synthetic), a fork and a twin by
         the silo's real examples (profile ``n``), as the consortium would have weighed them
         had nobody generated. The metrics are FedAvg's over the replies whose main models
-        made the aggregate. Returns the main, twin and fork global models and the metrics."""
+        made the aggregate. Returns the main global model, the metrics, the twin and the fork
+        global models."""
         nodes = [reply.metadata.src_node_id for reply in valid]
         models = [reply.content.array_records for reply in valid]
         real = [self.profiles[node].n for node in nodes]
@@ -334,14 +292,14 @@ class GameFedAvg(FedAvg):
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in self.profiles])
         return super().aggregate_evaluate(server_round, valid) if valid else None
 
-    def _read_evaluate_reply(self, reply: Message) -> tuple[float, float] | None:
+    def _read_evaluate_reply(self, reply: Message) -> Deployed | None:
         """A screened evaluation reply: after a trained round, the server's validation accuracy
         of the organisation's deployed main and fork models (each within the update bound of
         the global model it started from); else ``None``."""
         if self._fork_global is None:
             protocol.read_report(EvaluateReport, reply.content)
             return None
-        protocol.read_report(EvaluateReport, reply.content, self._evaluated)
+        report = protocol.read_report(EvaluateReport, reply.content, self._evaluated)
         models = reply.content.array_records
         problem = None
         for name, sent in ((protocol.ARRAYS, self._evaluated), (protocol.FORK, self._fork_global)):
@@ -349,21 +307,15 @@ class GameFedAvg(FedAvg):
         if problem is not None:
             raise ProtocolError("reply", problem)
         main, fork = (self.judge(models[name]).validation_accuracy for name in (protocol.ARRAYS, protocol.FORK))
-        return main, fork
+        return Deployed(main, fork, report.finetune_images)
 
-    def _record_deployed(self, server_round: int, deployed: dict[int, tuple[float, float] | None]) -> None:
-        """The round's ``calibration.fork`` with each responder's deployed accuracies (partition order)."""
+    def _record_deployed(self, server_round: int, deployed: dict[int, Deployed | None]) -> None:
+        """The round's record with each responder's deployed models (:func:`with_deployed`)."""
         record = next((row for row in self.ledger.rows if row.round == server_round), None)
-        if record is None or record.measured is None or record.measured.calibration.fork is None:
-            return
-        node_of = {p.partition_id: node for node, p in self.profiles.items()}
-        pairs = [deployed.get(node_of.get(partition_id)) for partition_id in record.measured.responders]
-        main = [pair[0] if pair else None for pair in pairs]
-        fork = [pair[1] if pair else None for pair in pairs]
-        quality = [m - f if pair else None for m, f, pair in zip(main, fork, pairs)]
-        calibration = replace(record.measured.calibration, fork=replace(
-            record.measured.calibration.fork, quality=quality, main_accuracy=main, fork_accuracy=fork))
-        self.ledger.revise(replace(record, measured=replace(record.measured, calibration=calibration)))
+        if record is not None:
+            by_partition = {self.profiles[node].partition_id: pair for node, pair in deployed.items()
+                            if pair is not None and node in self.profiles}
+            self.ledger.revise(with_deployed(record, by_partition))
 
     def _in_partition_order(self, replies: list[Message]) -> list[Message]:
         """``replies`` by their silos' partition ids, not in arrival order: float sums depend on

@@ -143,7 +143,7 @@ class CalibrationRecord(JsonRecord):
     realised_ir: list[bool]
     welfare_gap: float
     predicted_welfare_sd: dict[str, float] | None = optional()
-    """``scales``, ``draw``, ``total`` (absent from ledgers written before it was recorded)."""
+    """``scales``, ``draw``, ``total`` (``None`` where not recorded)."""
     welfare_z: float | None = None
     """Realised minus predicted welfare in ``predicted_welfare_sd.total`` (``None``: no spread)."""
     fork: ForkRecord | None = field(default=None, metadata={OMIT_NONE: True,

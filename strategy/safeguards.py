@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord
 
-from strategy.protocol import Profile, TrainReport
+from strategy.protocol import Profile, TrainReport, array_digest
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ class Safeguards:
             return f"reports quota {report.quota}, was sent {quota}"
         if report.images_generated > quota:
             return f"reports {report.images_generated} images generated against a quota of {quota}"
-        if report.num_examples > profile.n + quota:
-            return f"reports {report.num_examples} training examples, more than n + quota = {profile.n + quota}"
+        if report.num_examples != profile.n + report.images_generated:
+            return (f"reports {report.num_examples} training examples, not n + images generated = "
+                    f"{profile.n + report.images_generated}")
         return None
 
     def update_problem(self, arrays: ArrayRecord, sent: ArrayRecord, name: str) -> str | None:
@@ -71,6 +72,18 @@ class Safeguards:
         if not norm <= self.max_update_norm:
             return f"{name} moved {norm:.3g} (L2) from the model sent; the bound is {self.max_update_norm:g}"
         return None
+
+
+def fork_problem(images_generated: int, main: ArrayRecord, fork: ArrayRecord) -> str | None:
+    """Why ``fork`` cannot be the model sent trained on the silo's real images alone, next to
+    ``main`` trained with its ``images_generated`` synthetic ones, or ``None``: with no image
+    the two are one model (the silo copies it), with some they cannot be."""
+    same = array_digest(main) == array_digest(fork)
+    if images_generated == 0 and not same:
+        return "generated no image, yet its fork differs from its main model"
+    if images_generated > 0 and same:
+        return f"reports {images_generated} images generated, yet its fork is its main model"
+    return None
 
 
 def update_norm(arrays: ArrayRecord, sent: ArrayRecord) -> float:

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from task.images import IMAGE_SIDE, NUM_CLASSES
 
+
 def set_threads(n: int) -> None:
     """Limit torch's intra-op CPU threads to ``n`` (>= 1)."""
     if n < 1:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from flwr.supercore.task_identity import TaskIdentity
 
-from fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, HostileGrid, judge
 from strategy.checkpoint import load_checkpoint
 from strategy.fedgame import GameFedAvg
 from strategy.ledger import Ledger
+
+from fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, HostileGrid, judge
 
 
 def main(directory: Path, rounds: int, delay: float) -> None:

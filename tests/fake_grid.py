@@ -50,6 +50,8 @@ class HostileGrid:
         self.rng = np.random.default_rng(seed)
         self.delay = delay
         self.reverse = reverse
+        self.made: dict[int, int] = {}
+        """The images each node made in its last game round (its deployed main is fine-tuned with them)."""
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
@@ -105,9 +107,11 @@ class HostileGrid:
         content = message.content
         main = content.array_records[protocol.ARRAYS]
         if message.metadata.message_type == "evaluate":
-            report = EvaluateReport(num_examples=100, accuracy=0.5, loss=1.0)
+            deploys = protocol.FORK in content.array_records
+            report = EvaluateReport(num_examples=100, accuracy=0.5, loss=1.0,
+                                    finetune_images=self.made.get(message.metadata.dst_node_id, 0) if deploys else 0)
             records = protocol.report_content(report)
-            if protocol.FORK in content.array_records:  # a trained round: both deployed, a small step each
+            if deploys:  # a trained round: both deployed, a small step each
                 main, fork = (ArrayRecord({k: Array(v.numpy() + np.float32(0.01)) for k, v in arrays.items()})
                               for arrays in (main, content.array_records[protocol.FORK]))
                 records = protocol.report_content(report, main, fork=fork)
@@ -115,6 +119,7 @@ class HostileGrid:
                 records[protocol.METRICS] = MetricRecord({"accuracy": 0.5})
             return records
         _, order = protocol.read_order(TrainOrder, content)
+        self.made[message.metadata.dst_node_id] = order.quota
         twin = content.array_records[protocol.TWIN]
         step = {k: Array(v.numpy() + self.rng.normal(0, 0.1, v.shape).astype(np.float32)) for k, v in main.items()}
         report = TrainReport(num_examples=200 + order.quota, accuracy=0.6, loss=0.9, images_generated=order.quota,
@@ -133,7 +138,7 @@ class HostileGrid:
         elif attack == "nan fork":
             fork = ArrayRecord({k: Array(np.full(v.shape, np.nan, dtype=np.float32)) for k, v in main.items()})
         elif attack == "fork without images":  # claims no image, yet its fork is not its main model
-            metrics[key("images_generated")] = 0
+            metrics[key("images_generated")], metrics[key("num_examples")] = 0, 200
             fork = ArrayRecord({k: Array(v.numpy() - np.float32(0.5)) for k, v in step.items()})
         elif attack == "nan twin":
             twin_arrays = ArrayRecord({k: Array(np.full(v.shape, np.nan, dtype=np.float32)) for k, v in twin.items()})

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from flwr.simulation import run_simulation
 
@@ -26,8 +25,6 @@ from experiments.repilot import REPILOT
 from experiments.repilot import main as repilot_main
 from experiments.value_band import main as band_main
 from experiments.value_band import round_game, round_quotas, run_band
-from faulty_client import app as faulty_client_app
-from faulty_client import scaling_app
 from server_app.app import make_server_app
 from server_app.config import load_settings
 from strategy import protocol
@@ -39,6 +36,9 @@ from strategy.profiles import round_scenario
 from strategy.protocol import round_seed
 from strategy.records import RoundRecord
 from task.paths import CACHE_VARIABLE
+
+from faulty_client import app as faulty_client_app
+from faulty_client import scaling_app
 
 # Every test runs the app: on the simulation engine, through `make run`, or as a subprocess.
 pytestmark = pytest.mark.e2e

@@ -10,16 +10,28 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from game_scenarios import example_scenario, scenarios
-from strategy.game.calibration import (DRIFT, GAIN_NOISE_SD, WEAK_PRIOR_SD, Calibration, GainPrior, GainScales,
-                                      calibrated_curve, filter_gain_scales, fit_gain_scales, gain_prior, gain_terms,
-                                      welfare_spread)
+from strategy.game.calibration import (
+    DRIFT,
+    GAIN_NOISE_SD,
+    WEAK_PRIOR_SD,
+    Calibration,
+    GainPrior,
+    GainScales,
+    calibrated_curve,
+    filter_gain_scales,
+    fit_gain_scales,
+    gain_prior,
+    gain_terms,
+    welfare_spread,
+)
 from strategy.game.coefficients import quality, social_welfare, welfare_weights
 from strategy.game.learning_curve import CurveFit, fit_learning_curve
 from strategy.game.mechanism import MechanismConfig, Redistribution, predict
 from strategy.game.policies import solve
 from strategy.game.realised import realised_round
 from strategy.game.scenario import LossCurve
+
+from game_scenarios import example_scenario, scenarios
 
 TRUE = {"a": 3.0, "b": 0.4, "kappa": 0.6}
 PRIOR = LossCurve()

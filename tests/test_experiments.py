@@ -10,11 +10,24 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.claims import (IN_PART, NOT_TESTED, equilibria_beat_baselines, generation_rises,
-                                redistribution_internalises, welfare_peaks_at_moderate_rate)
+from experiments.claims import (
+    IN_PART,
+    NOT_TESTED,
+    equilibria_beat_baselines,
+    generation_rises,
+    redistribution_internalises,
+    welfare_peaks_at_moderate_rate,
+)
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
-from experiments.noise_floor import (ReplayError, ReplayedRound, leave_one_out_means, replay, replicate_seeds,
-                                     starting_models, target_met)
+from experiments.noise_floor import (
+    ReplayedRound,
+    ReplayError,
+    leave_one_out_means,
+    replay,
+    replicate_seeds,
+    starting_models,
+    target_met,
+)
 from experiments.noise_floor import main as replay_main
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences

@@ -8,15 +8,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from game_scenarios import example_scenario, random_profile, scenarios
 from strategy.game.certificate import deviation_payoffs, fast_nash_gap, nash_gap
+from strategy.game.coefficients import game_coefficients, potential, social_welfare, utilities
 from strategy.game.competition import DenseCompetition
 from strategy.game.equilibrium import fixed_points
-from strategy.game.coefficients import game_coefficients, potential, social_welfare, utilities
-from strategy.game.mechanism import Redistribution, welfare_curve
-from strategy.game.mechanism import MechanismConfig
+from strategy.game.mechanism import MechanismConfig, Redistribution, welfare_curve
 from strategy.game.policies import POLICIES, payoffs_under, solve
-from strategy.game.scenario import build_scenario, label_skew, LossCurve
+from strategy.game.scenario import LossCurve, build_scenario, label_skew
+
+from game_scenarios import example_scenario, random_profile, scenarios
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from game_scenarios import EXAMPLE, example_spec
 from strategy.game.cli import solve_spec
 from strategy.game.scenario import ScenarioError
+
+from game_scenarios import EXAMPLE, example_spec
 
 BAD_INPUTS = [
     ({"n": [1200, 800, 0, 600, 1000]}, "n", 2),

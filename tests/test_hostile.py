@@ -18,6 +18,11 @@ from flwr.app import ArrayRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server_app.results import summarise, write_summary
+from strategy.fedgame import GameFedAvg
+from strategy.ledger import Ledger
+from strategy.protocol import array_digest
+
 from fake_grid import (
     GAME,
     HONEST,
@@ -30,10 +35,6 @@ from fake_grid import (
     HostileGrid,
     judge,
 )
-from server_app.results import summarise, write_summary
-from strategy.fedgame import GameFedAvg
-from strategy.ledger import Ledger
-from strategy.protocol import array_digest
 
 HERE = Path(__file__).resolve().parent
 

@@ -39,7 +39,7 @@ REFERENCE = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32))})
 WEIGHTS = ArrayRecord({"w": Array(np.ones((2, 3), dtype=np.float32))})
 PARTS = [SETTINGS, PROFILE, WarmupOrder(server_round=1), TRAIN_ORDER, EvaluateOrder(server_round=0),
          WarmupReport(num_examples=10, loss=0.3), TRAIN_REPORT,
-         EvaluateReport(num_examples=200, accuracy=0.5, loss=1.2)]
+         EvaluateReport(num_examples=200, accuracy=0.5, loss=1.2, finetune_images=0)]
 
 
 @pytest.mark.parametrize("part", PARTS, ids=lambda p: type(p).__name__)
@@ -240,3 +240,16 @@ def test_round_seeds_do_not_collide():
     assert protocol.round_seed(0, 11, "game") != protocol.round_seed(1, 1, "game")
     assert protocol.round_seed(0, 1, "game") == protocol.round_seed(0, 1, "game")
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_an_evaluation_after_a_trained_round_carries_both_deployed_models():
+    report = EvaluateReport(num_examples=200, accuracy=0.5, loss=1.2, finetune_images=3)
+    assert protocol.read_report(EvaluateReport, protocol.report_content(report, WEIGHTS, fork=WEIGHTS),
+                                REFERENCE) == report
+    nan = ArrayRecord({"w": Array(np.full((2, 3), np.nan, dtype=np.float32))})
+    with pytest.raises(ProtocolError, match="fork.w: holds NaN"):
+        protocol.read_report(EvaluateReport, protocol.report_content(report, WEIGHTS, fork=nan), REFERENCE)
+    with pytest.raises(ProtocolError, match="expected records"):
+        protocol.read_report(EvaluateReport, protocol.report_content(report, WEIGHTS), REFERENCE)
+    order = protocol.order_content(SETTINGS, EvaluateOrder(server_round=2), WEIGHTS, fork=WEIGHTS)
+    assert protocol.read_order(EvaluateOrder, order) == (SETTINGS, EvaluateOrder(server_round=2))

@@ -22,7 +22,7 @@ def test_the_default_settings_carry_the_configs_values():
     assert settings.federation.num_orgs == settings.silo.num_orgs == settings.safeguards.organisations == 5
     assert settings.silo.value == (1200.0,) and settings.silo.capacity == (600.0,)
     assert settings.costs.seconds_per_image == 0.1 and settings.safeguards.transfer_cap == 1000.0
-    assert settings.game.policy == settings.policy == "cocogen_plus"
+    assert settings.game.policy == "cocogen_plus" and settings.seed == settings.game.seed == settings.silo.seed == 0
     assert "economics:" in settings.config_yaml and "limits:" in settings.config_yaml
 
 
@@ -86,7 +86,7 @@ OLD_OVERRIDES = {"game.value": "[700.0]", "game.capacity": "[70.0]", "game.price
 def test_an_old_key_name_reads_as_its_new_one_with_a_warning(leaf, value):
     old = next(o for o in RENAMED if leaf == o or leaf.startswith(o + "."))
     new = RENAMED[old] + leaf[len(old):]
-    with pytest.warns(FutureWarning, match=f"{leaf} is now {new}"):
+    with pytest.warns(FutureWarning, match=f"{leaf} is deprecated: use {new}"):
         assert renamed_overrides([f"{leaf}={value}"]) == [f"{new}={value}"]
         aliased = load_settings(f"{leaf}={value}")
     assert dataclasses.replace(aliased, config_yaml="") == dataclasses.replace(load_settings(f"{new}={value}"),

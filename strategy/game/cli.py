@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import numpy as np
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from strategy.game.mechanism import mechanism_from_dict
 from strategy.game.policies import solve

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from strategy.game.equilibrium import fixed_points
 from strategy.game.coefficients import (
     Coefficients,
     competition_loss,
@@ -28,6 +27,7 @@ from strategy.game.coefficients import (
     social_welfare,
     utilities,
 )
+from strategy.game.equilibrium import fixed_points
 from strategy.game.scenario import MAX_MAGNITUDE, Scenario, ScenarioError
 
 RATE_GRID_POINTS = 41

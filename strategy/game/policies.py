@@ -15,8 +15,6 @@ import numpy as np
 from scipy.optimize import minimize
 
 from strategy.game.certificate import fast_nash_gap
-from strategy.game.competition import UniformCompetition
-from strategy.game.equilibrium import fixed_points
 from strategy.game.coefficients import (
     Coefficients,
     aggregate_data,
@@ -27,6 +25,8 @@ from strategy.game.coefficients import (
     team_coefficients,
     utilities,
 )
+from strategy.game.competition import UniformCompetition
+from strategy.game.equilibrium import fixed_points
 from strategy.game.mechanism import MechanismConfig, Redistribution, RuleOutcome, choose_rule
 from strategy.game.scenario import Scenario, ScenarioError
 

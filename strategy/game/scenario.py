@@ -17,7 +17,6 @@ import numpy as np
 
 from strategy.game.competition import Competition, DenseCompetition, UniformCompetition
 
-
 MAX_MAGNITUDE = 1e12
 """Every number of a scenario lies within this magnitude, so the model's arithmetic
 (powers of ``M``, products of values and intensities) never overflows a float."""

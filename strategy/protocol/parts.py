@@ -177,8 +177,10 @@ class PilotReport:
 
 @dataclass(frozen=True)
 class EvaluateReport:
-    """A silo's evaluation of the global model on the market set."""
+    """A silo's evaluation of the global model on the market set, and how many synthetic
+    images its deployed main model was fine-tuned with (0 without a fork to deploy)."""
 
     num_examples: int = checked(positive, "must be >= 1")
     accuracy: float = checked(fraction, "must lie in [0, 1]")
     loss: float = checked(non_negative, "must be >= 0")
+    finetune_images: int = checked(non_negative, "must be >= 0")

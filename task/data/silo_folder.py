@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from task.images import NUM_CLASSES, ImageSet
 from task.data.partition import OrgData
+from task.images import NUM_CLASSES, ImageSet
 
 SPLITS = ("train", "val", "market")
 
