@@ -1,31 +1,35 @@
 """The noise floor of a round's realised welfare: a finished run's rounds replayed with
-other training seeds (issue #10; docs/model.md section 9).
+other training seeds (docs/model.md section 9).
 
-A round's realised welfare is one draw. Its gains ``Q_i = acc_i(main) - acc_i(twin)``
-come from one local training of each of two models, whose mini-batch order alone moves
-an accuracy by points; the prediction is of the expectation. The replay measures how far
-one draw falls from it.
+A round's realised welfare is one draw. Its gains, each organisation's deployed main
+model over its deployed fork (docs/model.md section 8), come from one local training of
+each arm at every silo, their aggregation and two fine-tunes, whose mini-batch orders
+alone move an accuracy by points; the prediction is of the expectation. The replay
+measures how far one draw falls from it.
 
 It takes a simulation run made with ``keep_checkpoints=true``. Each round starts from the
 models the run started it from (round 1: the initial model; later rounds: the checkpoint
 kept after the round before, its digests checked against the ledger). Every organisation
-that answered gets the quota and target it was sent and makes the same synthetic images
-(the run's sampling seed); then its main model and twin are trained ``replicates`` times,
-replicate 0 with the run's training seed (it must reproduce the run's realised gains) and
-the others with fresh seeds. The server's judge scores them as in the run, and the
-realised welfare is the run's formula with the costs the run measured. The starting
-models, the images and the costs are held fixed, so the replicates' spread is a lower
-bound of one realised welfare's noise, and their mean estimates the expectation.
+in the round's books gets the quota and target it was sent and makes the same synthetic
+images (the run's sampling seed). Then, ``replicates`` times, each trains its main model,
+fork and twin; the main models and forks are aggregated by the run's rule
+(:meth:`strategy.aggregation.Aggregation.paired`, as the run weighed them); each
+organisation fine-tunes both globals; the server's judge scores the deployed models.
+Replicate 0 uses the run's training and fine-tune seeds: it must reproduce the run's
+global models (digests) and gains; the others draw fresh seeds. The realised welfare is
+the run's formula with the costs the run measured. The starting models, the images and
+the costs are held fixed, so the replicates' spread is a lower bound of one realised
+welfare's noise, and their mean estimates the expectation.
 
-Two diagnostics come with it. Each replicate also trains a fork, a real-only model from
-the round's *main* global model: the gain over it is this round's generation alone,
-while the gain over the persistent twin also carries the lead of earlier rounds' images.
-And beside the game's prediction stands what the pilot's curve alone (before any online
-correction) predicts for the images made. Each round also says how far the replicates'
-mean lies from the prediction in the prediction's own standard deviation (the ledger's
+Two diagnostics come with it. Each replicate also prices the local main model's gain
+over the persistent twin: that gain carries the lead of every earlier round's images
+(the cumulative figure against no generation), not this round's effect. And beside the
+game's prediction stands what the pilot's curve alone (before any online correction)
+predicts for the images made. Each round also says how far the replicates' mean lies
+from the prediction in the prediction's own standard deviation (the ledger's
 ``predicted_welfare_sd``, which also gives the draw's ``welfare_z``), and how often the
-issue's target (``TARGET_GAP``) is met against one replicate's welfare, by the prediction
-and by the mean of the other replicates: what a prediction of the expectation could reach
+target (``TARGET_GAP``) is met against one replicate's welfare, by the prediction and by
+the mean of the other replicates: what a prediction of the expectation could reach
 against one draw.
 
     python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8] [--rounds 2 3]
@@ -47,15 +51,16 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord
 
-from client_app.local import round_models, synthetic
+from client_app.local import deployed_models, round_models, synthetic
 from client_app.silo import load_silo
 from experiments.stats import t_interval
 from generation import load_generator
-from server_app.app import initial_model
+from server_app.app import aggregation_rule, initial_model
 from server_app.config import saved_settings
 from server_app.evaluation import ServerData
 from server_app.generator_stage import warmup_checkpoint
 from strategy.accounting import ModelJudge, realised_books
+from strategy.aggregation import Aggregation
 from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import calibrated_curve, gain_prior
 from strategy.game.coefficients import quality
@@ -86,16 +91,15 @@ class ReplayedRound:
     realised: float
     welfares: tuple[float, ...]
     gains: tuple[tuple[float, ...], ...]
-    """Replicate x organisation: realised quality gains over the twin."""
+    """Replicate x organisation: realised quality gains, deployed main over deployed fork."""
     reproduced: float
     """Largest |replicate 0's gain - the run's gain| (0: the replay is the run)."""
     predicted_gains: tuple[float, ...]
     """The gains the round's game predicted (the ledger's)."""
-    fork_gains: tuple[tuple[float, ...], ...]
-    """Replicate x organisation: gains over a fork, the real-only model trained from the
-    round's main global model: this round's generation alone, without the lead the
-    persistent twin lets earlier rounds carry."""
-    fork_welfares: tuple[float, ...]
+    twin_gains: tuple[tuple[float, ...], ...]
+    """Replicate x organisation: the local main model's gain over the local twin, which
+    carries every earlier round's lead as well as this round's."""
+    twin_welfares: tuple[float, ...]
     pilot_gains: tuple[float, ...]
     """The gains the pilot's curve alone (no online correction) predicts for the images made."""
     predicted_sd: dict[str, float] | None = None
@@ -105,8 +109,8 @@ class ReplayedRound:
     def to_json(self) -> dict[str, Any]:
         """The round's numbers: the replicates' mean with its 95% t-interval and standard
         deviation, the prediction's gap to the run's draw and to that mean, and the same
-        against the fork."""
-        mean, fork = t_interval(self.welfares), t_interval(self.fork_welfares)
+        priced over the twin."""
+        mean, twin = t_interval(self.welfares), t_interval(self.twin_welfares)
         spread = float(np.std(self.welfares, ddof=1))
         return {
             "round": self.server_round, "predicted_welfare": self.predicted, "realised_welfare": self.realised,
@@ -120,10 +124,10 @@ class ReplayedRound:
             "predicted_gain_sum": float(np.sum(self.predicted_gains)),
             "pilot_gain_sum": float(np.sum(self.pilot_gains)),
             "gain_sum": float(np.sum(self.gains, axis=1).mean()),
-            "fork_gain_sum": float(np.sum(self.fork_gains, axis=1).mean()),
-            "replicate_fork_gains": [list(g) for g in self.fork_gains],
-            "fork_welfare": fork.mean, "fork_interval": [fork.low, fork.high],
-            "fork_gap_to_mean": _ratio(self.predicted - fork.mean, abs(fork.mean)),
+            "twin_gain_sum": float(np.sum(self.twin_gains, axis=1).mean()),
+            "replicate_twin_gains": [list(g) for g in self.twin_gains],
+            "twin_welfare": twin.mean, "twin_interval": [twin.low, twin.high],
+            "twin_gap_to_mean": _ratio(self.predicted - twin.mean, abs(twin.mean)),
             "predicted_sd": self.predicted_sd,
             "mean_z": _ratio(mean.mean - self.predicted, self._mean_sd()),
             "target_met": {"prediction": target_met(np.full(len(self.welfares), self.predicted), self.welfares),
@@ -159,11 +163,21 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def replicate_seeds(seed: int, server_round: int, partition_id: int, replicates: int) -> list[int]:
-    """The run's own training seed, then ``replicates - 1`` fresh 63-bit ones."""
-    fresh = [int(np.random.SeedSequence([seed, server_round, partition_id, k]).generate_state(1, np.uint64)[0] >> 1)
+@dataclass(frozen=True)
+class ReplicateSeeds:
+    """One replicate's seeds of an organisation's round: local training and fine-tune."""
+
+    training: int
+    finetune: int
+
+
+def replicate_seeds(seed: int, server_round: int, partition_id: int, replicates: int) -> list[ReplicateSeeds]:
+    """The run's own training and fine-tune seeds, then ``replicates - 1`` fresh 63-bit pairs."""
+    fresh = [np.random.SeedSequence([seed, server_round, partition_id, k]).generate_state(2, np.uint64) >> 1
              for k in range(1, replicates)]
-    return [round_seed(seed, server_round, "training", partition_id), *fresh]
+    run = ReplicateSeeds(round_seed(seed, server_round, "training", partition_id),
+                         round_seed(seed, server_round, "finetune", partition_id))
+    return [run, *(ReplicateSeeds(int(training), int(finetune)) for training, finetune in fresh)]
 
 
 def starting_models(run: Path, seed: int, server_round: int,
@@ -250,11 +264,12 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
                        run_settings.federation.device).judge
     pilot = pilot_curve(run, game)
     generator = consortium_generator(settings, run_settings.cache)
+    aggregation = aggregation_rule(run_settings.aggregation)
     set_threads(settings.threads)
     for row in (row for row in rows if not rounds or row.round in rounds):
         measured = measured_side(row)
         main, twin = starting_models(run, settings.seed, row.round, rows)
-        gains, fork_gains = replicate_gains(settings, judge, generator, row, main, twin, replicates)
+        gains, twin_gains = replicate_gains(settings, judge, generator, aggregation, row, main, twin, replicates)
         recorded = ledger_profiles(row)
         profiles = [recorded[p] for p in measured.responders]
         scenario, _ = round_scenario(profiles, game)
@@ -268,27 +283,57 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         reproduced = float(np.max(np.abs(gains[0] - calibration.realised_quality)))
         yield ReplayedRound(row.round, measured.responder_predicted_welfare, measured.realised_welfare,
                             welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
-                            tuple(calibration.predicted_quality), tuple(map(tuple, fork_gains.tolist())),
-                            welfares(fork_gains), tuple(curve_gains(pilot, game, profiles, measured.images)),
+                            tuple(calibration.predicted_quality), tuple(map(tuple, twin_gains.tolist())),
+                            welfares(twin_gains), tuple(curve_gains(pilot, game, profiles, measured.images)),
                             calibration.predicted_welfare_sd)
 
 
-def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None, row: RoundRecord,
-                    main: ArrayRecord, twin: ArrayRecord, replicates: int) -> tuple[np.ndarray, np.ndarray]:
-    """Replicate x organisation gains of the round's main model over its twin and over a fork."""
+def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None,
+                    aggregation: Aggregation, row: RoundRecord, main: ArrayRecord, twin: ArrayRecord,
+                    replicates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate x organisation: the round's deployed gains (the books'), and the local main
+    model's gain over the local twin. Replicate 0 must rebuild the run's global models."""
     measured = measured_side(row)
-    gains, fork_gains = (np.zeros((replicates, len(measured.responders))) for _ in range(2))
+    if row.unmeasured:
+        raise ReplayError(f"round {row.round} aggregated organisations out of its books ({sorted(row.unmeasured)}): "
+                          "their models are not the ledger's to replay")
+    profiles = ledger_profiles(row)
+    silos, made, seeds = [], [], []
     for index, partition_id in enumerate(measured.responders):
         node = NodeConfig(partition_id, None, None, None, None, None)
-        silo = load_silo(settings, node)
-        made = synthetic(settings, silo, node, generator, measured.received_quotas[index], tuple(row.target),
-                         round_seed(settings.seed, row.round, "sampling", partition_id))
-        for k, seed in enumerate(replicate_seeds(settings.seed, row.round, partition_id, replicates)):
-            models = round_models(settings, silo, made, main, twin, seed)
+        silos.append(load_silo(settings, node))
+        made.append(synthetic(settings, silos[-1], node, generator, measured.received_quotas[index],
+                              tuple(row.target), round_seed(settings.seed, row.round, "sampling", partition_id)))
+        seeds.append(replicate_seeds(settings.seed, row.round, partition_id, replicates))
+    gains, twin_gains = (np.zeros((replicates, len(silos))) for _ in range(2))
+    for k in range(replicates):
+        arms = []
+        for index, partition_id in enumerate(measured.responders):
+            models = round_models(settings, silos[index], made[index], main, twin, seeds[index][k].training)
             accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
-            gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
-            fork_gains[k, index] = accuracy - judge(ArrayRecord(models.fork.state_dict())).validation_accuracy
-    return gains, fork_gains
+            twin_gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
+            n = profiles[partition_id].n
+            arms.append(((ArrayRecord(models.main.state_dict()), models.num_examples),
+                         (ArrayRecord(models.fork.state_dict()), n)))
+        aggregate, fork_global = aggregation.paired([m for m, _ in arms], [f for _, f in arms], main)
+        main_global = aggregate.arrays
+        if k == 0:
+            _check_globals(row, main_global, fork_global)
+        for index, silo in enumerate(silos):
+            deployed_main, deployed_fork = deployed_models(settings, silo, made[index], main_global, fork_global,
+                                                           seeds[index][k].finetune)
+            gains[k, index] = (judge(ArrayRecord(deployed_main.state_dict())).validation_accuracy
+                               - judge(ArrayRecord(deployed_fork.state_dict())).validation_accuracy)
+    return gains, twin_gains
+
+
+def _check_globals(row: RoundRecord, main: ArrayRecord, fork: ArrayRecord) -> None:
+    """Replicate 0 trains with the run's seeds: its globals must be the run's, digest for digest."""
+    recorded = measured_side(row).calibration.fork
+    if recorded is None:
+        raise ReplayError(f"round {row.round} recorded no fork global model")
+    if (array_digest(main), array_digest(fork)) != (row.global_digest, recorded.fork_global_digest):
+        raise ReplayError(f"round {row.round}: the run's seeds do not rebuild its global models")
 
 
 def line(run: Path, replayed: ReplayedRound) -> str:
@@ -300,8 +345,8 @@ def line(run: Path, replayed: ReplayedRound) -> str:
             f"[{low:.1f}, {high:.1f}] sd {n['sd']:.1f} (sd/|mean| {_text(n['relative_sd'])}; "
             f"gap to mean {_text(n['gap_to_mean'])}; gap in sd {_text(n['gap_in_sd'])}); sum Q predicted "
             f"{n['predicted_gain_sum']:.3f} (pilot's curve alone {n['pilot_gain_sum']:.3f}), "
-            f"over the twin {n['gain_sum']:.3f}, over a fork {n['fork_gain_sum']:.3f}; "
-            f"fork welfare {n['fork_welfare']:.1f} (gap {_text(n['fork_gap_to_mean'])}); "
+            f"realised (deployed) {n['gain_sum']:.3f}, local main over the twin {n['twin_gain_sum']:.3f}; "
+            f"twin welfare {n['twin_welfare']:.1f} (gap {_text(n['twin_gap_to_mean'])}); "
             f"predicted sd {_text((n['predicted_sd'] or {}).get('total'))} (mean's z {_text(n['mean_z'])}); "
             f"target met against the replicates by the prediction "
             f"{n['target_met']['prediction']:.2f}, by their mean {n['target_met']['mean']:.2f}; "

@@ -1,5 +1,5 @@
 """The online correction run again on a finished run's recorded gains, and the drift of
-the gain scales that the noise-floor replay measured (issue #10; docs/model.md section 9).
+the gain scales that the noise-floor replay measured (docs/model.md section 9).
 
 The game predicts a round with the pilot's curve scaled by what the earlier rounds'
 realised gains said (:class:`strategy.game.calibration.Calibration`). This replay feeds
@@ -8,10 +8,11 @@ and prices each round's images with what it would have solved the round with, be
 what the run solved it with (the ledger's ``scales_used``): a change to the update can
 be judged on finished runs, with their quotas held as they were. Where
 ``python -m experiments.noise_floor`` has run, each line also gives the replicates' mean
-gain over the twin and over a fork, and the pilot's curve alone; over every such round
-from round 2 on, the drift is ``rms(log(fork / pilot) / sqrt(round - 1))``: how far a
-round's own gain moves from the pilot's curve per round elapsed, the random walk's step
-of :data:`strategy.game.calibration.DRIFT`.
+realised gain (deployed main over deployed fork: the round's own effect), their local
+gain over the twin, and the pilot's curve alone; over every such round from round 2 on,
+the drift is ``rms(log(realised / pilot) / sqrt(round - 1))``: how far a round's own
+gain moves from the pilot's curve per round elapsed, the random walk's step of
+:data:`strategy.game.calibration.DRIFT`.
 
     python -m experiments.refilter RUN_DIR [RUN_DIR ...]
 """
@@ -42,8 +43,10 @@ class RefilteredRound:
     server_round: int
     as_run: float
     refiltered: float
+    realised: float | None = None
+    """The replicates' mean realised gain sum (deployed main over deployed fork)."""
     over_twin: float | None = None
-    over_fork: float | None = None
+    """The replicates' mean gain sum of the local main models over their twins."""
     pilot: float | None = None
 
 
@@ -72,21 +75,21 @@ def refilter(run: Path) -> list[RefilteredRound]:
 def _replayed(replay: dict | None) -> tuple[float | None, float | None, float | None]:
     if replay is None:
         return None, None, None
-    return replay["gain_sum"], replay["fork_gain_sum"], replay["pilot_gain_sum"]
+    return replay["gain_sum"], replay["twin_gain_sum"], replay["pilot_gain_sum"]
 
 
 def drift_steps(rounds: Sequence[RefilteredRound]) -> list[float]:
-    """``log(fork / pilot) / sqrt(round - 1)`` of each replayed round from round 2 on whose
-    gains over the fork and on the pilot's curve are both positive (a log needs them)."""
-    return [math.log(r.over_fork / r.pilot) / math.sqrt(r.server_round - 1) for r in rounds
-            if r.server_round > 1 and r.over_fork is not None and r.pilot is not None
-            and r.over_fork > 0 and r.pilot > 0]
+    """``log(realised / pilot) / sqrt(round - 1)`` of each replayed round from round 2 on whose
+    realised gain and gain on the pilot's curve are both positive (a log needs them)."""
+    return [math.log(r.realised / r.pilot) / math.sqrt(r.server_round - 1) for r in rounds
+            if r.server_round > 1 and r.realised is not None and r.pilot is not None
+            and r.realised > 0 and r.pilot > 0]
 
 
 def drift_line(rounds: Sequence[RefilteredRound]) -> str:
     """``drift=<rms of the steps> rounds=<used>/<replayed from round 2>`` (:func:`drift_steps`)."""
     steps = drift_steps(rounds)
-    replayed = sum(1 for r in rounds if r.server_round > 1 and r.over_fork is not None)
+    replayed = sum(1 for r in rounds if r.server_round > 1 and r.realised is not None)
     if not steps:
         return f"drift=unmeasured rounds=0/{replayed}"
     return f"drift={math.sqrt(float(np.mean(np.square(steps)))):.4g} rounds={len(steps)}/{replayed}"
@@ -95,8 +98,8 @@ def drift_line(rounds: Sequence[RefilteredRound]) -> str:
 def line(run: Path, refiltered: RefilteredRound) -> str:
     text = (f"{run.name} round {refiltered.server_round}: sum Q as run {refiltered.as_run:.3f}, "
             f"refiltered {refiltered.refiltered:.3f}")
-    if refiltered.over_twin is not None:
-        text += (f"; replicates over the twin {refiltered.over_twin:.3f}, over a fork {refiltered.over_fork:.3f}, "
+    if refiltered.realised is not None:
+        text += (f"; replicates realised {refiltered.realised:.3f}, local over the twin {refiltered.over_twin:.3f}, "
                  f"pilot's curve {refiltered.pilot:.3f}")
     return text
 

@@ -96,7 +96,7 @@ def line(run: Path, repiloted: RepilotRound, replayed: dict[int, dict]) -> str:
             f"sum Q refit {repiloted.predicted_gain_sum:.3f}, game {repiloted.game_gain_sum:.3f}")
     if repiloted.server_round in replayed:
         noise = replayed[repiloted.server_round]
-        text += f", replicates over the twin {noise['gain_sum']:.3f}, over a fork {noise['fork_gain_sum']:.3f}"
+        text += f", replicates realised {noise['gain_sum']:.3f}, local over the twin {noise['twin_gain_sum']:.3f}"
     return text
 
 

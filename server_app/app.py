@@ -26,7 +26,7 @@ from server_app.evaluation import ServerData
 from server_app.generator_stage import prepare_generator
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
-from server_app.settings import RunSettings
+from server_app.settings import AggregationSettings, RunSettings
 from strategy import protocol
 from strategy.admission import admit_profiles
 from strategy.aggregation import Aggregation
@@ -85,11 +85,9 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
         pilot_started = time.perf_counter()
         calibration = _pilot(grid, settings, silo, profiles, generator, initial, directory)
         pilot_seconds = time.perf_counter() - pilot_started
-    rule = settings.aggregation
     strategy = GameFedAvg(settings.game, silo, ledger, data.judge, settings.safeguards, generator=generator,
                           timeout=timeout, min_orgs=federation.min_orgs,
-                          aggregation=Aggregation(rule.name, trim_beta=rule.trim_beta,
-                                                  krum_malicious=rule.krum_malicious, clip_norm=rule.clip_norm),
+                          aggregation=aggregation_rule(settings.aggregation),
                           calibration=calibration, profiles=profiles, keep_checkpoints=settings.keep_checkpoints,
                           hardware_scale=compute.hardware_scale)
     if checkpoint is not None:
@@ -123,6 +121,12 @@ def _checkpoint_to_resume(resume: Path | None) -> Checkpoint | None:
         raise RuntimeError(f"resume: {resume} holds no checkpoint (no round completed there)")
     log(INFO, "Resuming %s after round %d", resume, checkpoint.server_round)
     return checkpoint
+
+
+def aggregation_rule(rule: AggregationSettings) -> Aggregation:
+    """The configured rule that turns returned models into the next global ones."""
+    return Aggregation(rule.name, trim_beta=rule.trim_beta, krum_malicious=rule.krum_malicious,
+                       clip_norm=rule.clip_norm)
 
 
 def initial_model(seed: int) -> ArrayRecord:

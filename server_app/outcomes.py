@@ -42,8 +42,8 @@ def job_outcome(results_dir: Path, rows: list[RoundRecord]) -> dict[str, Any]:
     :func:`realised_rows`.
 
     - ``gain_over_twin``: final global test accuracy minus the no-generation twin's;
-    - ``mean_realised_quality``: mean over rounds and organisations of
-      ``Q_i = acc_i(main) - acc_i(twin)`` on the market set (model.md section 8);
+    - ``mean_realised_quality``: mean over rounds and organisations of the realised gain
+      ``Q_i``, deployed main over deployed fork on the validation set (model.md section 8);
     - ``realised_welfare``: sum over rounds of measured utilities, generation priced at the
       seconds it took; ``profiled_welfare``: the same with generation priced at the game's
       cost ``c_i`` per image (timing noise from neighbouring jobs removed);

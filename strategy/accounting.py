@@ -3,8 +3,9 @@
 
 The prediction is the round's game over the organisations that answered: the plan's own
 solution when all of them did, else that game solved again over them. The
-measurement judges their returned models on the server's own data: the realised quality
-gain of each is its main model's validation accuracy minus its twin's. Costs are the
+measurement judges their deployed models on the server's own data: the realised quality
+gain of each is its fine-tune of the round's main global model minus its fine-tune of the
+round's fork global (real images only), both on the server's validation set. Costs are the
 compute seconds a silo spent, converted to its organisation's hardware in simulation,
 times its price; transfers follow the same rule as the
 prediction, paid on the images actually generated, capped. The prediction comes with its
@@ -52,12 +53,40 @@ ModelJudge = Callable[[ArrayRecord], Judgement]
 
 
 @dataclass(frozen=True)
+class Deployed:
+    """A silo's deployed models of the round (the two globals it fine-tuned), judged by the server."""
+
+    main_accuracy: float
+    fork_accuracy: float
+    finetune_images: int
+    """The synthetic images the silo says its deployed main model was fine-tuned with."""
+
+
+@dataclass(frozen=True)
 class Judged:
-    """A screened game-round reply: the silo's report and the server's judgement of its models."""
+    """A screened game-round reply: the silo's report and the server's judgement of its models
+    (``deployed``: of the two globals it fine-tuned in the round's evaluation, once known)."""
 
     report: TrainReport
     main: Judgement
     twin: Judgement
+    deployed: Deployed | None = None
+
+    @property
+    def gain(self) -> float:
+        """The realised quality gain: deployed main over deployed fork (docs/model.md section 8)."""
+        if self.deployed is None:
+            raise ValueError("the deployed models are not judged yet")
+        return self.deployed.main_accuracy - self.deployed.fork_accuracy
+
+    def deployment_problem(self) -> str | None:
+        """Why the deployed models cannot price the round, or ``None``."""
+        if self.deployed is None:
+            return "no deployed models"
+        if self.deployed.finetune_images != self.report.images_generated:
+            return (f"deployed main fine-tuned with {self.deployed.finetune_images} synthetic images, "
+                    f"trained with {self.report.images_generated}")
+        return None
 
 
 @dataclass
@@ -99,6 +128,18 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class TrainedRound:
+    """A round whose models are aggregated and whose books wait for its deployed models."""
+
+    plan: RoundPlan
+    judged: dict[int, Judged]
+    """By node: the screened train replies whose models made the aggregates."""
+    effect: ForkRecord
+    """The round's total effect ``G_r``, main global against fork global."""
+    fork_global: ArrayRecord
+
+
+@dataclass(frozen=True)
 class Books:
     """A round's measured side, before the calibration has learned from it."""
 
@@ -106,11 +147,10 @@ class Books:
     """``calibration.scales_next`` is ``None``: :meth:`observed` sets it."""
     observation: Observation
 
-    def observed(self, scales_next: GainScales, fork: ForkRecord | None = None) -> MeasuredRecord:
-        """The measured side with the scales the calibration learned from :attr:`observation`
-        and the round's total effect ``fork``."""
-        calibration = replace(self.measured.calibration, scales_next=scales_next.to_json(), fork=fork)
-        return replace(self.measured, calibration=calibration)
+    def observed(self, scales_next: GainScales) -> MeasuredRecord:
+        """The measured side with the scales the calibration learned from :attr:`observation`."""
+        return replace(self.measured, calibration=replace(self.measured.calibration,
+                                                          scales_next=scales_next.to_json()))
 
 
 @dataclass(frozen=True)
@@ -128,10 +168,11 @@ class Responses:
     spent: np.ndarray
 
 
-def realise(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibration, transfer_cap: float | None,
-            hardware_scale: tuple[float, ...] = ()) -> Books:
-    """The measured side of the round over the organisations in ``judged``; ``calibration`` is
-    read, not changed. ``hardware_scale`` (by partition id, the last entry repeating as in the
+def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, calibration: Calibration,
+            transfer_cap: float | None, hardware_scale: tuple[float, ...] = ()) -> Books:
+    """The measured side of the round over the organisations in ``judged`` (each with its
+    deployed models), with the round's total effect ``effect``; ``calibration`` is read, not
+    changed. ``hardware_scale`` (by partition id, the last entry repeating as in the
     settings' profile; empty: 1) converts a silo's generation seconds on this host into its
     organisation's (server_app.compute)."""
     got = _responses(plan, judged, hardware_scale)
@@ -152,7 +193,7 @@ def realise(plan: RoundPlan, judged: dict[int, Judged], calibration: Calibration
         transfer_sum=float(realised.transfers.sum()), realised_welfare=realised.social_welfare,
         responder_predicted_welfare=got.predicted.social_welfare,
         realised_ir_count=int(realised.individually_rational.sum()),
-        calibration=_calibration_record(plan, calibration, got, realised, spread),
+        calibration=_calibration_record(plan, calibration, got, realised, spread, effect),
     )
     return Books(measured, Observation(pilot_scenario, got.images, got.gains))
 
@@ -164,7 +205,7 @@ def _responses(plan: RoundPlan, judged: dict[int, Judged], hardware_scale: tuple
     profiles = [p for _, p in responders]
     answers = [judged[node] for node, _ in responders]
     scenario, _ = round_scenario(profiles, plan.game)
-    gains = np.array([a.main.validation_accuracy - a.twin.validation_accuracy for a in answers])
+    gains = np.array([a.gain for a in answers])
     images = np.array([a.report.images_generated for a in answers], dtype=float)
     scale = np.array([per_partition(hardware_scale, p.partition_id) if hardware_scale else 1.0 for p in profiles])
     seconds = np.array([a.report.generation_seconds for a in answers]) * scale
@@ -183,9 +224,12 @@ def responders_solution(plan: RoundPlan, scenario: Scenario, answered: int) -> S
 
 
 def _calibration_record(plan: RoundPlan, calibration: Calibration, got: Responses, realised: RealisedRound,
-                        spread: WelfareSpread) -> CalibrationRecord:
+                        spread: WelfareSpread, effect: ForkRecord) -> CalibrationRecord:
     """The round's ``calibration`` object, before the calibration observes the round."""
     predicted = got.predicted
+    deployed = [a.deployed for a in got.answers]
+    fork = replace(effect, quality=got.gains.tolist(), main_accuracy=[d.main_accuracy for d in deployed],
+                   fork_accuracy=[d.fork_accuracy for d in deployed])
     welfare_gap = (predicted.social_welfare - realised.social_welfare) / max(abs(realised.social_welfare), 1e-12)
     return CalibrationRecord(
         curve=calibration.curve.to_json(), prior=calibration.prior.to_json(),
@@ -194,40 +238,14 @@ def _calibration_record(plan: RoundPlan, calibration: Calibration, got: Response
         twin_validation_accuracy=[a.twin.validation_accuracy for a in got.answers],
         twin_market_accuracy=[a.twin.market_accuracy for a in got.answers],
         predicted_quality=predicted.qualities.tolist(), realised_quality=got.gains.tolist(),
+        twin_quality=[a.main.validation_accuracy - a.twin.validation_accuracy for a in got.answers],
         predicted_transfers=predicted.transfers.tolist(),
         predicted_cost=(got.scenario.cost * predicted.quotas).tolist(), realised_cost=got.spent.tolist(),
         predicted_ir=predicted.individually_rational.tolist(), realised_ir=realised.individually_rational.tolist(),
         welfare_gap=welfare_gap, predicted_welfare_sd=spread.to_json(),
         welfare_z=(realised.social_welfare - predicted.social_welfare) / spread.total if spread.total else None,
+        fork=fork,
     )
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """A silo's deployed models of the round (the two globals it fine-tuned), judged by the server."""
-
-    main_accuracy: float
-    fork_accuracy: float
-    finetune_images: int
-    """The synthetic images the silo says its deployed main model was fine-tuned with."""
-
-
-def with_deployed(record: RoundRecord, deployed: dict[int, Deployed]) -> RoundRecord:
-    """``record`` with each responder's deployed accuracies and gain ``main - fork`` in
-    ``calibration.fork``, in partition order (``deployed`` by partition id). A responder
-    without an answer, or whose deployed main model was fine-tuned with another number of
-    synthetic images than it trained main with, gets ``None``. These are the silo's own
-    fine-tunes: the round's books do not follow them."""
-    measured = record.measured
-    if measured is None or measured.calibration.fork is None:
-        return record
-    pairs = [deployed.get(partition_id) for partition_id in measured.responders]
-    pairs = [pair if pair is not None and pair.finetune_images == images else None
-             for pair, images in zip(pairs, measured.images)]
-    fork = replace(measured.calibration.fork, main_accuracy=[p.main_accuracy if p else None for p in pairs],
-                   fork_accuracy=[p.fork_accuracy if p else None for p in pairs],
-                   quality=[p.main_accuracy - p.fork_accuracy if p else None for p in pairs])
-    return replace(record, measured=replace(measured, calibration=replace(measured.calibration, fork=fork)))
 
 
 def realised_books(scenario: Scenario, game: GameSettings, rate: float | None, mix: float | None,

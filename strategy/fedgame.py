@@ -4,10 +4,12 @@ Per round: ask new or reconnected nodes for their profiles; solve the round's ga
 calibrated by what earlier rounds measured, with the configured policy; send each node
 its own quota with the global model and the counterfactual twin's; screen the replies;
 aggregate the main models, their forks (paired with them) and, apart, the twins, each arm
-from the replies' records; judge the round's total effect, main global against fork; take
-the game over the organisations that answered (solved again only when some were dropped);
-measure realised gains over the twin, utilities and transfers in money (docs/model.md
-sections 8-9); let the calibration observe them; append one ledger record.
+from the replies' records; judge the round's total effect, main global against fork. The
+round's evaluation sends both globals; each organisation returns its fine-tunes of them
+(its deployed models). Then take the game over the organisations whose deployed models
+were judged (solved again only when some were missing); measure realised gains (deployed
+main over deployed fork), utilities and transfers in money (docs/model.md sections 8-9);
+let the calibration observe them; append one ledger record.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from strategy import protocol
-from strategy.accounting import Deployed, Judged, ModelJudge, RoundPlan, realise, with_deployed
+from strategy.accounting import Deployed, Judged, ModelJudge, RoundPlan, TrainedRound, realise
 from strategy.admission import admit_profiles
 from strategy.aggregation import Aggregation
 from strategy.checkpoint import Checkpoint, save_checkpoint
@@ -40,7 +42,7 @@ from strategy.protocol import (
     TrainOrder,
     TrainReport,
 )
-from strategy.records import ForkRecord
+from strategy.records import ForkRecord, MeasuredRecord
 from strategy.replies import screen_replies
 from strategy.safeguards import Safeguards, fork_problem
 
@@ -97,8 +99,8 @@ class GameFedAvg(FedAvg):
         self.round_offset = 0
         self._plan: RoundPlan | None = None
         self._reference: ArrayRecord | None = None
-        self._fork_global: ArrayRecord | None = None
-        """The round's fork global model, until its evaluation has sent it."""
+        self._trained: TrainedRound | None = None
+        """The round aggregated last, until its evaluation closes its books."""
         self._evaluated: ArrayRecord | None = None
 
     # --- nodes and profiles -------------------------------------------------------
@@ -158,7 +160,7 @@ class GameFedAvg(FedAvg):
         """Solve the round's game and send each organisation its own quota (and both models)."""
         server_round += self.round_offset
         started = time.perf_counter()
-        self._fork_global = None
+        self._trained = None
         self.refresh_profiles(grid)
         solve_started = time.perf_counter()
         nodes = self._live_nodes()
@@ -188,8 +190,8 @@ class GameFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen; aggregate the main models, their forks and, apart, the twins; record the
-        round's total effect and its predicted and realised utilities; recalibrate the game."""
+        """Screen; aggregate the main models, their forks and, apart, the twins; judge the
+        round's total effect. The books wait for the deployed models (:meth:`aggregate_evaluate`)."""
         server_round += self.round_offset
         plan = self._plan
         if plan is None:
@@ -203,26 +205,55 @@ class GameFedAvg(FedAvg):
         for node, reason in plan.dropped.items():
             log(WARNING, "Round %d: dropped node %d: %s", server_round, node, reason)
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
-        arrays, metrics, effect = None, None, None
+        arrays, metrics = None, None
         if valid:
-            arrays, metrics, self.twin, self._fork_global = self._aggregate(valid, screened.reports)
-            effect = self._effect(arrays, self._fork_global)
-        reports = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
-        record = plan.record({node: p.partition_id for node, p in self.profiles.items()})
-        if reports:
-            books = realise(plan, reports, self.calibration, self.safeguards.transfer_cap, self.hardware_scale)
-            seen = books.observation
-            record.measured = books.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains),
-                                             effect)
-        self.ledger.append(record)
+            arrays, metrics, self.twin, fork_global = self._aggregate(valid, screened.reports)
+            judged = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
+            self._trained = TrainedRound(plan, judged, self._effect(arrays, fork_global), fork_global)
         plan.strategy_seconds += time.perf_counter() - started
+        if self._trained is None:
+            self._close_round(plan, {})
+        return arrays, metrics
+
+    def _close_books(self, trained: TrainedRound, deployed: dict[int, Deployed | None],
+                     refused: dict[int, str]) -> None:
+        """The round's books over the organisations whose deployed models were judged
+        (``deployed`` by node; ``refused``: evaluation replies dropped, with reasons); the
+        calibration observes their gains; the round's record is appended."""
+        started = time.perf_counter()
+        plan, measurable, unmeasured = trained.plan, {}, {}
+        for node, judged in trained.judged.items():
+            judged = replace(judged, deployed=deployed.get(node))
+            problem = judged.deployment_problem()
+            if judged.deployed is None and node in refused:
+                problem = f"evaluation refused: {refused[node]}"
+            if problem is None:
+                measurable[node] = judged
+            else:
+                unmeasured[node] = problem
+                log(WARNING, "Round %d: node %d out of the books: %s", plan.server_round, node, problem)
+        measured = None
+        if measurable:
+            books = realise(plan, measurable, trained.effect, self.calibration, self.safeguards.transfer_cap,
+                            self.hardware_scale)
+            seen = books.observation
+            measured = books.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains))
+        plan.strategy_seconds += time.perf_counter() - started
+        self._close_round(plan, unmeasured, measured)
+
+    def _close_round(self, plan: RoundPlan, unmeasured: dict[int, str], measured: MeasuredRecord | None = None) -> None:
+        """Append the round's record (``unmeasured`` by node) with its timings."""
+        partition_of = {node: p.partition_id for node, p in self.profiles.items()}
+        record = plan.record(partition_of)
+        record.unmeasured = {partition_of.get(node, node): reason for node, reason in unmeasured.items()}
+        record.measured = measured
+        self.ledger.append(record)
         round_seconds = time.perf_counter() - plan.started
         share = plan.strategy_seconds / round_seconds
-        self.ledger.annotate(server_round, round_seconds=round_seconds, strategy_seconds=plan.strategy_seconds,
+        self.ledger.annotate(plan.server_round, round_seconds=round_seconds, strategy_seconds=plan.strategy_seconds,
                              strategy_share=share)
-        log(INFO, "Round %d: strategy %.3f s of %.1f s (%.2f%%)", server_round, plan.strategy_seconds,
+        log(INFO, "Round %d: strategy %.3f s of %.1f s (%.2f%%)", plan.server_round, plan.strategy_seconds,
             round_seconds, 100 * share)
-        return arrays, metrics
 
     def _read_train_reply(self, plan: RoundPlan, reply: Message) -> Judged:
         """The reply's report, cross-checked against the order, and both models judged by the server."""
@@ -274,21 +305,21 @@ class GameFedAvg(FedAvg):
         trained round, send the round's fork global model too, for each to deploy both."""
         server_round += self.round_offset
         self._evaluated = arrays
-        content = protocol.order_content(self.settings, EvaluateOrder(server_round=server_round), arrays,
-                                         fork=self._fork_global)
+        fork = self._trained.fork_global if self._trained is not None else None
+        content = protocol.order_content(self.settings, EvaluateOrder(server_round=server_round), arrays, fork=fork)
         return [Message(content=content, dst_node_id=node, message_type=MessageType.EVALUATE)
                 for node in self._live_nodes()]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Screen; record each organisation's deployed models' accuracies in the round's
-        ``calibration.fork``; Flower's weighted mean of the reported market accuracies."""
+        """Screen; after a trained round, close its books on the deployed models
+        (:meth:`_close_books`); Flower's weighted mean of the reported market accuracies."""
         server_round += self.round_offset
         screened = screen_replies(replies, self._read_evaluate_reply)
         for node, reason in screened.dropped.items():
             log(WARNING, "Round %d evaluation: dropped node %d: %s", server_round, node, reason)
-        if self._fork_global is not None:
-            self._record_deployed(server_round, screened.reports)
-            self._fork_global = None
+        if self._trained is not None:
+            trained, self._trained = self._trained, None
+            self._close_books(trained, screened.reports, screened.dropped)
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in self.profiles])
         return super().aggregate_evaluate(server_round, valid) if valid else None
 
@@ -296,26 +327,18 @@ class GameFedAvg(FedAvg):
         """A screened evaluation reply: after a trained round, the server's validation accuracy
         of the organisation's deployed main and fork models (each within the update bound of
         the global model it started from); else ``None``."""
-        if self._fork_global is None:
+        if self._trained is None:
             protocol.read_report(EvaluateReport, reply.content)
             return None
         report = protocol.read_report(EvaluateReport, reply.content, self._evaluated)
         models = reply.content.array_records
         problem = None
-        for name, sent in ((protocol.ARRAYS, self._evaluated), (protocol.FORK, self._fork_global)):
+        for name, sent in ((protocol.ARRAYS, self._evaluated), (protocol.FORK, self._trained.fork_global)):
             problem = problem or self.safeguards.update_problem(models[name], sent, f"deployed {name}")
         if problem is not None:
             raise ProtocolError("reply", problem)
         main, fork = (self.judge(models[name]).validation_accuracy for name in (protocol.ARRAYS, protocol.FORK))
         return Deployed(main, fork, report.finetune_images)
-
-    def _record_deployed(self, server_round: int, deployed: dict[int, Deployed | None]) -> None:
-        """The round's record with each responder's deployed models (:func:`with_deployed`)."""
-        record = next((row for row in self.ledger.rows if row.round == server_round), None)
-        if record is not None:
-            by_partition = {self.profiles[node].partition_id: pair for node, pair in deployed.items()
-                            if pair is not None and node in self.profiles}
-            self.ledger.revise(with_deployed(record, by_partition))
 
     def _in_partition_order(self, replies: list[Message]) -> list[Message]:
         """``replies`` by their silos' partition ids, not in arrival order: float sums depend on

@@ -45,12 +45,6 @@ class Ledger:
         self.rows.append(row)
         self._flush()
 
-    def revise(self, record: RoundRecord) -> None:
-        """Replace the round's record with ``record`` (facts measured after the round's books,
-        e.g. its deployed models) and persist the ledger."""
-        self.rows = [record if row.round == record.round else row for row in self.rows]
-        self._flush()
-
     def annotate(self, server_round: int, **facts: Any) -> None:
         """Add facts learned after the round closed (:data:`strategy.records.ANNOTATIONS`, e.g.
         ``global_test_accuracy``); a round without a record is left alone."""

@@ -109,13 +109,13 @@ class ForkRecord(JsonRecord):
     fork_global_accuracy: float
     fork_global_digest: str
     """:func:`strategy.protocol.array_digest` of the fork global (the main global's is the row's ``global_digest``)."""
-    quality: list[float | None] | None = optional()
+    quality: list[float] | None = optional()
     """Per responder (partition order): ``main_accuracy - fork_accuracy``, the round's
-    effect on the organisation's deployed model (``None`` where its evaluation failed)."""
-    main_accuracy: list[float | None] | None = optional()
+    effect on the organisation's deployed model; the books' ``realised_quality``."""
+    main_accuracy: list[float] | None = optional()
     """Per responder: the main global model fine-tuned by the organisation (its real + the
     round's synthetic images), on the server's validation set."""
-    fork_accuracy: list[float | None] | None = optional()
+    fork_accuracy: list[float] | None = optional()
     """Per responder: the fork global model fine-tuned by the organisation on its real images."""
 
 
@@ -136,6 +136,10 @@ class CalibrationRecord(JsonRecord):
     twin_market_accuracy: list[float]
     predicted_quality: list[float]
     realised_quality: list[float]
+    """The deployed-model gains the books follow (``fork.quality``)."""
+    twin_quality: list[float] | None = optional()
+    """``validation_accuracy - twin_validation_accuracy``: the silo's local main model over its
+    local twin, the run's whole lead over no generation so far (``None`` in older ledgers)."""
     predicted_transfers: list[float]
     predicted_cost: list[float]
     realised_cost: list[float]
@@ -153,8 +157,8 @@ class CalibrationRecord(JsonRecord):
 
 @dataclass(kw_only=True)
 class MeasuredRecord(JsonRecord):
-    """A round's measured side, over the organisations that answered (``responders``, by
-    partition id; every list is in their order)."""
+    """A round's measured side, over the organisations whose trained and deployed models were
+    both judged (``responders``, by partition id; every list is in their order)."""
 
     responders: list[int]
     received_quotas: list[int]
@@ -193,6 +197,10 @@ class RoundRecord(JsonRecord):
     quota_total: int
     target: list[float]
     dropped: dict[int, str] = coded(BY_PARTITION)
+    """Organisations whose train replies were refused or missing: neither their models nor their books count."""
+    unmeasured: dict[int, str] = field(default_factory=dict, metadata={CODEC: BY_PARTITION})
+    """Organisations whose models were aggregated but whose deployed models were missing or
+    refused: they are out of the round's books (no utility, no transfer)."""
     nash_gap: float | None
     rho: float | None
     mix: float | None = renamed("lambda")

@@ -28,7 +28,10 @@ PROFILE_ATTACKS = ["missing key", "nan", "huge value", "value x100", "huge capac
 REPLY_ATTACKS = ["nan weights", "huge weights", "wrong shape", "no twin", "accuracy 1e308", "accuracy -5",
                  "images above quota", "examples 1e12", "error reply", "no reply", "duplicate reply", "extra record",
                  "metrics as config", "quota lie", "nan twin", "empty content", "string metric", "no fork",
-                 "nan fork", "fork without images"]
+                 "nan fork", "fork without images", "deploy lie", "no deployment", "deployed far"]
+"""The last three attack the evaluation only: the silo trains honestly, then misreports the
+images its deployed main was fine-tuned with, sends no deployed models, or sends a deployed
+main model far beyond the update bound."""
 
 
 def judge(arrays: ArrayRecord) -> Judgement:
@@ -63,7 +66,7 @@ class HostileGrid:
             node = message.metadata.dst_node_id
             kind = message.metadata.message_type
             attack = self.profile_attack[node] if kind == "query" else self.reply_attack[node]
-            if attack == "no reply":
+            if attack == "no reply" or (attack == "no deployment" and kind == "evaluate"):
                 continue
             if attack == "error reply":
                 replies.append(Message(Error(code=1, reason="injected"), reply_to=message))
@@ -108,11 +111,13 @@ class HostileGrid:
         main = content.array_records[protocol.ARRAYS]
         if message.metadata.message_type == "evaluate":
             deploys = protocol.FORK in content.array_records
+            made = self.made.get(message.metadata.dst_node_id, 0) if deploys else 0
             report = EvaluateReport(num_examples=100, accuracy=0.5, loss=1.0,
-                                    finetune_images=self.made.get(message.metadata.dst_node_id, 0) if deploys else 0)
+                                    finetune_images=made + (attack == "deploy lie"))
             records = protocol.report_content(report)
             if deploys:  # a trained round: both deployed, a small step each
-                main, fork = (ArrayRecord({k: Array(v.numpy() + np.float32(0.01)) for k, v in arrays.items()})
+                step = np.float32(1e4 if attack == "deployed far" else 0.01)
+                main, fork = (ArrayRecord({k: Array(v.numpy() + step) for k, v in arrays.items()})
                               for arrays in (main, content.array_records[protocol.FORK]))
                 records = protocol.report_content(report, main, fork=fork)
             if attack == "string metric":

@@ -112,8 +112,12 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
     settings, rows, _, _ = calibrated_run
     for row in rows:
         calibration = row["calibration"]
-        gains = np.subtract(calibration["validation_accuracy"], calibration["twin_validation_accuracy"])
+        fork = calibration["fork"]  # the books price each organisation's deployed main over its deployed fork
+        gains = np.subtract(fork["main_accuracy"], fork["fork_accuracy"])
         assert np.allclose(gains, calibration["realised_quality"])
+        assert calibration["realised_quality"] == fork["quality"]
+        local = np.subtract(calibration["validation_accuracy"], calibration["twin_validation_accuracy"])
+        assert np.allclose(local, calibration["twin_quality"])
         assert row["accuracy_disagreements"] == {}  # honest silos report what the server measures
         price = [p["price_per_second"] for p in row["reported"]]
         assert row["hardware_scale"] == [1.0] * len(gains)  # the tiny preset prices this host's own seconds
@@ -207,11 +211,11 @@ def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_
         met = np.abs(again["predicted_welfare"] - draws) <= 0.35 * np.abs(draws)
         assert again["target_met"]["prediction"] == met.mean()
         assert again["target_met"]["mean"] == np.mean(np.abs(draws[::-1] - draws) <= 0.35 * np.abs(draws))
-    first, second = written["rounds"]
+    first = written["rounds"][0]
     # Round 1 is solved on the pilot's curve: the game predicts what the curve alone does.
     assert first["predicted_gain_sum"] == pytest.approx(first["pilot_gain_sum"], rel=0.02)
-    assert first["replicate_fork_gains"] == first["replicate_gains"]  # round 1: the twin starts where the main does
-    assert second["replicate_fork_gains"] != second["replicate_gains"]  # later: the twin carries round 1's lead
+    for row, again in zip(rows, written["rounds"]):  # replicate 0's local models are the run's too
+        assert again["replicate_twin_gains"][0] == pytest.approx(row["calibration"]["twin_quality"], abs=1e-12)
 
 
 def test_refiltering_a_runs_gains_gives_what_it_was_solved_with(calibrated_run, capsys):
@@ -226,8 +230,10 @@ def test_refiltering_a_runs_gains_gives_what_it_was_solved_with(calibrated_run, 
     assert rounds[0].as_run == pytest.approx(sum(first["predicted_quality"]), rel=1e-3)  # rounded quotas
     assert refilter_main([str(run)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == drift_line(rounds)
-    steps = [RefilteredRound(1, 0, 0, 1.0, 1.0, 2.0), RefilteredRound(2, 0, 0, 1.0, 0.5, 1.0),
-             RefilteredRound(3, 0, 0, 1.0, 2.0, 1.0), RefilteredRound(3, 0, 0, 1.0, -0.1, 1.0)]
+    steps = [RefilteredRound(1, 0, 0, realised=1.0, over_twin=1.0, pilot=2.0),
+             RefilteredRound(2, 0, 0, realised=0.5, over_twin=1.0, pilot=1.0),
+             RefilteredRound(3, 0, 0, realised=2.0, over_twin=1.0, pilot=1.0),
+             RefilteredRound(3, 0, 0, realised=-0.1, over_twin=1.0, pilot=1.0)]
     assert drift_steps(steps) == pytest.approx([math.log(0.5), math.log(2.0) / math.sqrt(2)])
     expected = math.sqrt((math.log(0.5) ** 2 + math.log(2.0) ** 2 / 2) / 2)
     assert drift_line(steps) == f"drift={expected:.4g} rounds=2/3"  # a loss over the fork has no log

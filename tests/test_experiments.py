@@ -264,7 +264,7 @@ def test_progress_counts_only_this_sweeps_jobs_in_a_shared_folder():
 def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean():
     replayed = ReplayedRound(3, predicted=120.0, realised=80.0, welfares=(80.0, 100.0, 120.0),
                              gains=((0.1, 0.2), (0.1, 0.3), (0.1, 0.4)), reproduced=0.0,
-                             predicted_gains=(0.2, 0.3), fork_gains=((0.0, 0.1),) * 3, fork_welfares=(60.0,) * 3,
+                             predicted_gains=(0.2, 0.3), twin_gains=((0.0, 0.1),) * 3, twin_welfares=(60.0,) * 3,
                              pilot_gains=(0.1, 0.1), predicted_sd={"scales": 30.0, "draw": 40.0, "total": 50.0})
     numbers = replayed.to_json()
     assert numbers["mean_z"] == pytest.approx(-20.0 / math.hypot(30.0, 40.0 / math.sqrt(3)))
@@ -278,7 +278,7 @@ def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean
     assert numbers["gain_sd"] == pytest.approx([0.0, 0.1])
     assert numbers["interval"][0] < 100.0 < numbers["interval"][1]
     assert numbers["predicted_gain_sum"] == pytest.approx(0.5) and numbers["gain_sum"] == pytest.approx(0.4)
-    assert numbers["fork_gain_sum"] == pytest.approx(0.1) and numbers["fork_gap_to_mean"] == pytest.approx(1.0)
+    assert numbers["twin_gain_sum"] == pytest.approx(0.1) and numbers["twin_gap_to_mean"] == pytest.approx(1.0)
     assert numbers["pilot_gain_sum"] == pytest.approx(0.2)
     still = ReplayedRound(1, 5.0, 5.0, (5.0, 5.0), ((0.0,), (0.0,)), 0.0, (0.0,), ((0.0,), (0.0,)),
                           (5.0, 5.0), (0.0,)).to_json()
@@ -288,8 +288,10 @@ def test_a_replayed_round_reports_the_gap_to_its_draw_and_to_the_replicates_mean
 
 def test_the_replay_trains_first_with_the_runs_seed_then_fresh_ones():
     seeds = replicate_seeds(4, 2, 1, 5)
-    assert seeds[0] == round_seed(4, 2, "training", 1) and len(set(seeds)) == 5
-    assert all(0 <= s < 2**63 for s in seeds) and replicate_seeds(4, 2, 1, 5) == seeds
+    assert seeds[0].training == round_seed(4, 2, "training", 1)
+    assert seeds[0].finetune == round_seed(4, 2, "finetune", 1)
+    every = [s.training for s in seeds] + [s.finetune for s in seeds]
+    assert len(set(every)) == 10 and all(0 <= s < 2**63 for s in every) and replicate_seeds(4, 2, 1, 5) == seeds
 
 
 def test_the_replay_refuses_a_run_without_checkpoints_a_single_replicate_and_a_missing_round(tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +76,7 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
     for row in rows:
         assert abs(row.get("transfer_sum", 0.0)) <= 1e-6 * max(1.0, *map(abs, row.get("transfers", [0.0])))
         assert all(isinstance(reason, str) and reason for reason in row["dropped"].values())
+        assert all(isinstance(reason, str) and reason for reason in row["unmeasured"].values())
         for org, (_, reply_attack) in enumerate(silos):
             if org in row["orgs"] and reply_attack == HONEST:
                 assert org in row.get("responders", []), (org, row["dropped"])
@@ -167,3 +168,36 @@ def test_a_silo_whose_fork_is_not_its_main_model_without_images_is_dropped(tmp_p
     assert fork["total"] == pytest.approx(fork["main_global_accuracy"] - fork["fork_global_accuracy"])
     assert len(fork["quality"]) == len(fork["main_accuracy"]) == len(fork["fork_accuracy"]) == 5  # the deployed
     assert fork["quality"] == pytest.approx(np.subtract(fork["main_accuracy"], fork["fork_accuracy"]).tolist())
+
+
+def test_the_books_follow_the_deployed_models_and_a_silo_without_them_is_out_of_them(tmp_path):
+    """Gains, utilities and transfers price each organisation's deployed main over its
+    deployed fork, as the server judges them; a silo whose deployed models are missing,
+    beyond the update bound or fine-tuned with other images than it trained with is in the
+    aggregate but out of the books, with a reason."""
+    attacks = [HONEST] * 3 + ["deploy lie", "no deployment", "deployed far"]
+    grid = HostileGrid([HONEST] * 6, attacks, seed=4)
+    ledger = Ledger(tmp_path)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, min_orgs=1)
+    strategy.refresh_profiles(grid)
+    globals_ = {}
+
+    def keep(server_round: int, arrays: ArrayRecord) -> None:
+        globals_[server_round] = arrays
+
+    strategy.start(grid, MODEL, num_rounds=2, timeout=1.0, evaluate_fn=keep)
+    for row, record in zip(_strict(tmp_path / "ledger.json"), ledger.rows):
+        assert row["dropped"] == {} and row["responders"] == [0, 1, 2] and sum(row["images"]) > 0
+        assert "fine-tuned with" in row["unmeasured"]["3"] and row["unmeasured"]["4"] == "no deployed models"
+        assert "evaluation refused" in row["unmeasured"]["5"]
+        calibration, fork = row["calibration"], row["calibration"]["fork"]
+        deployed_main = judge(_stepped(globals_[row["round"]])).validation_accuracy  # the fake silo's fine-tune
+        assert fork["main_accuracy"] == [deployed_main] * 3
+        assert calibration["realised_quality"] == fork["quality"] == pytest.approx(
+            np.subtract(fork["main_accuracy"], fork["fork_accuracy"]).tolist())
+        assert calibration["realised_quality"] != calibration["twin_quality"]  # the twin is a diagnostic now
+        assert record.measured.calibration.fork.fork_global_digest == fork["fork_global_digest"]
+
+
+def _stepped(arrays: ArrayRecord) -> ArrayRecord:
+    return ArrayRecord({k: Array(v.numpy() + np.float32(0.01)) for k, v in arrays.items()})

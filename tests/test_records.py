@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 
-from strategy.accounting import Deployed, with_deployed
 from strategy.ledger import Ledger
-from strategy.records import CalibrationRecord, ForkRecord, MeasuredRecord, RoundRecord, read_ledger
+from strategy.records import CalibrationRecord, MeasuredRecord, RoundRecord, read_ledger
 
 
 def _order(server_round: int = 1) -> RoundRecord:
@@ -57,18 +55,3 @@ def test_the_ledger_writes_and_reads_records_and_annotates_only_known_facts(tmp_
     [row] = read_ledger(tmp_path / "ledger.json")
     assert row.global_test_accuracy == 0.5 and row.measured is None and row == ledger.rows[0]
     assert Ledger(tmp_path, keep_through=1).rows == [row] and Ledger(tmp_path, keep_through=0).rows == []
-
-
-def test_deployed_gains_are_recorded_per_responder_only_where_the_images_match():
-    """A responder's deployed gain is its fine-tuned main's accuracy over its fine-tuned fork's;
-    one that did not answer, or fine-tuned main with other images than it trained on, gets null."""
-    measured = replace(_measured(), responders=[0, 2, 4], images=[3.0, 0.0, 5.0])
-    fork = ForkRecord(total=0.01, main_global_accuracy=0.61, fork_global_accuracy=0.60, fork_global_digest="d")
-    record = _order()
-    record.measured = replace(measured, calibration=replace(measured.calibration, fork=fork))
-    deployed = {0: Deployed(0.7, 0.6, 3), 2: Deployed(0.5, 0.5, 0), 4: Deployed(0.9, 0.1, 4)}  # 4 lies: made 5
-    out = with_deployed(record, deployed).measured.calibration.fork
-    assert out.main_accuracy == [0.7, 0.5, None] and out.fork_accuracy == [0.6, 0.5, None]
-    assert out.quality[:2] == pytest.approx([0.1, 0.0]) and out.quality[2] is None
-    assert with_deployed(record, {}).measured.calibration.fork.quality == [None] * 3
-    assert record.measured.calibration.fork.quality is None  # the record given is left as it was
