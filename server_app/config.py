@@ -112,7 +112,9 @@ def saved_settings(run: Path) -> RunSettings:
 
 
 def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones."""
+    """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones;
+    a saved config without ``limits.arm_bound`` ran without that screening (null)."""
+    tree.setdefault("limits", {}).setdefault("arm_bound", None)
     game = tree.get("game", {})
     for old, new in RENAMED.items():
         name = old.split(".", 1)[1]

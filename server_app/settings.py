@@ -26,7 +26,7 @@ from strategy.game.policies import policy_named
 from strategy.game.scenario import LossCurve, ScenarioError
 from strategy.profiles import GameSettings
 from strategy.protocol import ProtocolError, SiloSettings
-from strategy.safeguards import Safeguards
+from strategy.safeguards import ArmBound, Safeguards
 from task.data import PARTITIONERS
 from task.device import DEVICES
 from task.images import NUM_CLASSES
@@ -179,6 +179,14 @@ def _numbers(tree: Mapping[str, Any], key: str, ok: Callable[[float], bool], rul
     return tuple(float(v) for v in values)
 
 
+def _pair(tree: Mapping[str, Any], key: str) -> tuple[float, float]:
+    """Two numbers ``[low, high]`` with ``0 <= low < high``."""
+    values = _numbers(tree, key, _non_negative, ">= 0")
+    if len(values) != 2 or not values[0] < values[1]:
+        raise SettingsError(key, f"must be [low, high] with 0 <= low < high, got {list(values)!r}")
+    return values[0], values[1]
+
+
 def _flag(tree: Mapping[str, Any], key: str) -> bool:
     value = _lookup(tree, key)
     if not isinstance(value, bool):
@@ -296,7 +304,19 @@ def safeguards(tree: Mapping[str, Any]) -> Safeguards:
                       max_price_per_second=limit["price_per_second"],
                       max_seconds_per_image=limit["seconds_per_image"],
                       max_update_norm=_number(tree, "federation.max_update_norm", _positive, "> 0", optional=True),
-                      transfer_cap=_number(tree, "limits.transfer_cap", _positive, "> 0", optional=True))
+                      transfer_cap=_number(tree, "limits.transfer_cap", _positive, "> 0", optional=True),
+                      arm_bound=_arm_bound(tree))
+
+
+def _arm_bound(tree: Mapping[str, Any]) -> ArmBound | None:
+    """``limits.arm_bound``: ``distance`` [least, most] with 0 <= least < most, ``gap`` and
+    ``gap_per_share`` >= 0; null: no bound."""
+    if _lookup(tree, "limits.arm_bound") is None:
+        return None
+    least, most = _pair(tree, "limits.arm_bound.distance")
+    return ArmBound(least_distance=least, distance=most,
+                    gap=_number(tree, "limits.arm_bound.gap", _non_negative, ">= 0"),
+                    gap_per_share=_number(tree, "limits.arm_bound.gap_per_share", _non_negative, ">= 0"))
 
 
 SILO_KEYS = {

@@ -60,6 +60,8 @@ class Deployed:
     fork_accuracy: float
     finetune_images: int
     """The synthetic images the silo says its deployed main model was fine-tuned with."""
+    distance: float = 0.0
+    """How much further apart the two lie than the globals (:func:`strategy.safeguards.deployed_distance`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class Judged:
     report: TrainReport
     main: Judgement
     twin: Judgement
+    arm_distance: float = 0.0
+    """How far the fork lies from the main model (:func:`strategy.safeguards.arm_distance`)."""
+    arm_gap: float = 0.0
+    """The main model's validation accuracy minus the fork's."""
     deployed: Deployed | None = None
 
     @property
@@ -229,7 +235,9 @@ def _calibration_record(plan: RoundPlan, calibration: Calibration, got: Response
     predicted = got.predicted
     deployed = [a.deployed for a in got.answers]
     fork = replace(effect, quality=got.gains.tolist(), main_accuracy=[d.main_accuracy for d in deployed],
-                   fork_accuracy=[d.fork_accuracy for d in deployed])
+                   fork_accuracy=[d.fork_accuracy for d in deployed],
+                   arm_distance=[a.arm_distance for a in got.answers], arm_gap=[a.arm_gap for a in got.answers],
+                   deployed_distance=[d.distance for d in deployed])
     welfare_gap = (predicted.social_welfare - realised.social_welfare) / max(abs(realised.social_welfare), 1e-12)
     return CalibrationRecord(
         curve=calibration.curve.to_json(), prior=calibration.prior.to_json(),

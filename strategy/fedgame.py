@@ -44,7 +44,13 @@ from strategy.protocol import (
 )
 from strategy.records import ForkRecord, MeasuredRecord
 from strategy.replies import screen_replies
-from strategy.safeguards import Safeguards, fork_problem
+from strategy.safeguards import (
+    Safeguards,
+    arm_distance,
+    deployed_distance,
+    fork_problem,
+    synthetic_share,
+)
 
 
 class GameFedAvg(FedAvg):
@@ -267,11 +273,19 @@ class GameFedAvg(FedAvg):
         for name, sent in ((protocol.ARRAYS, self._reference), (protocol.FORK, self._reference),
                            (protocol.TWIN, self.twin)):
             problem = problem or self.safeguards.update_problem(models[name], sent, name)
-        if problem is None:
-            problem = fork_problem(report.images_generated, models[protocol.ARRAYS], models[protocol.FORK])
+        main, fork = models[protocol.ARRAYS], models[protocol.FORK]
+        problem = problem or fork_problem(report.images_generated, main, fork)
         if problem is not None:
             raise ProtocolError("reply", problem)
-        return Judged(report, self.judge(models[protocol.ARRAYS]), self.judge(models[protocol.TWIN]))
+        judged_main = self.judge(main)
+        judged_fork = self.judge(fork) if report.images_generated else judged_main  # else one model
+        gap = judged_main.validation_accuracy - judged_fork.validation_accuracy
+        problem = self.safeguards.arm_problem(main, fork, self._reference,
+                                              synthetic_share(report.images_generated, profile.n), gap)
+        if problem is not None:
+            raise ProtocolError("reply", problem)
+        return Judged(report, judged_main, self.judge(models[protocol.TWIN]), arm_distance(main, fork, self._reference),
+                      gap)
 
     def _aggregate(self, valid: list[Message],
                    judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ArrayRecord]:
@@ -332,13 +346,18 @@ class GameFedAvg(FedAvg):
             return None
         report = protocol.read_report(EvaluateReport, reply.content, self._evaluated)
         models = reply.content.array_records
-        problem = None
-        for name, sent in ((protocol.ARRAYS, self._evaluated), (protocol.FORK, self._trained.fork_global)):
-            problem = problem or self.safeguards.update_problem(models[name], sent, f"deployed {name}")
+        main, fork, fork_global = models[protocol.ARRAYS], models[protocol.FORK], self._trained.fork_global
+        profile = self.profiles.get(reply.metadata.src_node_id)
+        if profile is None:
+            raise ProtocolError("message", "an evaluation reply from a node without a profile")
+        share = synthetic_share(report.finetune_images, profile.n)
+        problem = (self.safeguards.update_problem(main, self._evaluated, "deployed main")
+                   or self.safeguards.update_problem(fork, fork_global, "deployed fork")
+                   or self.safeguards.deployed_problem(main, fork, self._evaluated, fork_global, share))
         if problem is not None:
             raise ProtocolError("reply", problem)
-        main, fork = (self.judge(models[name]).validation_accuracy for name in (protocol.ARRAYS, protocol.FORK))
-        return Deployed(main, fork, report.finetune_images)
+        return Deployed(self.judge(main).validation_accuracy, self.judge(fork).validation_accuracy,
+                        report.finetune_images, deployed_distance(main, fork, self._evaluated, fork_global))
 
     def _in_partition_order(self, replies: list[Message]) -> list[Message]:
         """``replies`` by their silos' partition ids, not in arrival order: float sums depend on

@@ -117,6 +117,14 @@ class ForkRecord(JsonRecord):
     round's synthetic images), on the server's validation set."""
     fork_accuracy: list[float] | None = optional()
     """Per responder: the fork global model fine-tuned by the organisation on its real images."""
+    arm_distance: list[float] | None = optional()
+    """Per responder: its fork's distance from its main model, in units of main's update
+    (:func:`strategy.safeguards.arm_distance`; the screening's measure)."""
+    arm_gap: list[float] | None = optional()
+    """Per responder: its main model's validation accuracy minus its fork's (the screening's other measure)."""
+    deployed_distance: list[float] | None = optional()
+    """Per responder: how much further apart its deployed models lie than the globals
+    (:func:`strategy.safeguards.deployed_distance`)."""
 
 
 @dataclass(kw_only=True)

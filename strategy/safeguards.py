@@ -16,6 +16,24 @@ from strategy.protocol import Profile, TrainReport, array_digest
 
 
 @dataclass(frozen=True)
+class ArmBound:
+    """What an honest silo's two arms show after training on a synthetic share
+    ``r = s / (n + s) > 0`` (docs/model.md section 8, measured by ``python -m research.arm_distance``):
+    their :func:`arm_distance` lies between ``least_distance`` and ``distance``, and main's
+    validation accuracy lies above the fork's by at most ``gap + gap_per_share * r`` and
+    below it by at most ``gap``."""
+
+    least_distance: float
+    distance: float
+    gap: float
+    gap_per_share: float
+
+    def gap_range(self, share: float) -> tuple[float, float]:
+        """The accuracy gaps (main's minus the fork's) an honest silo shows at ``share``."""
+        return -self.gap, self.gap + self.gap_per_share * share
+
+
+@dataclass(frozen=True)
 class Safeguards:
     """Plausibility limits of profiles (from config and the data set) and of replies.
 
@@ -27,6 +45,9 @@ class Safeguards:
         max_update_norm: a returned model further than this (L2) from the model sent is
             dropped; ``None``: no bound.
         transfer_cap: no organisation pays or receives more than this per round.
+        arm_bound: how far a silo's fork may lie from its main model, and its deployed fork
+            from its deployed main (:meth:`arm_problem`, :meth:`deployed_problem`); ``None``:
+            no bound beyond :func:`fork_problem`.
     """
 
     classes: int
@@ -37,6 +58,7 @@ class Safeguards:
     max_seconds_per_image: float
     max_update_norm: float | None = None
     transfer_cap: float | None = None
+    arm_bound: ArmBound | None = None
 
     def profile_problem(self, profile: Profile) -> str | None:
         """Why ``profile`` is implausible, or ``None``."""
@@ -74,6 +96,50 @@ class Safeguards:
         return None
 
 
+    def arm_problem(self, main: ArrayRecord, fork: ArrayRecord, sent: ArrayRecord, share: float,
+                    gap: float) -> str | None:
+        """Why a silo's fork lies further from its main model than an honest one (relative to
+        main's update, :func:`arm_distance`), or scores further from it (``gap``: main's
+        validation accuracy minus the fork's) than its synthetic ``share`` explains, or ``None``."""
+        if self.arm_bound is None:
+            return None
+        if share == 0:
+            return None  # one model: fork_problem
+        distance, bound = arm_distance(main, fork, sent), self.arm_bound
+        if not bound.least_distance <= distance <= bound.distance:
+            return (f"its fork lies {distance:.3g} of its update from its main model; an honest one lies "
+                    f"{bound.least_distance:g} to {bound.distance:g}")
+        low, high = self.arm_bound.gap_range(share)
+        if not low <= gap <= high:
+            return (f"its main model scores {gap:+.3g} over its fork; a synthetic share of {share:.3g} allows "
+                    f"{low:+.3g} to {high:+.3g}")
+        return None
+
+    def deployed_problem(self, main: ArrayRecord, fork: ArrayRecord, main_global: ArrayRecord,
+                         fork_global: ArrayRecord, share: float) -> str | None:
+        """Why a silo's deployed fork cannot be the fork global fine-tuned like its deployed
+        main, or ``None``: with one global model and no synthetic image the two fine-tunes are
+        one model; otherwise they may lie further apart than the globals by at most the arms'
+        bound, in units of the main fine-tune's update (:func:`deployed_distance`)."""
+        one_model = array_digest(main) == array_digest(fork)
+        if share == 0 and array_digest(main_global) == array_digest(fork_global):
+            return None if one_model else "fine-tuned one global model on the same images into two deployed models"
+        if share > 0 and one_model:
+            return "fine-tuned the main global with synthetic images, yet its deployed models are one model"
+        if self.arm_bound is None:
+            return None
+        excess = deployed_distance(main, fork, main_global, fork_global)
+        if not excess <= self.arm_bound.distance:
+            return (f"its deployed models lie {excess:.3g} of the main fine-tune's update further apart than the "
+                    f"globals; the bound is {self.arm_bound.distance:g}")
+        return None
+
+
+def synthetic_share(images: int, real: int) -> float:
+    """``s / (n + s)``: the share of synthetic images in a silo's training set."""
+    return images / (real + images) if images else 0.0
+
+
 def fork_problem(images_generated: int, main: ArrayRecord, fork: ArrayRecord) -> str | None:
     """Why ``fork`` cannot be the model sent trained on the silo's real images alone, next to
     ``main`` trained with its ``images_generated`` synthetic ones, or ``None``: with no image
@@ -90,3 +156,19 @@ def update_norm(arrays: ArrayRecord, sent: ArrayRecord) -> float:
     """``||w - w_sent||_2`` over every array (in float64, so huge weights do not overflow)."""
     return float(np.sqrt(sum(np.sum((arrays[key].numpy().astype(np.float64) - sent[key].numpy()) ** 2)
                              for key in sent.keys())))
+
+
+def arm_distance(main: ArrayRecord, fork: ArrayRecord, sent: ArrayRecord) -> float:
+    """``||main - fork||_2 / ||main - sent||_2``: how far a silo's fork lies from its main
+    model, in units of main's own update (0 where the two are one model)."""
+    apart = update_norm(main, fork)
+    return apart / update_norm(main, sent) if apart else 0.0
+
+
+def deployed_distance(main: ArrayRecord, fork: ArrayRecord, main_global: ArrayRecord,
+                      fork_global: ArrayRecord) -> float:
+    """``(||main - fork|| - ||main_global - fork_global||) / ||main - main_global||``: how much
+    further apart a silo's deployed models lie than the globals they were fine-tuned from, in
+    units of the main fine-tune's update (0 where they lie no further apart)."""
+    excess = update_norm(main, fork) - update_norm(main_global, fork_global)
+    return excess / update_norm(main, main_global) if excess > 0 else 0.0

@@ -29,9 +29,13 @@ REPLY_ATTACKS = ["nan weights", "huge weights", "wrong shape", "no twin", "accur
                  "images above quota", "examples 1e12", "error reply", "no reply", "duplicate reply", "extra record",
                  "metrics as config", "quota lie", "nan twin", "empty content", "string metric", "no fork",
                  "nan fork", "fork without images", "deploy lie", "no deployment", "deployed far"]
-"""The last three attack the evaluation only: the silo trains honestly, then misreports the
-images its deployed main was fine-tuned with, sends no deployed models, or sends a deployed
-main model far beyond the update bound."""
+"""The replies' attacks. "deploy lie", "no deployment" and "deployed far" attack the
+evaluation only: the silo trains honestly, then misreports the images its deployed main was
+fine-tuned with, sends no deployed models, or sends a deployed main model far beyond the
+update bound. Two more are not in this list (test_screening.py measures what they do to
+the books): "fork shift" and "twin shift" lower every weight of the silo's fork, or of its
+twin, by :attr:`HostileGrid.shift` (within the update bound), a silo choosing its own
+counterfactual."""
 
 
 def judge(arrays: ArrayRecord) -> Judgement:
@@ -46,13 +50,14 @@ class HostileGrid:
     ``reverse``: replies come back in the reverse order of the messages."""
 
     def __init__(self, profile_attacks: list[str], reply_attacks: list[str], seed: int, delay: float = 0.0,
-                 reverse: bool = False) -> None:
+                 reverse: bool = False, shift: float = 1.0) -> None:
         self.nodes = list(range(101, 101 + len(profile_attacks)))
         self.profile_attack = dict(zip(self.nodes, profile_attacks))
         self.reply_attack = dict(zip(self.nodes, reply_attacks))
         self.rng = np.random.default_rng(seed)
         self.delay = delay
         self.reverse = reverse
+        self.shift = np.float32(shift)
         self.made: dict[int, int] = {}
         """The images each node made in its last game round (its deployed main is fine-tuned with them)."""
 
@@ -131,7 +136,8 @@ class HostileGrid:
                              generation_seconds=0.02 * order.quota, quota=order.quota, twin_accuracy=0.55,
                              twin_loss=1.0)
         arrays, twin_arrays = ArrayRecord(step), ArrayRecord({k: Array(v.numpy().copy()) for k, v in twin.items()})
-        fork = ArrayRecord({k: Array(v.numpy() - np.float32(0.01) * (order.quota > 0)) for k, v in step.items()})
+        fork = ArrayRecord({k: Array((v.numpy() + main[k].numpy()) / np.float32(2)) for k, v in step.items()}) \
+            if order.quota else arrays  # half main's step (its arm distance is 0.5), or main itself
         key = protocol.wire_key
         metrics = dict(protocol.write(report, MetricRecord))
         if attack == "nan weights":
@@ -145,6 +151,10 @@ class HostileGrid:
         elif attack == "fork without images":  # claims no image, yet its fork is not its main model
             metrics[key("images_generated")], metrics[key("num_examples")] = 0, 200
             fork = ArrayRecord({k: Array(v.numpy() - np.float32(0.5)) for k, v in step.items()})
+        elif attack == "fork shift" and order.quota > 0:
+            fork = ArrayRecord({k: Array(v.numpy() - self.shift) for k, v in fork.items()})
+        elif attack == "twin shift":
+            twin_arrays = ArrayRecord({k: Array(v.numpy() - self.shift) for k, v in twin_arrays.items()})
         elif attack == "nan twin":
             twin_arrays = ArrayRecord({k: Array(np.full(v.shape, np.nan, dtype=np.float32)) for k, v in twin.items()})
         elif attack == "accuracy 1e308":

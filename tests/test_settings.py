@@ -13,6 +13,7 @@ import yaml
 from server_app.config import RENAMED, check, load_settings, renamed_overrides, saved_settings
 from server_app.settings import PARTITION_PLACEHOLDERS, SILO_KEYS, SettingsError
 from strategy.protocol import SiloSettings
+from strategy.safeguards import ArmBound
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,15 @@ def test_the_default_settings_carry_the_configs_values():
     assert settings.costs.seconds_per_image == 0.1 and settings.safeguards.transfer_cap == 1000.0
     assert settings.game.policy == "cocogen_plus" and settings.seed == settings.game.seed == settings.silo.seed == 0
     assert "economics:" in settings.config_yaml and "limits:" in settings.config_yaml
+    assert settings.safeguards.arm_bound == ArmBound(least_distance=0.3, distance=1.5, gap=0.25, gap_per_share=1.0)
+    assert load_settings("limits.arm_bound=null").safeguards.arm_bound is None
+
+
+def test_a_saved_config_without_the_arms_bound_ran_unscreened(tmp_path):
+    tree = yaml.safe_load(load_settings("+experiment=tiny").config_yaml)
+    del tree["limits"]["arm_bound"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert saved_settings(tmp_path).safeguards.arm_bound is None
 
 
 @pytest.mark.parametrize(("override", "key"), [
@@ -48,6 +58,9 @@ def test_the_default_settings_carry_the_configs_values():
     ("economics.speed_factor=[]", "economics.speed_factor"),
     ("limits.transfer_cap=0", "limits.transfer_cap"),
     ("limits.value=.inf", "limits.value"),
+    ("limits.arm_bound.distance=[1.5,0.3]", "limits.arm_bound.distance"),
+    ("limits.arm_bound.distance=[0.3]", "limits.arm_bound.distance"),
+    ("limits.arm_bound.gap=-0.1", "limits.arm_bound.gap"),
     ("calibration.fractions=[0.0,1.0]", "calibration.fractions"),
     ("calibration.pilot=maybe", "calibration.pilot"),
     ("partition.val_fraction=1.0", "partition.val_fraction"),
