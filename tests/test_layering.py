@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import io
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+from flwr.cli.build import build_fab_from_disk
 
 from strategy import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPONENTS = ("strategy.game", "strategy", "task", "generation", "client_app", "server_app", "deploy", "experiments")
+COMPONENTS = ("strategy.game", "strategy", "task", "generation", "client_app", "server_app", "deploy", "experiments",
+              "research")
 LAYER = {"task": 0, "strategy.game": 0, "deploy": 0, "generation": 1, "strategy": 1, "client_app": 2, "server_app": 2,
-         "experiments": 3}
+         "experiments": 3, "research": 4}
 """A module may import its own component and components of lower layers only."""
 COMPOSITION_ROOTS = {("server_app.sweep", "client_app.app")}
 """Declared exceptions: the in-process simulation runner hands both apps to Flower."""
@@ -51,6 +55,13 @@ def _graph() -> dict[str, set[str]]:
 
 
 GRAPH = _graph()
+
+
+def test_the_app_bundle_leaves_the_research_tools_out():
+    """What silos run is the product: ``flwr build`` bundles no one-off analysis tool."""
+    names = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(ROOT))).namelist()
+    assert "strategy/fedgame.py" in names and "client_app/app.py" in names
+    assert not [name for name in names if name.startswith("research/")]
 
 
 def test_the_graph_covers_every_component():
