@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord
 
 from client_app.silo import SiloData, generator_config, silo_generator, training_tensors
 from generation import allocate, compute_seconds, sample
-from strategy.protocol import NodeConfig, SiloSettings
+from strategy.protocol import NodeConfig, SiloSettings, array_digest
 from task.device import resolve_device
 from task.images import IMAGE_SHAPE
 from task.model import Net, train
@@ -77,11 +77,15 @@ def deployed_models(settings: SiloSettings, silo: SiloData, made: Synthetic, mai
     """The organisation's deployed models of the round (docs/model.md section 8): the main
     global model fine-tuned on the real images + the round's own synthetic ones ``made``
     (kept from the round, never sampled again), and the fork global model on the real
-    images alone, both with the fine-tune seed ``seed`` and the local epochs."""
+    images alone, both with the fine-tune seed ``seed`` and the local epochs. With no
+    synthetic image and one global model (nobody generated) the two are one model, trained
+    once and copied, so equal on any device."""
     real_images, real_labels = training_tensors(silo)
-    return (trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
-                    seed),
-            trained(settings, fork, real_images, real_labels, seed))
+    deployed_main = trained(settings, main, torch.cat([real_images, made.images]),
+                            torch.cat([real_labels, made.labels]), seed)
+    if not len(made.labels) and array_digest(main) == array_digest(fork):
+        return deployed_main, copied(deployed_main)
+    return deployed_main, trained(settings, fork, real_images, real_labels, seed)
 
 
 def synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, generator: ArrayRecord | None, quota: int,

@@ -202,9 +202,9 @@ def ledger_profiles(row: RoundRecord) -> dict[int, Profile]:
 
 
 def measured_side(row: RoundRecord) -> MeasuredRecord:
-    """The record's measured side; a round no organisation answered cannot be replayed."""
+    """The record's measured side; a round without one (no model made the aggregates) cannot be replayed."""
     if row.measured is None:
-        raise ReplayError(f"round {row.round} has no measured side: no organisation answered")
+        raise ReplayError(f"round {row.round} has no measured side: no organisation's models made the aggregates")
     return row.measured
 
 
@@ -267,7 +267,14 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
     aggregation = aggregation_rule(run_settings.aggregation)
     set_threads(settings.threads)
     for row in (row for row in rows if not rounds or row.round in rounds):
+        if row.unmeasured:
+            print(f"{run.name} round {row.round}: skipped, priced on predicted gains for "
+                  f"{sorted(row.unmeasured)}", file=sys.stderr)
+            continue
         measured = measured_side(row)
+        if measured.calibration.twin_quality is None:
+            raise ReplayError(f"round {row.round}'s books priced the twin, not the deployed models: replay it "
+                              "with the code that ran it")
         main, twin = starting_models(run, settings.seed, row.round, rows)
         gains, twin_gains = replicate_gains(settings, judge, generator, aggregation, row, main, twin, replicates)
         recorded = ledger_profiles(row)
@@ -294,9 +301,6 @@ def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayR
     """Replicate x organisation: the round's deployed gains (the books'), and the local main
     model's gain over the local twin. Replicate 0 must rebuild the run's global models."""
     measured = measured_side(row)
-    if row.unmeasured:
-        raise ReplayError(f"round {row.round} aggregated organisations out of its books ({sorted(row.unmeasured)}): "
-                          "their models are not the ledger's to replay")
     profiles = ledger_profiles(row)
     silos, made, seeds = [], [], []
     for index, partition_id in enumerate(measured.responders):

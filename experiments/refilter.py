@@ -75,6 +75,8 @@ def refilter(run: Path) -> list[RefilteredRound]:
 def _replayed(replay: dict | None) -> tuple[float | None, float | None, float | None]:
     if replay is None:
         return None, None, None
+    if "twin_gain_sum" not in replay:
+        raise KeyError("noise_floor.json replayed gains over the twin, not the deployed models: replay the run again")
     return replay["gain_sum"], replay["twin_gain_sum"], replay["pilot_gain_sum"]
 
 

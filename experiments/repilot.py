@@ -16,8 +16,8 @@ Round 1 starts from the initial model, so its refit is the run's pilot again.
     python -m experiments.repilot RUN_DIR [--rounds 2 3]
 
 prints one line per round beside what the game predicted and, where
-``python -m experiments.noise_floor`` has run, the replicates' gains over the twin and
-over a fork; writes ``repilot.json`` into the run.
+``python -m experiments.noise_floor`` has run, the replicates' realised gains and their
+local gains over the twin; writes ``repilot.json`` into the run.
 """
 
 from __future__ import annotations

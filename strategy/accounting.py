@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord
 from flwr.common import log
 
 from strategy.game.calibration import Calibration, GainScales, WelfareSpread
-from strategy.game.coefficients import welfare_weights
+from strategy.game.coefficients import quality, welfare_weights
 from strategy.game.mechanism import Redistribution
 from strategy.game.policies import Solution
 from strategy.game.realised import RealisedRound, realised_round
@@ -126,11 +126,13 @@ class RoundPlan:
 @dataclass(frozen=True)
 class Observation:
     """What the calibration learns from a round (:meth:`Calibration.observe`): the responders'
-    game under the pilot's curve, the images they made and their realised gains."""
+    game under the pilot's curve, the images they made, their realised gains, and which of
+    those were measured (not imputed)."""
 
     pilot_scenario: Scenario
     images: np.ndarray
     gains: np.ndarray
+    measured: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,10 @@ class Responses:
     scenario: Scenario
     predicted: Solution
     gains: np.ndarray
+    """Deployed main over deployed fork; where the deployed models are missing, the round's
+    game's quality at the images made (imputed)."""
+    measured: np.ndarray
+    """Which gains were measured."""
     images: np.ndarray
     scale: np.ndarray
     seconds: np.ndarray
@@ -176,9 +182,11 @@ class Responses:
 
 def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, calibration: Calibration,
             transfer_cap: float | None, hardware_scale: tuple[float, ...] = ()) -> Books:
-    """The measured side of the round over the organisations in ``judged`` (each with its
-    deployed models), with the round's total effect ``effect``; ``calibration`` is read, not
-    changed. ``hardware_scale`` (by partition id, the last entry repeating as in the
+    """The measured side of the round over the organisations in ``judged`` (the models of each
+    made the aggregates), with the round's total effect ``effect``; ``calibration`` is read, not
+    changed. An organisation without usable deployed models stays in the books with the
+    gain the round's game gives its images (:class:`Responses`), which the calibration does
+    not learn from. ``hardware_scale`` (by partition id, the last entry repeating as in the
     settings' profile; empty: 1) converts a silo's generation seconds on this host into its
     organisation's (server_app.compute)."""
     got = _responses(plan, judged, hardware_scale)
@@ -201,7 +209,7 @@ def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, cali
         realised_ir_count=int(realised.individually_rational.sum()),
         calibration=_calibration_record(plan, calibration, got, realised, spread, effect),
     )
-    return Books(measured, Observation(pilot_scenario, got.images, got.gains))
+    return Books(measured, Observation(pilot_scenario, got.images, got.gains, got.measured))
 
 
 def _responses(plan: RoundPlan, judged: dict[int, Judged], hardware_scale: tuple[float, ...]) -> Responses:
@@ -211,13 +219,15 @@ def _responses(plan: RoundPlan, judged: dict[int, Judged], hardware_scale: tuple
     profiles = [p for _, p in responders]
     answers = [judged[node] for node, _ in responders]
     scenario, _ = round_scenario(profiles, plan.game)
-    gains = np.array([a.gain for a in answers])
     images = np.array([a.report.images_generated for a in answers], dtype=float)
+    measured = np.array([a.deployed is not None for a in answers], dtype=bool)
+    gains = np.where(measured, [a.gain if a.deployed is not None else 0.0 for a in answers],
+                     quality(scenario, images))
     scale = np.array([per_partition(hardware_scale, p.partition_id) if hardware_scale else 1.0 for p in profiles])
     seconds = np.array([a.report.generation_seconds for a in answers]) * scale
     spent = seconds * np.array([p.price_per_second for p in profiles])
-    return Responses(profiles, answers, scenario, responders_solution(plan, scenario, len(profiles)), gains, images,
-                     scale, seconds, spent)
+    return Responses(profiles, answers, scenario, responders_solution(plan, scenario, len(profiles)), gains,
+                     measured, images, scale, seconds, spent)
 
 
 def responders_solution(plan: RoundPlan, scenario: Scenario, answered: int) -> Solution:
@@ -234,10 +244,11 @@ def _calibration_record(plan: RoundPlan, calibration: Calibration, got: Response
     """The round's ``calibration`` object, before the calibration observes the round."""
     predicted = got.predicted
     deployed = [a.deployed for a in got.answers]
-    fork = replace(effect, quality=got.gains.tolist(), main_accuracy=[d.main_accuracy for d in deployed],
-                   fork_accuracy=[d.fork_accuracy for d in deployed],
+    fork = replace(effect, quality=[a.gain if a.deployed else None for a in got.answers],
+                   main_accuracy=[d.main_accuracy if d else None for d in deployed],
+                   fork_accuracy=[d.fork_accuracy if d else None for d in deployed],
                    arm_distance=[a.arm_distance for a in got.answers], arm_gap=[a.arm_gap for a in got.answers],
-                   deployed_distance=[d.distance for d in deployed])
+                   deployed_distance=[d.distance if d else None for d in deployed])
     welfare_gap = (predicted.social_welfare - realised.social_welfare) / max(abs(realised.social_welfare), 1e-12)
     return CalibrationRecord(
         curve=calibration.curve.to_json(), prior=calibration.prior.to_json(),

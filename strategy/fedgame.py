@@ -222,28 +222,28 @@ class GameFedAvg(FedAvg):
         return arrays, metrics
 
     def _close_books(self, trained: TrainedRound, deployed: dict[int, Deployed | None],
-                     refused: dict[int, str]) -> None:
-        """The round's books over the organisations whose deployed models were judged
-        (``deployed`` by node; ``refused``: evaluation replies dropped, with reasons); the
-        calibration observes their gains; the round's record is appended."""
-        started = time.perf_counter()
-        plan, measurable, unmeasured = trained.plan, {}, {}
+                     refused: dict[int, str], started: float) -> None:
+        """The round's books over the organisations whose models made the aggregates, each
+        priced on its deployed models (``deployed`` by node; ``refused``: evaluation replies
+        dropped, with reasons) or, where those are missing or unusable, on the gain the
+        round's game gives its images (``unmeasured``, with the reason); the calibration
+        observes the measured gains; the round's record is appended."""
+        plan, books, unmeasured = trained.plan, {}, {}
         for node, judged in trained.judged.items():
             judged = replace(judged, deployed=deployed.get(node))
             problem = judged.deployment_problem()
             if judged.deployed is None and node in refused:
                 problem = f"evaluation refused: {refused[node]}"
-            if problem is None:
-                measurable[node] = judged
-            else:
+            if problem is not None:
+                judged = replace(judged, deployed=None)
                 unmeasured[node] = problem
-                log(WARNING, "Round %d: node %d out of the books: %s", plan.server_round, node, problem)
-        measured = None
-        if measurable:
-            books = realise(plan, measurable, trained.effect, self.calibration, self.safeguards.transfer_cap,
-                            self.hardware_scale)
-            seen = books.observation
-            measured = books.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains))
+                log(WARNING, "Round %d: node %d priced on its predicted gain: %s", plan.server_round, node, problem)
+            books[node] = judged
+        result = realise(plan, books, trained.effect, self.calibration, self.safeguards.transfer_cap,
+                         self.hardware_scale)
+        seen = result.observation
+        measured = result.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains,
+                                                            seen.measured))
         plan.strategy_seconds += time.perf_counter() - started
         self._close_round(plan, unmeasured, measured)
 
@@ -316,32 +316,37 @@ class GameFedAvg(FedAvg):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """Evaluate the global model on every live organisation (no unbounded waiting); after a
-        trained round, send the round's fork global model too, for each to deploy both."""
+        trained round, send the round's fork global model too to each organisation whose models
+        made the aggregates, for it to deploy both."""
         server_round += self.round_offset
         self._evaluated = arrays
-        fork = self._trained.fork_global if self._trained is not None else None
-        content = protocol.order_content(self.settings, EvaluateOrder(server_round=server_round), arrays, fork=fork)
-        return [Message(content=content, dst_node_id=node, message_type=MessageType.EVALUATE)
-                for node in self._live_nodes()]
+        trained = self._trained.judged if self._trained is not None else {}
+        order = EvaluateOrder(server_round=server_round)
+        plain = protocol.order_content(self.settings, order, arrays)
+        deploying = protocol.order_content(self.settings, order, arrays, fork=self._trained.fork_global) \
+            if trained else plain
+        return [Message(content=deploying if node in trained else plain, dst_node_id=node,
+                        message_type=MessageType.EVALUATE) for node in self._live_nodes()]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Screen; after a trained round, close its books on the deployed models
         (:meth:`_close_books`); Flower's weighted mean of the reported market accuracies."""
         server_round += self.round_offset
+        started = time.perf_counter()
         screened = screen_replies(replies, self._read_evaluate_reply)
         for node, reason in screened.dropped.items():
             log(WARNING, "Round %d evaluation: dropped node %d: %s", server_round, node, reason)
         if self._trained is not None:
             trained, self._trained = self._trained, None
-            self._close_books(trained, screened.reports, screened.dropped)
+            self._close_books(trained, screened.reports, screened.dropped, started)
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in self.profiles])
         return super().aggregate_evaluate(server_round, valid) if valid else None
 
     def _read_evaluate_reply(self, reply: Message) -> Deployed | None:
-        """A screened evaluation reply: after a trained round, the server's validation accuracy
-        of the organisation's deployed main and fork models (each within the update bound of
-        the global model it started from); else ``None``."""
-        if self._trained is None:
+        """A screened evaluation reply: from an organisation whose models made the round's
+        aggregates, the server's validation accuracy of its deployed main and fork models
+        (screened: :meth:`Safeguards.deployed_problem`); else ``None``."""
+        if self._trained is None or reply.metadata.src_node_id not in self._trained.judged:
             protocol.read_report(EvaluateReport, reply.content)
             return None
         report = protocol.read_report(EvaluateReport, reply.content, self._evaluated)

@@ -16,7 +16,7 @@ from strategy.records import ANNOTATIONS, RoundRecord, read_ledger
 from task.files import strict_json, write_atomically
 
 CSV_COLUMNS = (
-    "round", "policy", "orgs", "dropped", "rho", "quota_total", "images_generated",
+    "round", "policy", "orgs", "dropped", "unmeasured", "rho", "quota_total", "images_generated",
     "predicted_welfare", "realised_welfare", "transfer_sum", "nash_gap",
     "mean_market_accuracy", "global_test_accuracy", "round_seconds", "strategy_seconds",
     "strategy_share",

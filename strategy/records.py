@@ -109,20 +109,21 @@ class ForkRecord(JsonRecord):
     fork_global_accuracy: float
     fork_global_digest: str
     """:func:`strategy.protocol.array_digest` of the fork global (the main global's is the row's ``global_digest``)."""
-    quality: list[float] | None = optional()
+    quality: list[float | None] | None = optional()
     """Per responder (partition order): ``main_accuracy - fork_accuracy``, the round's
-    effect on the organisation's deployed model; the books' ``realised_quality``."""
-    main_accuracy: list[float] | None = optional()
+    effect on the organisation's deployed model, the books' ``realised_quality`` (``None``
+    where the deployed models were missing or refused: the row's ``unmeasured``)."""
+    main_accuracy: list[float | None] | None = optional()
     """Per responder: the main global model fine-tuned by the organisation (its real + the
     round's synthetic images), on the server's validation set."""
-    fork_accuracy: list[float] | None = optional()
+    fork_accuracy: list[float | None] | None = optional()
     """Per responder: the fork global model fine-tuned by the organisation on its real images."""
     arm_distance: list[float] | None = optional()
     """Per responder: its fork's distance from its main model, in units of main's update
     (:func:`strategy.safeguards.arm_distance`; the screening's measure)."""
     arm_gap: list[float] | None = optional()
     """Per responder: its main model's validation accuracy minus its fork's (the screening's other measure)."""
-    deployed_distance: list[float] | None = optional()
+    deployed_distance: list[float | None] | None = optional()
     """Per responder: how much further apart its deployed models lie than the globals
     (:func:`strategy.safeguards.deployed_distance`)."""
 
@@ -144,7 +145,8 @@ class CalibrationRecord(JsonRecord):
     twin_market_accuracy: list[float]
     predicted_quality: list[float]
     realised_quality: list[float]
-    """The deployed-model gains the books follow (``fork.quality``)."""
+    """The gains the books follow: ``fork.quality``, and where that is ``None`` the round's
+    game's quality at the images made."""
     twin_quality: list[float] | None = optional()
     """``validation_accuracy - twin_validation_accuracy``: the silo's local main model over its
     local twin, the run's whole lead over no generation so far (``None`` in older ledgers)."""
@@ -207,8 +209,10 @@ class RoundRecord(JsonRecord):
     dropped: dict[int, str] = coded(BY_PARTITION)
     """Organisations whose train replies were refused or missing: neither their models nor their books count."""
     unmeasured: dict[int, str] = field(default_factory=dict, metadata={CODEC: BY_PARTITION})
-    """Organisations whose models were aggregated but whose deployed models were missing or
-    refused: they are out of the round's books (no utility, no transfer)."""
+    """Organisations whose models made the aggregates but whose deployed models were missing,
+    refused, or fine-tuned with another number of synthetic images than main was trained
+    with: the books price them on the gain the round's game gives their images, and the
+    calibration does not learn from it."""
     nash_gap: float | None
     rho: float | None
     mix: float | None = renamed("lambda")

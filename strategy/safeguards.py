@@ -7,6 +7,7 @@ round, or refuses its profile, with that reason in the ledger.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,15 +161,25 @@ def update_norm(arrays: ArrayRecord, sent: ArrayRecord) -> float:
 
 def arm_distance(main: ArrayRecord, fork: ArrayRecord, sent: ArrayRecord) -> float:
     """``||main - fork||_2 / ||main - sent||_2``: how far a silo's fork lies from its main
-    model, in units of main's own update (0 where the two are one model)."""
-    apart = update_norm(main, fork)
-    return apart / update_norm(main, sent) if apart else 0.0
+    model, in units of main's own update (0 where the two are one model; infinite where main
+    did not move but the fork did, or a norm is not finite)."""
+    return _ratio(update_norm(main, fork), update_norm(main, sent))
 
 
 def deployed_distance(main: ArrayRecord, fork: ArrayRecord, main_global: ArrayRecord,
                       fork_global: ArrayRecord) -> float:
     """``(||main - fork|| - ||main_global - fork_global||) / ||main - main_global||``: how much
     further apart a silo's deployed models lie than the globals they were fine-tuned from, in
-    units of the main fine-tune's update (0 where they lie no further apart)."""
+    units of the main fine-tune's update (0 where they lie no further apart; infinite where a
+    norm is not finite, or the main fine-tune did not move)."""
     excess = update_norm(main, fork) - update_norm(main_global, fork_global)
-    return excess / update_norm(main, main_global) if excess > 0 else 0.0
+    return _ratio(max(excess, 0.0) if math.isfinite(excess) else math.inf, update_norm(main, main_global))
+
+
+def _ratio(distance: float, unit: float) -> float:
+    """``distance / unit``: 0 for no distance, infinite where either is not finite or the unit is 0."""
+    if not (math.isfinite(distance) and math.isfinite(unit)):
+        return math.inf
+    if distance == 0:
+        return 0.0
+    return distance / unit if unit > 0 else math.inf

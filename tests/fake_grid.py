@@ -29,6 +29,7 @@ REPLY_ATTACKS = ["nan weights", "huge weights", "wrong shape", "no twin", "accur
                  "images above quota", "examples 1e12", "error reply", "no reply", "duplicate reply", "extra record",
                  "metrics as config", "quota lie", "nan twin", "empty content", "string metric", "no fork",
                  "nan fork", "fork without images", "deploy lie", "no deployment", "deployed far"]
+EVALUATION_ATTACKS = ("deploy lie", "no deployment", "deployed far")
 """The replies' attacks. "deploy lie", "no deployment" and "deployed far" attack the
 evaluation only: the silo trains honestly, then misreports the images its deployed main was
 fine-tuned with, sends no deployed models, or sends a deployed main model far beyond the

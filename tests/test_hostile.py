@@ -18,12 +18,17 @@ from flwr.app import Array, ArrayRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from experiments.noise_floor import ledger_profiles
+from experiments.value_band import round_game
 from server_app.results import summarise, write_summary
 from strategy.fedgame import GameFedAvg
+from strategy.game.coefficients import quality
 from strategy.ledger import Ledger
+from strategy.profiles import round_scenario
 from strategy.protocol import array_digest
 
 from fake_grid import (
+    EVALUATION_ATTACKS,
     GAME,
     HONEST,
     MODEL,
@@ -80,7 +85,9 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
         for org, (_, reply_attack) in enumerate(silos):
             if org in row["orgs"] and reply_attack == HONEST:
                 assert org in row.get("responders", []), (org, row["dropped"])
-            if reply_attack != HONEST and org in row["orgs"]:
+            if reply_attack in EVALUATION_ATTACKS and org in row["orgs"]:  # trained: in the books, unmeasured
+                assert org in row.get("responders", []) and str(org) in row["unmeasured"], (org, reply_attack)
+            elif reply_attack != HONEST and org in row["orgs"]:
                 assert org not in row.get("responders", []), (org, reply_attack)
         assert all(-1e3 - 1e-9 <= t <= 1e3 + 1e-9 for t in row.get("transfers", []))
     assert result is not None
@@ -170,11 +177,12 @@ def test_a_silo_whose_fork_is_not_its_main_model_without_images_is_dropped(tmp_p
     assert fork["quality"] == pytest.approx(np.subtract(fork["main_accuracy"], fork["fork_accuracy"]).tolist())
 
 
-def test_the_books_follow_the_deployed_models_and_a_silo_without_them_is_out_of_them(tmp_path):
+def test_the_books_follow_the_deployed_models_and_price_a_silo_without_them_on_the_game(tmp_path):
     """Gains, utilities and transfers price each organisation's deployed main over its
-    deployed fork, as the server judges them; a silo whose deployed models are missing,
-    beyond the update bound or fine-tuned with other images than it trained with is in the
-    aggregate but out of the books, with a reason."""
+    deployed fork, as the server judges them. A silo whose deployed models are missing,
+    refused or fine-tuned with other images than it trained with stays in the books, priced
+    on the gain the round's game gives its images (it cannot leave the books by withholding
+    them), listed in ``unmeasured`` with the reason; the calibration learns only measured gains."""
     attacks = [HONEST] * 3 + ["deploy lie", "no deployment", "deployed far"]
     grid = HostileGrid([HONEST] * 6, attacks, seed=4)
     ledger = Ledger(tmp_path)
@@ -187,16 +195,35 @@ def test_the_books_follow_the_deployed_models_and_a_silo_without_them_is_out_of_
 
     strategy.start(grid, MODEL, num_rounds=2, timeout=1.0, evaluate_fn=keep)
     for row, record in zip(_strict(tmp_path / "ledger.json"), ledger.rows):
-        assert row["dropped"] == {} and row["responders"] == [0, 1, 2] and sum(row["images"]) > 0
+        assert row["dropped"] == {} and row["responders"] == list(range(6)) and sum(row["images"]) > 0
         assert "fine-tuned with" in row["unmeasured"]["3"] and row["unmeasured"]["4"] == "no deployed models"
         assert "evaluation refused" in row["unmeasured"]["5"]
         calibration, fork = row["calibration"], row["calibration"]["fork"]
         deployed_main = judge(_stepped(globals_[row["round"]])).validation_accuracy  # the fake silo's fine-tune
-        assert fork["main_accuracy"] == [deployed_main] * 3
-        assert calibration["realised_quality"] == fork["quality"] == pytest.approx(
-            np.subtract(fork["main_accuracy"], fork["fork_accuracy"]).tolist())
-        assert calibration["realised_quality"] != calibration["twin_quality"]  # the twin is a diagnostic now
+        assert fork["main_accuracy"] == [deployed_main] * 3 + [None] * 3
+        assert calibration["realised_quality"][:3] == fork["quality"][:3] == pytest.approx(
+            np.subtract(fork["main_accuracy"][:3], fork["fork_accuracy"][:3]).tolist())
+        scenario, _ = round_scenario(list(ledger_profiles(record).values()), round_game(record, GAME))
+        game_gains = quality(scenario, np.array(row["images"]))
+        assert fork["quality"][3:] == [None] * 3
+        assert calibration["realised_quality"][3:] == pytest.approx(game_gains[3:])
+        assert calibration["realised_quality"] != calibration["twin_quality"]  # the twin prices nothing
         assert record.measured.calibration.fork.fork_global_digest == fork["fork_global_digest"]
+        assert calibration["scales_next"]["points"] == 3 * row["round"]  # the measured gains only
+
+
+def test_a_round_whose_evaluation_brings_no_deployed_model_prices_everyone_on_the_game(tmp_path):
+    """No evaluation reply at all: every organisation stays in the books on its predicted
+    gain, and the calibration's belief is left as it was."""
+    grid = HostileGrid([HONEST] * 6, ["no deployment"] * 6, seed=4)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, min_orgs=1)
+    strategy.refresh_profiles(grid)
+    strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
+    [row] = _strict(tmp_path / "ledger.json")
+    assert row["responders"] == list(range(6)) and set(row["unmeasured"]) == {str(p) for p in range(6)}
+    assert row["calibration"]["fork"]["quality"] == [None] * 6
+    assert row["calibration"]["scales_next"] == row["calibration"]["scales_used"]
+    assert abs(row["transfer_sum"]) <= 1e-9
 
 
 def _stepped(arrays: ArrayRecord) -> ArrayRecord:

@@ -71,7 +71,7 @@ def _run(tmp_path, name: str, attacks: list[str], arm_bound: ArmBound | None, sh
 
 
 def test_a_silo_that_shifts_its_twin_changes_nobodys_books(tmp_path):
-    """The twin no longer prices anything: a silo that lowers its twin moves its own and the
+    """The twin prices nothing: a silo that lowers its twin moves its own and the
     consortium's twin (``twin_quality``), and no gain, utility or transfer, to the bit."""
     honest = _run(tmp_path, "honest", [HONEST] * 6, BOUND)
     shifted = _run(tmp_path, "twin", [HONEST] * 5 + ["twin shift"], BOUND)

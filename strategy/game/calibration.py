@@ -29,18 +29,19 @@ PHI_FLOOR = 1e-6
 """Least shared-gain scale: the game's curve needs ``a > 0``."""
 DRIFT = 0.5
 """Standard deviation of each round's random step of ``phi`` and ``eta``, relative to the
-pilot's values (:meth:`GainPrior.step_sd`): the gain of the same images changes as the model trains. Measured on the
-default run's three seeds (docs/model.md section 9): a round's own gain (over a fork of the
-global model trained on real data alone) against the pilot's curve, log-ratio rms 0.48 per
-round elapsed over rounds 2-3 (``python -m experiments.refilter``). The step is additive, of
-sd ``DRIFT`` times the prior's value, which a log-ratio of that size approximates."""
+pilot's values (:meth:`GainPrior.step_sd`): the gain of the same images changes as the model
+trains. Measured on the default run's seeds 0-2 (docs/model.md section 9): a round's realised
+gain (deployed main over deployed fork, mean of 8 replays) against the pilot's curve,
+log-ratio rms 0.44 per round elapsed over rounds 2-3 (``python -m experiments.refilter``).
+The step is additive, of sd ``DRIFT`` times the prior's value, which a log-ratio of that
+size approximates."""
 WEAK_PRIOR_SD = 1.0
 """Prior standard deviation of ``phi`` (relative: its prior is 1) and of ``eta`` where the
 pilot did not fit them: a configured curve is a guess, as uncertain as it is large."""
 GAIN_NOISE_SD = 0.05
 """Noise of one realised gain where the pilot's residuals cannot tell it: the default run's
-replays measured a per-organisation gain spread of 0.02-0.08, median 0.043 (docs/model.md
-section 9)."""
+replays measured a per-organisation deployed-gain spread of 0.012-0.079, median 0.038
+(docs/model.md section 9)."""
 
 
 @dataclass(frozen=True)
@@ -289,14 +290,19 @@ class Calibration:
         shared, private = gain_terms(pilot_scenario, np.asarray(quotas, dtype=float))
         return welfare_spread(shared, private, weights, self.scales, self.prior.noise_sd)
 
-    def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray) -> GainScales:
-        """Add a round's realised gains (``pilot_scenario``: the responders with the pilot's curve)
-        and filter the scales over every round so far."""
+    def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray,
+                measured: np.ndarray | None = None) -> GainScales:
+        """Add a round's realised gains (``pilot_scenario``: the responders with the pilot's curve;
+        ``measured``: which gains to learn from, default all) and filter the scales over every
+        round so far. A round with no measured gain leaves the scales as they were."""
         shared, private = gain_terms(pilot_scenario, np.asarray(images, dtype=float))
-        self._shared += shared.tolist()
-        self._private += private.tolist()
-        self._gains += np.asarray(gains, dtype=float).tolist()
-        self._rounds += [max(self._rounds, default=0) + 1] * len(shared)
+        kept = np.ones(len(shared), dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+        if not kept.any():
+            return self.scales
+        self._shared += shared[kept].tolist()
+        self._private += private[kept].tolist()
+        self._gains += np.asarray(gains, dtype=float)[kept].tolist()
+        self._rounds += [max(self._rounds, default=0) + 1] * int(kept.sum())
         self.scales = self._filtered()
         return self.scales
 
