@@ -30,9 +30,9 @@ PHI_FLOOR = 1e-6
 DRIFT = 0.5
 """Standard deviation of each round's random step of ``phi`` and ``eta``, relative to the
 pilot's values (:meth:`GainPrior.step_sd`): the gain of the same images changes as the model
-trains. Measured on the default run's seeds 0-2 (docs/model.md section 9): a round's realised
+trains. Measured on the default run's seeds 0-3 (docs/model.md section 9): a round's realised
 gain (deployed main over deployed fork, mean of 8 replays) against the pilot's curve,
-log-ratio rms 0.44 per round elapsed over rounds 2-3 (``python -m experiments.refilter``).
+log-ratio rms 0.51 per round elapsed over rounds 2-3 (``python -m experiments.refilter``).
 The step is additive, of sd ``DRIFT`` times the prior's value, which a log-ratio of that
 size approximates."""
 WEAK_PRIOR_SD = 1.0
@@ -40,7 +40,7 @@ WEAK_PRIOR_SD = 1.0
 pilot did not fit them: a configured curve is a guess, as uncertain as it is large."""
 GAIN_NOISE_SD = 0.05
 """Noise of one realised gain where the pilot's residuals cannot tell it: the default run's
-replays measured a per-organisation deployed-gain spread of 0.012-0.079, median 0.038
+replays measured a per-organisation deployed-gain spread of 0.012-0.079, median 0.041
 (docs/model.md section 9)."""
 
 
