@@ -67,8 +67,12 @@ class Aggregation:
         models = [arrays for arrays, _ in members]
         if self.clip_norm is not None:
             models = scaled(models, sent, clip_factors(models, sent, self.clip_norm))
+        return self._applied(models, [weight for _, weight in members])
+
+    def _applied(self, models: list[ArrayRecord], weights: list[float]) -> Aggregate:
+        """The rule over ``models`` (already clipped) with their ``weights``."""
         contents = [RecordDict({MODEL: arrays, WEIGHT: MetricRecord({WEIGHT: weight})})
-                    for arrays, (_, weight) in zip(models, members)]
+                    for arrays, weight in zip(models, weights)]
         return RULES[self.name](self, contents)
 
     def paired(self, main: Sequence[Member], fork: Sequence[Member],
@@ -84,15 +88,13 @@ class Aggregation:
            members whose main values the rule kept there, and average them as the rule
            averages the main values.
         """
-        aggregate = self(main, sent)
         mains, forks = [arrays for arrays, _ in main], [arrays for arrays, _ in fork]
         if self.clip_norm is not None:
             factors = clip_factors(mains, sent, self.clip_norm)
             mains, forks = scaled(mains, sent, factors), scaled(forks, sent, factors)
+        aggregate = self._applied(mains, [weight for _, weight in main])
         if self.name == "fedavg":
-            contents = [RecordDict({MODEL: arrays, WEIGHT: MetricRecord({WEIGHT: weight})})
-                        for arrays, (_, weight) in zip(forks, fork)]
-            return aggregate, _fedavg(self, contents).arrays
+            return aggregate, self._applied(forks, [weight for _, weight in fork]).arrays
         if self.name == "krum":
             [chosen] = aggregate.used
             return aggregate, forks[chosen]
