@@ -48,7 +48,8 @@ def import_seconds(repeats: int = 3) -> float:
 
 def overrides(base: Path, mode: str, rounds: int) -> str:
     """The tiny configuration; results per mode, one server cache (the warm-up is made once)."""
-    return (f"+experiment=tiny federation.rounds={rounds} economics.costs=measured calibration.pilot=false "
+    return (f"+experiment=tiny federation.rounds={rounds} economics.costs=measured economics.data_size=null "
+            f"calibration.pilot=false "
             f"results_root={base / mode} cache_dir={base / 'cache'}")
 
 

@@ -198,7 +198,7 @@ def starting_models(run: Path, seed: int, server_round: int,
 def ledger_profiles(row: RoundRecord) -> dict[int, Profile]:
     """The profiles a ledger record holds (``reported``: each profile's fields and its ``cost``), by partition id."""
     return {p["partition_id"]: Profile(**{k: v for k, v in p.items() if k != "cost"}
-                                       | {"label_counts": tuple(p["label_counts"])}) for p in row.reported}
+                                       | {"label_counts": tuple(p["label_counts"])}) for p in row.profiles}
 
 
 def measured_side(row: RoundRecord) -> MeasuredRecord:

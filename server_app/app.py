@@ -27,6 +27,7 @@ from server_app.generator_stage import prepare_generator
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
 from server_app.settings import AggregationSettings, RunSettings
+from server_app.terms import consortium_terms
 from strategy import protocol
 from strategy.admission import admit_profiles
 from strategy.aggregation import Aggregation
@@ -67,16 +68,26 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     log(INFO, "Results: %s", directory)
     federation = settings.federation
     timeout = federation.reply_timeout_seconds
+    signed = consortium_terms(settings.terms, (), federation.num_orgs, settings.cache) \
+        if settings.terms.file is not None else None  # a refused terms file ends the run before anything starts
     nodes = wait_for_nodes(grid, federation.num_orgs, federation.node_wait_seconds, federation.min_orgs)
     warmup_started = time.perf_counter()
     generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout)
     warmup_seconds = time.perf_counter() - warmup_started
     compute = compute_profile(settings.costs, settings.silo, generator, settings.cache)
-    silo = replace(settings.silo, seconds_per_image=compute.seconds_per_image)
+    terms = signed or consortium_terms(settings.terms, compute.seconds_per_image, federation.num_orgs,
+                                       settings.cache, settings.silo)
+    if terms.gamma is not None:  # the signed terms' competition, not the config's
+        settings = replace(settings, game=replace(settings.game, gamma=terms.gamma))
+    silo = replace(settings.silo, seconds_per_image=compute.told)
+    if signed is not None:  # silos are told the signed terms, not the config's lists
+        silo = replace(silo, **{name: tuple(getattr(t, name) for t in terms.organisations)
+                                for name in ("value", "capacity", "price_per_second")})
     set_threads(2)
     data = ServerData(settings.data, settings.seed, settings.cache, federation.device)
     ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
-    profiles, _ = admit_profiles(grid, {}, silo, generator, settings.safeguards, timeout)
+    admission = admit_profiles(grid, {}, silo, generator, settings.safeguards, terms, timeout)
+    profiles = admission.profiles
     if len(profiles) < federation.min_orgs:
         raise RuntimeError(f"only {len(profiles)} organisations reported usable profiles")
     initial = initial_model(settings.seed)
@@ -85,11 +96,11 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
         pilot_started = time.perf_counter()
         calibration = _pilot(grid, settings, silo, profiles, generator, initial, directory)
         pilot_seconds = time.perf_counter() - pilot_started
-    strategy = GameFedAvg(settings.game, silo, ledger, data.judge, settings.safeguards, generator=generator,
+    strategy = GameFedAvg(settings.game, silo, ledger, data.judge, settings.safeguards, terms, generator=generator,
                           timeout=timeout, min_orgs=federation.min_orgs,
                           aggregation=aggregation_rule(settings.aggregation),
                           calibration=calibration, profiles=profiles, keep_checkpoints=settings.keep_checkpoints,
-                          hardware_scale=compute.hardware_scale)
+                          flags=admission.flags)
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
 

@@ -1,5 +1,6 @@
-"""The simulation's compute profile: what one synthetic image costs each organisation in
-seconds, and how a second of this host converts into a second of the organisation's.
+"""The compute profile: each organisation's seconds per synthetic image, one of the
+consortium's terms (:mod:`server_app.terms`), which price the images in the game and in
+the books.
 
 The simulated organisations' hardware is not the host's: the host only emulates them, and
 two 2-core hosts of this project differ 3.7x in seconds per image (0.1034 on an AVX2-only
@@ -7,19 +8,15 @@ EPYC in fp32, 0.0276 on an AVX512-BF16 EPYC in bf16), more than the 3x range of 
 which the default equilibrium is interior (docs/model.md section 9, "The default value").
 So ``economics.seconds_per_image`` states the organisations' base seconds per image (the
 default is a measured figure of a reference machine) and organisation ``i`` takes
-``seconds_per_image x speed_factor[i]`` (the last factor repeats); ``null`` makes it this
-host's own.
+``seconds_per_image x speed_factor[i]`` (the last factor repeats). ``null`` makes the base
+this host's own: the server times the generator here, once, before the silos start: the
+median compute seconds (the process's CPU time, which simulated neighbours sharing the
+cores do not inflate) per image over 5 full batches after a warm-up batch, with the silos'
+thread count, cached per generator, thread count, CPU and precision.
 
-Either way the server times the generator on this host, once, before the silos start:
-the median compute seconds (the process's CPU time, which simulated neighbours sharing the
-cores do not inflate; identical silos timing themselves read 0.028-0.061 s/image) per
-image over 5 full batches after a warm-up batch, with the silos' thread count. It is
-cached per generator, thread count, CPU and precision. A silo's measured generation seconds are
-host seconds; times ``hardware_scale[i]`` = organisation ``i``'s seconds per image over
-the host's, they are the organisation's, which its realised cost prices. Same config and
-seed give the same quotas on any host whose warm-up and pilot compute the same numbers
-(hosts of one kind do; bf16 and fp32 hosts train different generators).
-``economics.costs=measured`` leaves timing to each silo on its own hardware (deployment).
+What silos are told: with ``economics.costs=profile`` (simulation) each silo reports its
+organisation's entry; with ``economics.costs=measured`` (deployment) each times its own
+sampler and reports that, which the server compares with the terms (a flag, never a price).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass
-from logging import INFO, WARNING
+from logging import INFO
 from pathlib import Path
 
 import torch
@@ -46,30 +43,24 @@ from task.files import strict_json, write_atomically
 
 @dataclass(frozen=True)
 class ComputeProfile:
-    """The organisations' seconds per image and the host-to-organisation conversion, both
-    by partition id; empty when each silo times itself on its own hardware."""
+    """The organisations' seconds per image by partition id (a term), and what silos are
+    told of it (empty: each times its own sampler)."""
 
-    seconds_per_image: tuple[float, ...] = ()
-    hardware_scale: tuple[float, ...] = ()
-    """Organisation seconds per host second: ``seconds_per_image[i]`` over the host's."""
+    seconds_per_image: tuple[float, ...]
+    told: tuple[float, ...]
 
 
 def compute_profile(costs: CostSettings, settings: SiloSettings, generator: ArrayRecord | None,
                     cache: Path) -> ComputeProfile:
     """The run's compute profile (see the module docstring)."""
-    if costs.costs == "measured":
-        return ComputeProfile()
-    host = _measured(settings, generator, cache) if _timeable(settings, generator) else None
-    base = host if costs.seconds_per_image is None else costs.seconds_per_image
+    base = costs.seconds_per_image
     if base is None:
-        raise ValueError("the server can only time a federated or pretrained generator: with generator.source="
-                         f"{settings.generator_source}, set economics.seconds_per_image or economics.costs=measured")
+        if not _timeable(settings, generator):
+            raise ValueError("the server can only time a federated or pretrained generator: with generator.source="
+                             f"{settings.generator_source}, set economics.seconds_per_image")
+        base = _measured(settings, generator, cache)
     seconds = tuple(base * per_partition(costs.speed_factor, i) for i in range(settings.num_orgs))
-    if host is None:
-        log(WARNING, "Compute profile: the server cannot time a %s generator; realised costs price this "
-            "host's seconds as the organisations'", settings.generator_source)
-        return ComputeProfile(seconds, (1.0,) * len(seconds))
-    return ComputeProfile(seconds, tuple(s / host for s in seconds))
+    return ComputeProfile(seconds, seconds if costs.costs == "profile" else ())
 
 
 def _timeable(settings: SiloSettings, generator: ArrayRecord | None) -> bool:

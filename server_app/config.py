@@ -113,8 +113,11 @@ def saved_settings(run: Path) -> RunSettings:
 
 def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
     """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones;
-    a saved config without ``limits.arm_bound`` ran without that screening (null)."""
+    a saved config without ``limits.arm_bound`` ran without that screening (null), one without
+    ``economics.data_size``, ``terms_file`` and ``terms_key`` on the config's lists alone (null)."""
     tree.setdefault("limits", {}).setdefault("arm_bound", None)
+    for key in ("data_size", "terms_file", "terms_key"):
+        tree.setdefault("economics", {}).setdefault(key, None)
     game = tree.get("game", {})
     for old, new in RENAMED.items():
         name = old.split(".", 1)[1]

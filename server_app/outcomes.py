@@ -68,7 +68,7 @@ def job_outcome(results_dir: Path, rows: list[RoundRecord]) -> dict[str, Any]:
     rhos = [row.rho for row in rows if row.rho is not None]
     first, first_eta = _curve(measured[0], measured[0].calibration.scales_used)
     curve, eta = _curve(measured[-1], measured[-1].calibration.scales_next)
-    reported = last.reported
+    profiles = last.profiles
     return {
         "final_accuracy": summary["final_accuracy"],
         "twin_final_accuracy": last.twin_global_test_accuracy,
@@ -86,7 +86,7 @@ def job_outcome(results_dir: Path, rows: list[RoundRecord]) -> dict[str, Any]:
         "wall_seconds": summary["wall_seconds"],
         "warmup_seconds": summary["generator_warmup_seconds"],
         "pilot_seconds": summary.get("pilot_seconds"),  # None for runs from before it was recorded
-        **{key: statistics.median(org[key] for org in reported) for key in ("cost", "value", "capacity")},
+        **{key: statistics.median(org[key] for org in profiles) for key in ("cost", "value", "capacity")},
         "first_a": first.a, "first_b": first.b, "first_kappa": first.kappa, "first_eta": first_eta,
         "curve_a": curve.a, "curve_b": curve.b, "curve_kappa": curve.kappa, "eta": eta,
     }
@@ -108,7 +108,7 @@ def _timing_excess(row: RoundRecord) -> float:
     """Money the round's generation cost beyond the game's price ``c_i`` per image: timed spend minus
     ``c_i x images_i`` over the answering organisations."""
     measured = _measured(row)
-    cost = {org["partition_id"]: org["cost"] for org in row.reported}
+    cost = {org["partition_id"]: org["cost"] for org in row.profiles}
     profiled = sum(cost[org] * images for org, images in zip(measured.responders, measured.images))
     return sum(measured.calibration.realised_cost) - profiled
 

@@ -34,6 +34,8 @@ from task.images import NUM_CLASSES
 COSTS = ("profile", "measured")
 """``economics.costs``: the compute profile prices images (simulation), or each silo's own timing."""
 GENERATOR_SOURCES = ("federated", "local", "pretrained")
+DATA_SIZE_PARTITION = "partition"
+"""``economics.data_size``: declare the sizes of the shared copy's partitions (simulation)."""
 PARTITION_PLACEHOLDERS = {"alpha": 1.0, "min_partition_size": 10, "classes_per_org": 2}
 """What a silo is sent for a partition field its partitioner does not read (the wire needs a value)."""
 
@@ -91,6 +93,23 @@ class CostSettings:
 
 
 @dataclass(frozen=True)
+class TermsSettings:
+    """Where the consortium's terms come from (``conf/economics``; :mod:`server_app.terms`):
+    the per-organisation lists (the last entry repeats; ``data_size`` empty: no declared
+    size; ``partition_sizes``: the sizes of the shared copy's partitions, simulation), with
+    the compute profile's seconds per image, or a signed terms ``file`` checked with the
+    operator's ``public_key``."""
+
+    value: tuple[float, ...]
+    capacity: tuple[float, ...]
+    price_per_second: tuple[float, ...]
+    data_size: tuple[int, ...]
+    partition_sizes: bool
+    file: Path | None
+    public_key: Path | None
+
+
+@dataclass(frozen=True)
 class ServerDataSettings:
     """The server's copy of the data set (``conf/dataset``): the market, validation and test sets."""
 
@@ -111,7 +130,7 @@ class RunSettings:
         results_root: where run folders go.
         resume: a results folder to continue, or ``None``.
         keep_checkpoints: keep every round's checkpoint, not only the last.
-        federation, aggregation, calibration, costs, data: the settings of those concerns.
+        federation, aggregation, calibration, costs, terms, data: the settings of those concerns.
         game: the game's parameters.
         silo: what silos are told (the compute profile is added once measured).
         safeguards: the limits of what silos send.
@@ -127,6 +146,7 @@ class RunSettings:
     aggregation: AggregationSettings
     calibration: CalibrationSettings
     costs: CostSettings
+    terms: TermsSettings
     data: ServerDataSettings
     game: GameSettings
     silo: SiloSettings
@@ -265,6 +285,27 @@ def cost_settings(tree: Mapping[str, Any]) -> CostSettings:
         speed_factor=_numbers(tree, "economics.speed_factor", _positive, "> 0"))
 
 
+def terms_settings(tree: Mapping[str, Any]) -> TermsSettings:
+    """``conf/economics``'s terms: the per-organisation lists, or a terms file and its key."""
+    sizes = _lookup(tree, "economics.data_size")
+    partition = sizes == DATA_SIZE_PARTITION
+    if sizes is not None and not partition and (
+            isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes)):
+        raise SettingsError("economics.data_size", f"must be null, {DATA_SIZE_PARTITION} or a non-empty list of "
+                                                   f"integers >= 1, got {sizes!r}")
+    file, key = (_text(tree, name, optional=True) for name in ("economics.terms_file", "economics.terms_key"))
+    if file and not key:
+        raise SettingsError("economics.terms_key",
+                            "must name the operator's public key when economics.terms_file is set")
+    return TermsSettings(value=_numbers(tree, "economics.value", _positive, "> 0"),
+                         capacity=_numbers(tree, "economics.capacity", _non_negative, ">= 0"),
+                         price_per_second=_numbers(tree, "economics.price_per_second", _positive, "> 0"),
+                         data_size=() if partition else tuple(sizes or ()), partition_sizes=partition,
+                         file=Path(file) if file else None,
+                         public_key=Path(key) if key else None)
+
+
 def server_data_settings(tree: Mapping[str, Any]) -> ServerDataSettings:
     """``conf/dataset`` as the server reads it."""
     return ServerDataSettings(
@@ -372,5 +413,6 @@ def run_settings_from(tree: Mapping[str, Any], config_yaml: str, cache: Path, re
         seed=game.seed, cache=cache, results_root=results_root,
         resume=Path(resume) if resume else None, keep_checkpoints=_flag(tree, "keep_checkpoints"),
         federation=federation_settings(tree), aggregation=aggregation_settings(tree),
-        calibration=calibration_settings(tree), costs=cost_settings(tree), data=server_data_settings(tree),
+        calibration=calibration_settings(tree), costs=cost_settings(tree), terms=terms_settings(tree),
+        data=server_data_settings(tree),
         game=game, silo=silo_settings(tree), safeguards=safeguards(tree), config_yaml=config_yaml)

@@ -6,8 +6,8 @@ solution when all of them did, else that game solved again over them. The
 measurement judges their deployed models on the server's own data: the realised quality
 gain of each is its fine-tune of the round's main global model minus its fine-tune of the
 round's fork global (real images only), both on the server's validation set. Costs are the
-compute seconds a silo spent, converted to its organisation's hardware in simulation,
-times its price; transfers follow the same rule as the
+images a silo made priced by the consortium's terms (seconds per image x price per second;
+the seconds it reports are kept, never priced); transfers follow the same rule as the
 prediction, paid on the images actually generated, capped. The prediction comes with its
 standard deviation, from the calibration's belief and one draw's noise, and the realised
 welfare's distance from it in those units (``welfare_z``). :func:`realise` only reads the
@@ -31,7 +31,7 @@ from strategy.game.policies import Solution
 from strategy.game.realised import RealisedRound, realised_round
 from strategy.game.scenario import Scenario
 from strategy.profiles import GameSettings, round_scenario, solve_round
-from strategy.protocol import Profile, TrainReport, per_partition
+from strategy.protocol import Profile, TrainReport
 from strategy.records import CalibrationRecord, ForkRecord, MeasuredRecord, RoundRecord
 
 DISAGREEMENT = 1e-4
@@ -114,7 +114,7 @@ class RoundPlan:
         """The order side of the round's record (``partition_of``: node -> partition id)."""
         return RoundRecord(
             round=self.server_round, policy=self.game.policy, orgs=[p.partition_id for p in self.profiles],
-            node_ids=self.nodes, reported=[{**asdict(p), "cost": p.cost} for p in self.profiles],
+            node_ids=self.nodes, profiles=[{**asdict(p), "cost": p.cost} for p in self.profiles],
             solution=self.solution.to_json(), quotas=[self.quotas[node] for node in self.nodes],
             quota_total=sum(self.quotas.values()), target=list(self.target),
             dropped={partition_of.get(node, node): reason for node, reason in self.dropped.items()},
@@ -175,21 +175,19 @@ class Responses:
     measured: np.ndarray
     """Which gains were measured."""
     images: np.ndarray
-    scale: np.ndarray
     seconds: np.ndarray
+    """The organisations' compute seconds for those images, by the terms."""
     spent: np.ndarray
 
 
 def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, calibration: Calibration,
-            transfer_cap: float | None, hardware_scale: tuple[float, ...] = ()) -> Books:
+            transfer_cap: float | None) -> Books:
     """The measured side of the round over the organisations in ``judged`` (the models of each
     made the aggregates), with the round's total effect ``effect``; ``calibration`` is read, not
     changed. An organisation without usable deployed models stays in the books with the
     gain the round's game gives its images (:class:`Responses`), which the calibration does
-    not learn from. ``hardware_scale`` (by partition id, the last entry repeating as in the
-    settings' profile; empty: 1) converts a silo's generation seconds on this host into its
-    organisation's (server_app.compute)."""
-    got = _responses(plan, judged, hardware_scale)
+    not learn from. The plan's profiles are settled on the terms (:meth:`strategy.terms.Terms.settle`)."""
+    got = _responses(plan, judged)
     realised = realised_books(got.scenario, plan.game, got.predicted.rho, got.predicted.mix, got.gains, got.images,
                               got.spent, transfer_cap)
     pilot_scenario, _ = round_scenario(got.profiles, replace(plan.game, loss=calibration.curve.curve))
@@ -198,8 +196,8 @@ def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, cali
     measured = MeasuredRecord(
         responders=[p.partition_id for p in got.profiles], received_quotas=[r.quota for r in reports],
         images=got.images.tolist(), images_generated=float(got.images.sum()),
-        generation_seconds=[r.generation_seconds for r in reports], hardware_scale=got.scale.tolist(),
-        organisation_seconds=got.seconds.tolist(), market_accuracy=[a.main.market_accuracy for a in got.answers],
+        generation_seconds=[r.generation_seconds for r in reports], organisation_seconds=got.seconds.tolist(),
+        market_accuracy=[a.main.market_accuracy for a in got.answers],
         mean_market_accuracy=float(np.mean([a.main.market_accuracy for a in got.answers])),
         accuracy_disagreements=_disagreements(plan.server_round, got.profiles, got.answers),
         predicted_utilities=got.predicted.utilities.tolist(), realised_utilities=realised.utilities.tolist(),
@@ -212,9 +210,9 @@ def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, cali
     return Books(measured, Observation(pilot_scenario, got.images, got.gains, got.measured))
 
 
-def _responses(plan: RoundPlan, judged: dict[int, Judged], hardware_scale: tuple[float, ...]) -> Responses:
+def _responses(plan: RoundPlan, judged: dict[int, Judged]) -> Responses:
     """The responders in the plan's order, their game's solution (:func:`responders_solution`),
-    gains, images, compute seconds on their organisations' hardware and the money spent."""
+    gains, images, and the compute seconds and money the terms price those images at."""
     responders = [(node, p) for node, p in zip(plan.nodes, plan.profiles) if node in judged]
     profiles = [p for _, p in responders]
     answers = [judged[node] for node, _ in responders]
@@ -223,11 +221,10 @@ def _responses(plan: RoundPlan, judged: dict[int, Judged], hardware_scale: tuple
     measured = np.array([a.deployed is not None for a in answers], dtype=bool)
     gains = np.where(measured, [a.gain if a.deployed is not None else 0.0 for a in answers],
                      quality(scenario, images))
-    scale = np.array([per_partition(hardware_scale, p.partition_id) if hardware_scale else 1.0 for p in profiles])
-    seconds = np.array([a.report.generation_seconds for a in answers]) * scale
+    seconds = images * np.array([p.seconds_per_image for p in profiles])
     spent = seconds * np.array([p.price_per_second for p in profiles])
     return Responses(profiles, answers, scenario, responders_solution(plan, scenario, len(profiles)), gains,
-                     measured, images, scale, seconds, spent)
+                     measured, images, seconds, spent)
 
 
 def responders_solution(plan: RoundPlan, scenario: Scenario, answered: int) -> Solution:

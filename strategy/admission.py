@@ -2,14 +2,19 @@
 
 A silo answers the parameter query with its profile (:class:`~strategy.protocol.Profile`);
 :func:`admit_profiles` keeps the plausible ones (:class:`~strategy.safeguards.Safeguards`),
-one node per partition id. The ServerApp admits the silos before the strategy exists
-(the calibration pilot needs them); the strategy admits late or reconnected ones at each
-round's start.
+one node per partition id, and settles each on the consortium's terms
+(:class:`~strategy.terms.Terms`): the game uses the terms' value, capacity, price and
+seconds per image, and a reported term that differs is flagged. Where the terms bind
+organisations to node keys (deployment), a node's organisation is the one its
+authenticated key belongs to, not the one it names. The ServerApp admits the silos before
+the strategy exists (the calibration pilot needs them); the strategy admits late or
+reconnected ones at each round's start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, Message, MessageType
@@ -20,6 +25,17 @@ from strategy import protocol
 from strategy.protocol import Profile, SiloSettings
 from strategy.replies import screen_replies
 from strategy.safeguards import Safeguards
+from strategy.terms import Terms, key_fingerprint
+
+
+@dataclass
+class Admission:
+    """The admitted organisations' settled profiles by node, the nodes refused (with the
+    reasons), and what was flagged about the admitted ones (reported terms that differ)."""
+
+    profiles: dict[int, Profile]
+    refused: dict[int, str] = field(default_factory=dict)
+    flags: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 def collect_profiles(grid: Grid, node_ids: Iterable[int], settings: SiloSettings, generator: ArrayRecord | None,
@@ -38,29 +54,64 @@ def collect_profiles(grid: Grid, node_ids: Iterable[int], settings: SiloSettings
 
 
 def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings, generator: ArrayRecord | None,
-                   safeguards: Safeguards, timeout: float) -> tuple[dict[int, Profile], dict[int, str]]:
-    """The connected nodes' profiles: ``held`` for nodes still connected, plus the answers of
-    connected nodes without one (late or reconnected), and the nodes refused, with reasons.
+                   safeguards: Safeguards, terms: Terms, timeout: float) -> Admission:
+    """The connected nodes' settled profiles: ``held`` for nodes still connected, plus the
+    answers of connected nodes without one (late or reconnected), the nodes refused, with
+    reasons, and the flags of those admitted.
 
-    A silo's identity is its partition id, bound to the (authenticated) node that first
-    reported it: a node claiming a partition id that a connected node holds is refused,
-    not let in. A node that disconnected loses its entry, so a silo that reconnects under
-    a new node id is welcome back. Implausible profiles are refused.
+    A silo's identity is its partition id: where ``terms`` bind organisations to node keys,
+    the one whose key its node authenticated with (a node with another key is refused; a
+    partition id it names that differs is flagged); otherwise the one it names, bound to
+    the node that first reported it, so a node naming a partition id that a connected node
+    holds is refused, not let in. A node that disconnected loses its entry, so a silo that
+    reconnects under a new node id is welcome back. Implausible profiles are refused.
     """
     connected = set(grid.get_node_ids())
-    profiles = {node: p for node, p in held.items() if node in connected}
-    fresh, problems = collect_profiles(grid, sorted(connected - set(profiles)), settings, generator, timeout)
+    admission = Admission({node: p for node, p in held.items() if node in connected})
+    fresh, admission.refused = collect_profiles(grid, sorted(connected - set(admission.profiles)), settings, generator,
+                                                timeout)
+    keys = _node_partitions(grid, terms) if terms.binds_keys and fresh else {}
     for node, profile in sorted(fresh.items()):
-        holder = {p.partition_id: n for n, p in profiles.items()}
-        problem = safeguards.profile_problem(profile)
+        flags: list[str] = []
+        if terms.binds_keys:
+            partition = keys.get(node)
+            if partition is None:
+                admission.refused[node] = "its node key belongs to no organisation in the terms"
+                continue
+            if partition != profile.partition_id:
+                flags.append(f"named partition id {profile.partition_id}, its node key is organisation {partition}'s")
+                profile = replace(profile, partition_id=partition)
+        holder = {p.partition_id: n for n, p in admission.profiles.items()}
+        problem = safeguards.profile_problem(profile) or terms.problem(profile)
         if problem is None and profile.partition_id in holder:
             problem = f"partition id {profile.partition_id} is already held by node {holder[profile.partition_id]}"
         if problem is not None:
-            problems[node] = problem
+            admission.refused[node] = problem
             continue
-        profiles[node] = profile
-        log(INFO, "Organisation %d (node %d): n=%d, cost=%.4g, value=%.4g, capacity=%.4g",
-            profile.partition_id, node, profile.n, profile.cost, profile.value, profile.capacity)
-    for node, reason in problems.items():
+        settled = terms.settle(profile)
+        admission.profiles[node] = settled.profile
+        flags.extend(settled.flags)
+        if flags:
+            admission.flags[node] = tuple(flags)
+        log(INFO, "Organisation %d (node %d): n=%d; terms value=%.4g, capacity=%.4g, cost=%.4g per image",
+            profile.partition_id, node, profile.n, settled.profile.value, settled.profile.capacity,
+            settled.profile.cost)
+        for flag in flags:
+            log(WARNING, "Organisation %d (node %d) %s", profile.partition_id, node, flag)
+    for node, reason in admission.refused.items():
         log(WARNING, "Node %d gave no usable profile: %s", node, reason)
-    return profiles, problems
+    return admission
+
+
+def _node_partitions(grid: Grid, terms: Terms) -> dict[int, int]:
+    """Node id -> the organisation whose key it authenticated with (nodes whose key is in
+    no organisation's terms are left out)."""
+    found = {}
+    for info in grid.get_nodes():
+        try:
+            partition = terms.partition_of(key_fingerprint(info.public_key)) if info.public_key else None
+        except ValueError:
+            partition = None
+        if partition is not None:
+            found[int(info.node_id)] = partition
+    return found

@@ -51,6 +51,7 @@ from strategy.safeguards import (
     fork_problem,
     synthetic_share,
 )
+from strategy.terms import Terms
 
 
 class GameFedAvg(FedAvg):
@@ -65,6 +66,8 @@ class GameFedAvg(FedAvg):
             the deployed models); realised gains follow it, and reported accuracies are only
             checked against it.
         safeguards: plausibility limits of profiles and replies, and the transfer cap.
+        terms: the consortium's terms: each organisation's value, capacity, price and seconds
+            per image (what the game uses and the books price), declared data size and node key.
         generator: the consortium generator's weights, shipped in the parameter query.
         timeout: seconds to wait for query replies.
         min_orgs: a round with fewer live organisations is not run.
@@ -73,18 +76,15 @@ class GameFedAvg(FedAvg):
             curve and ``eta``, recalibrated from each round's realised gains).
         profiles: the organisations already admitted, by node id (:func:`admit_profiles`);
             nodes without one are asked at each round's start.
+        flags: what admission flagged about them, by node id.
         keep_checkpoints: keep every round's checkpoint, not only the last one.
-        hardware_scale: by partition id, an organisation's compute seconds per second of
-            this host (simulation: its seconds per image over the host's, server_app.compute);
-            a silo's generation seconds times it are what its realised cost prices. Empty:
-            every silo times its own hardware (deployment).
     """
 
     def __init__(self, game: GameSettings, settings: SiloSettings, ledger: Ledger, judge: ModelJudge,
-                 safeguards: Safeguards, *, generator: ArrayRecord | None = None, timeout: float = 600.0,
+                 safeguards: Safeguards, terms: Terms, *, generator: ArrayRecord | None = None, timeout: float = 600.0,
                  min_orgs: int = 2, aggregation: Aggregation | None = None,
                  calibration: Calibration | None = None, profiles: dict[int, Profile] | None = None,
-                 keep_checkpoints: bool = False, hardware_scale: tuple[float, ...] = ()) -> None:
+                 keep_checkpoints: bool = False, flags: dict[int, tuple[str, ...]] | None = None) -> None:
         super().__init__(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1,
                          weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS,
                          configrecord_key=protocol.CONFIG)
@@ -98,9 +98,11 @@ class GameFedAvg(FedAvg):
         self.safeguards = safeguards
         self.aggregation = aggregation or Aggregation()
         self.calibration = calibration or Calibration(CurveFit.kept(game.loss, "no pilot"), game.eta)
-        self.hardware_scale = hardware_scale
+        self.terms = terms
         self.keep_checkpoints = keep_checkpoints
         self.profiles: dict[int, Profile] = dict(profiles or {})
+        self.flags: dict[int, tuple[str, ...]] = dict(flags or {})
+        """By node: what admission flagged about an admitted organisation (reported terms that differ)."""
         self.twin: ArrayRecord | None = None
         self.round_offset = 0
         self._plan: RoundPlan | None = None
@@ -113,9 +115,12 @@ class GameFedAvg(FedAvg):
     def refresh_profiles(self, grid: Grid) -> dict[int, str]:
         """Ask every connected node without a profile (late or reconnected) for one
         (:func:`admit_profiles`); returns the nodes whose answer was unusable, with reasons."""
-        self.profiles, problems = admit_profiles(grid, self.profiles, self.settings, self.generator,
-                                                 self.safeguards, self.timeout)
-        return problems
+        admission = admit_profiles(grid, self.profiles, self.settings, self.generator, self.safeguards, self.terms,
+                                   self.timeout)
+        self.profiles = admission.profiles
+        self.flags = {node: flags for node, flags in {**self.flags, **admission.flags}.items()
+                      if node in self.profiles}
+        return admission.refused
 
     def _live_nodes(self) -> list[int]:
         """Nodes with a profile, in partition-id order."""
@@ -213,7 +218,7 @@ class GameFedAvg(FedAvg):
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
         arrays, metrics = None, None
         if valid:
-            arrays, metrics, self.twin, fork_global = self._aggregate(valid, screened.reports)
+            arrays, metrics, self.twin, fork_global = self._aggregate(valid, plan.quotas)
             judged = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
             self._trained = TrainedRound(plan, judged, self._effect(arrays, fork_global), fork_global)
         plan.strategy_seconds += time.perf_counter() - started
@@ -239,8 +244,7 @@ class GameFedAvg(FedAvg):
                 unmeasured[node] = problem
                 log(WARNING, "Round %d: node %d priced on its predicted gain: %s", plan.server_round, node, problem)
             books[node] = judged
-        result = realise(plan, books, trained.effect, self.calibration, self.safeguards.transfer_cap,
-                         self.hardware_scale)
+        result = realise(plan, books, trained.effect, self.calibration, self.safeguards.transfer_cap)
         seen = result.observation
         measured = result.observed(self.calibration.observe(seen.pilot_scenario, seen.images, seen.gains,
                                                             seen.measured))
@@ -251,6 +255,8 @@ class GameFedAvg(FedAvg):
         """Append the round's record (``unmeasured`` by node) with its timings."""
         partition_of = {node: p.partition_id for node, p in self.profiles.items()}
         record = plan.record(partition_of)
+        record.flags = {p.partition_id: list(self.flags[node]) for node, p in zip(plan.nodes, plan.profiles)
+                        if node in self.flags}
         record.unmeasured = {partition_of.get(node, node): reason for node, reason in unmeasured.items()}
         record.measured = measured
         self.ledger.append(record)
@@ -288,19 +294,20 @@ class GameFedAvg(FedAvg):
                       gap)
 
     def _aggregate(self, valid: list[Message],
-                   judged: dict[int, Judged]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ArrayRecord]:
+                   quotas: dict[int, int]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ArrayRecord]:
         """The main models, their forks (paired: :meth:`Aggregation.paired`) and, apart, the
         twins through the same aggregation rule, read from the replies (left as they came): a
-        main model weighted by its reply's examples (real + synthetic), a fork and a twin by
-        the silo's real examples (profile ``n``), as the consortium would have weighed them
-        had nobody generated. The metrics are FedAvg's over the replies whose main models
+        main model weighted by the silo's real examples (admitted ``n``, within the terms'
+        declared data size) plus the quota it was ordered, never by its reply's count; a fork
+        and a twin by the real examples alone, as the consortium would have weighed them had
+        nobody generated. The metrics are FedAvg's over the replies whose main models
         made the aggregate. Returns the main global model, the metrics, the twin and the fork
         global models."""
         nodes = [reply.metadata.src_node_id for reply in valid]
         models = [reply.content.array_records for reply in valid]
         real = [self.profiles[node].n for node in nodes]
         main, fork = self.aggregation.paired(
-            [(m[protocol.ARRAYS], judged[node].report.num_examples) for m, node in zip(models, nodes)],
+            [(m[protocol.ARRAYS], n + quotas[node]) for m, node, n in zip(models, nodes, real)],
             [(m[protocol.FORK], n) for m, n in zip(models, real)], self._reference)
         twin = self.aggregation([(m[protocol.TWIN], n) for m, n in zip(models, real)], self.twin)
         metrics = self.train_metrics_aggr_fn([valid[k].content for k in main.used], protocol.NUM_EXAMPLES)

@@ -175,8 +175,9 @@ class MeasuredRecord(JsonRecord):
     images: list[float]
     images_generated: float
     generation_seconds: list[float]
-    hardware_scale: list[float]
+    """The seconds each silo says it spent generating: kept, never priced."""
     organisation_seconds: list[float]
+    """The organisation's compute seconds for its images by the terms (what the books price)."""
     market_accuracy: list[float]
     mean_market_accuracy: float
     accuracy_disagreements: dict[int, dict[str, list[float]]] = coded(BY_PARTITION)
@@ -200,8 +201,9 @@ class RoundRecord(JsonRecord):
     policy: str
     orgs: list[int]
     node_ids: list[int]
-    reported: list[dict[str, Any]]
-    """Each ordered organisation's profile as it reported it, with its ``cost``."""
+    profiles: list[dict[str, Any]]
+    """Each ordered organisation's profile settled on the terms (its reported ``n`` and label
+    counts, the terms' value, capacity, price and seconds per image), with its ``cost``."""
     solution: dict[str, Any]
     quotas: list[int]
     quota_total: int
@@ -213,6 +215,9 @@ class RoundRecord(JsonRecord):
     refused, or fine-tuned with another number of synthetic images than main was trained
     with: the books price them on the gain the round's game gives their images, and the
     calibration does not learn from it."""
+    flags: dict[int, list[str]] = field(default_factory=dict, metadata={CODEC: BY_PARTITION})
+    """Ordered organisations whose reports disagreed with the terms (a term reported
+    otherwise, another partition id than their node key's): flagged, never used."""
     nash_gap: float | None
     rho: float | None
     mix: float | None = renamed("lambda")

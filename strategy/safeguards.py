@@ -77,14 +77,16 @@ class Safeguards:
         return None
 
     def reply_problem(self, report: TrainReport, profile: Profile, quota: int) -> str | None:
-        """Why a game-round report disagrees with the order it answers, or ``None``."""
+        """Why a game-round report disagrees with the order it answers, or ``None``. Its
+        training examples (never a weight) are its real ones, at most ``profile.n`` (settled on
+        the terms: the declared size where there is one), plus the images it generated."""
         if report.quota != quota:
             return f"reports quota {report.quota}, was sent {quota}"
         if report.images_generated > quota:
             return f"reports {report.images_generated} images generated against a quota of {quota}"
-        if report.num_examples != profile.n + report.images_generated:
-            return (f"reports {report.num_examples} training examples, not n + images generated = "
-                    f"{profile.n + report.images_generated}")
+        if not report.images_generated < report.num_examples <= profile.n + report.images_generated:
+            return (f"reports {report.num_examples} training examples, not within images generated + 1 .. n + "
+                    f"images generated = {profile.n + report.images_generated} (n: the terms' declared size)")
         return None
 
     def update_problem(self, arrays: ArrayRecord, sent: ArrayRecord, name: str) -> str | None:

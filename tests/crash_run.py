@@ -12,7 +12,7 @@ from strategy.checkpoint import load_checkpoint
 from strategy.fedgame import GameFedAvg
 from strategy.ledger import Ledger
 
-from fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, HostileGrid, judge
+from fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, TERMS, HostileGrid, judge
 
 
 def main(directory: Path, rounds: int, delay: float) -> None:
@@ -20,7 +20,7 @@ def main(directory: Path, rounds: int, delay: float) -> None:
     checkpoint = load_checkpoint(directory)
     ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
     grid = HostileGrid([HONEST] * 4, [HONEST] * 4, seed=0, delay=delay)
-    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, TERMS, min_orgs=1)
     strategy.refresh_profiles(grid)
     initial = strategy.resume(checkpoint) if checkpoint else MODEL
     strategy.start(grid, initial, num_rounds=rounds, timeout=1.0)

@@ -9,17 +9,22 @@ from dataclasses import replace
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 
 from server_app.config import load_settings
 from strategy import protocol
 from strategy.accounting import Judgement
 from strategy.game.mechanism import MechanismConfig
 from strategy.protocol import EvaluateReport, Profile, TrainOrder, TrainReport
+from strategy.terms import OrganisationTerms, Terms
 
 RUN = load_settings(["+experiment=tiny", "federation.num_orgs=6"])
 GAME = replace(RUN.game, policy="cocogen_plus", mechanism=MechanismConfig(rate=0.5, mix=0.5))
 SETTINGS = RUN.silo
 SAFEGUARDS = RUN.safeguards
+HONEST_TERMS = OrganisationTerms(value=1000.0, capacity=300.0, price_per_second=5.0, seconds_per_image=0.02)
+"""What every honest fake silo reports (:meth:`HostileGrid._profile`): the consortium's terms."""
+TERMS = Terms((HONEST_TERMS,) * 6)
 MODEL = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32)), "b": Array(np.zeros(3, dtype=np.float32))})
 HONEST = "honest"
 PROFILE_ATTACKS = ["missing key", "nan", "huge value", "value x100", "huge capacity", "bool id", "string n",
@@ -53,17 +58,24 @@ class HostileGrid:
     def __init__(self, profile_attacks: list[str], reply_attacks: list[str], seed: int, delay: float = 0.0,
                  reverse: bool = False, shift: float = 1.0) -> None:
         self.nodes = list(range(101, 101 + len(profile_attacks)))
+        self.partition = {node: i for i, node in enumerate(self.nodes)}
+        """The partition id each node names in its profile."""
         self.profile_attack = dict(zip(self.nodes, profile_attacks))
         self.reply_attack = dict(zip(self.nodes, reply_attacks))
         self.rng = np.random.default_rng(seed)
         self.delay = delay
         self.reverse = reverse
         self.shift = np.float32(shift)
+        self.keys: dict[int, bytes] = {}
         self.made: dict[int, int] = {}
         """The images each node made in its last game round (its deployed main is fine-tuned with them)."""
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
+
+    def get_nodes(self) -> list[NodeInfo]:
+        """The nodes with the public keys they authenticated with (:attr:`keys`, PEM; none by default)."""
+        return [NodeInfo(node_id=node, public_key=self.keys.get(node, b"")) for node in self.nodes]
 
     def send_and_receive(self, messages, timeout=None):
         time.sleep(self.delay)
@@ -84,11 +96,12 @@ class HostileGrid:
         return replies[::-1] if self.reverse else replies
 
     def _profile(self, node: int, attack: str) -> RecordDict:
-        partition = self.nodes.index(node)
+        partition = self.partition[node]
         counts = [int(c) for c in self.rng.multinomial(200, np.ones(10) / 10)]
         record = dict(protocol.write(Profile(partition_id=partition, n=200, label_counts=tuple(counts),
-                                             seconds_per_image=0.02, price_per_second=5.0, value=1000.0,
-                                             capacity=300.0)))
+                                             seconds_per_image=HONEST_TERMS.seconds_per_image,
+                                             price_per_second=HONEST_TERMS.price_per_second,
+                                             value=HONEST_TERMS.value, capacity=HONEST_TERMS.capacity)))
         key = protocol.wire_key
         changes = {
             "missing key": lambda r: r.pop(key("capacity")),

@@ -119,10 +119,10 @@ def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_r
         local = np.subtract(calibration["validation_accuracy"], calibration["twin_validation_accuracy"])
         assert np.allclose(local, calibration["twin_quality"])
         assert row["accuracy_disagreements"] == {}  # honest silos report what the server measures
-        price = [p["price_per_second"] for p in row["reported"]]
-        assert row["hardware_scale"] == [1.0] * len(gains)  # the tiny preset prices this host's own seconds
-        assert np.allclose(calibration["realised_cost"], np.multiply(row["generation_seconds"], price))
-        theta, gamma, size = np.array([p["value"] for p in row["reported"]]), settings.game.gamma, len(gains)
+        cost = [p["seconds_per_image"] * p["price_per_second"] for p in row["profiles"]]  # the terms' price
+        assert np.allclose(calibration["realised_cost"], np.multiply(row["images"], cost))
+        assert row["flags"] == {}  # honest silos report the terms and their declared sizes
+        theta, gamma, size = np.array([p["value"] for p in row["profiles"]]), settings.game.gamma, len(gains)
         rivals = (gains.sum() - gains) / (size - 1)
         expected = theta * ((1 + gamma) * gains - gamma * rivals) - calibration["realised_cost"] + row["transfers"]
         assert np.allclose(row["realised_utilities"], expected)

@@ -174,7 +174,8 @@ def test_an_intruder_holding_the_ca_certificate_cannot_use_the_control_plane(fed
 
 def _run_config(federation: LocalFederation, signature: str | None) -> str:
     base = federation.base
-    overrides = (f"+experiment=tiny economics.costs=measured calibration.pilot=false results_root={base / 'results'} "
+    overrides = (f"+experiment=tiny economics.costs=measured economics.data_size=null calibration.pilot=false "
+                 f"results_root={base / 'results'} "
                  f"cache_dir={base / 'server-cache'}")
     return f'overrides="{overrides}"' + (f' fab-signature="{signature}"' if signature is not None else "")
 
@@ -197,7 +198,7 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
         assert row["responders"] == [0, 1, 2] and not row["dropped"]
         assert row["received_quotas"] == row["quotas"] == row["images"]
         assert abs(row["transfer_sum"]) <= 1e-9
-        reported = {r["partition_id"]: r for r in row["reported"]}
+        reported = {r["partition_id"]: r for r in row["profiles"]}
         for i in range(SILOS):
             exported = json.loads((base / "data" / f"silo-{i}" / "silo.json").read_text())
             assert reported[i]["label_counts"] == exported["label_counts"]  # each silo read its own folder

@@ -157,7 +157,7 @@ def test_the_game_grid_solves_every_policy_on_every_cell():
 def _order(round_: int) -> RoundRecord:
     """A round's order side: two organisations, partition ids 0 and 1."""
     return RoundRecord(round=round_, policy="cocogen_plus", orgs=[0, 1], node_ids=[10, 11],
-                       reported=[{"partition_id": p, "cost": 0.5, "value": 1000.0, "capacity": 100.0} for p in (0, 1)],
+                       profiles=[{"partition_id": p, "cost": 0.5, "value": 1000.0, "capacity": 100.0} for p in (0, 1)],
                        solution={}, quotas=[10, 20], quota_total=30, target=[0.5, 0.5], dropped={}, nash_gap=0.0,
                        rho=0.5, mix=0.0, predicted_welfare=10.0, twin_global_test_accuracy=0.5)
 
@@ -174,7 +174,7 @@ def _ledger_row(round_: int, images: list[float], timed: list[float], utilities:
         realised_ir=[u >= 0 for u in utilities], welfare_gap=0.0)
     measured = MeasuredRecord(
         responders=[0, 1], received_quotas=[10, 20], images=images, images_generated=sum(images),
-        generation_seconds=two, hardware_scale=[1.0, 1.0], organisation_seconds=two, market_accuracy=two,
+        generation_seconds=two, organisation_seconds=two, market_accuracy=two,
         mean_market_accuracy=0.0, accuracy_disagreements={}, predicted_utilities=[5.0, 5.0],
         realised_utilities=utilities, utility_gap=two, transfers=two, transfer_sum=0.0,
         realised_welfare=sum(utilities), responder_predicted_welfare=10.0,

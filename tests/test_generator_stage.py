@@ -77,31 +77,30 @@ def test_a_silo_trains_the_shipped_generator_whatever_its_process_trained_before
     assert step(1) == alone
 
 
-def test_the_compute_profile_converts_the_hosts_seconds_into_the_organisations(tmp_path):
-    """The organisations' seconds per image are configured (or this host's own, with null);
-    the server times this host once, and the hardware scale is their ratio."""
+def test_the_compute_profile_states_the_organisations_seconds_and_times_the_host_only_for_null(tmp_path):
+    """The organisations' seconds per image are configured, times their speed factors (the
+    last repeats), and no timing runs; with null the base is this host's, timed once and
+    cached; with ``costs=measured`` silos are told nothing and time themselves."""
     run = load_settings(["+experiment=tiny", "economics.seconds_per_image=0.3", "economics.speed_factor=[1.0,2.0]"])
     settings = run.silo
     generator = protocol.packed(ArrayRecord(build_unet(generator_config(settings)).state_dict()))
     given = compute_profile(run.costs, settings, generator, tmp_path)
+    assert given == ComputeProfile((0.3, 0.6, 0.6), (0.3, 0.6, 0.6))
+    assert not (tmp_path / "compute").exists()
+    own = compute_profile(replace(run.costs, seconds_per_image=None), settings, generator, tmp_path)
     [timing] = (tmp_path / "compute").glob("*.json")
     host = json.loads(timing.read_text())["seconds_per_image"]
     assert 0 < host < 1
-    assert given.seconds_per_image == (0.3, 0.6, 0.6)  # the last speed factor repeats
-    assert given.hardware_scale == pytest.approx((0.3 / host, 0.6 / host, 0.6 / host))
-    # cached: the same host figure
-    own = compute_profile(replace(run.costs, seconds_per_image=None), settings, generator, tmp_path)
     assert own.seconds_per_image == pytest.approx((host, 2 * host, 2 * host))
-    assert own.hardware_scale == pytest.approx((1.0, 2.0, 2.0))
-    assert compute_profile(replace(run.costs, costs="measured"), settings, generator, tmp_path) == ComputeProfile()
+    measured = compute_profile(replace(run.costs, costs="measured"), settings, generator, tmp_path)
+    assert measured == ComputeProfile((0.3, 0.6, 0.6), ())
 
 
-def test_without_a_generator_to_time_the_organisations_seconds_are_the_hosts(tmp_path):
-    """A local generator lives on the silos only: the server cannot time the host, so with
-    given seconds per image the silos' spent seconds count as the organisations' (scale 1),
-    and without them the run is refused with what to set."""
+def test_without_a_generator_to_time_null_seconds_per_image_is_refused_with_what_to_set(tmp_path):
+    """A local generator lives on the silos only: the server cannot time it, so the
+    organisations' seconds per image must be configured."""
     run = load_settings(["+experiment=tiny", "generator.source=local", "economics.seconds_per_image=0.3"])
-    assert compute_profile(run.costs, run.silo, None, tmp_path) == ComputeProfile((0.3,) * 3, (1.0,) * 3)
-    with pytest.raises(ValueError, match="set economics.seconds_per_image or economics.costs=measured"):
+    assert compute_profile(run.costs, run.silo, None, tmp_path) == ComputeProfile((0.3,) * 3, (0.3,) * 3)
+    with pytest.raises(ValueError, match="set economics.seconds_per_image"):
         compute_profile(replace(run.costs, seconds_per_image=None), run.silo, None, tmp_path)
     assert not (tmp_path / "compute").exists()

@@ -37,6 +37,7 @@ from fake_grid import (
     RUN,
     SAFEGUARDS,
     SETTINGS,
+    TERMS,
     HostileGrid,
     judge,
 )
@@ -68,7 +69,7 @@ def test_no_hostile_profile_or_reply_ends_the_run(tmp_path_factory, silos, seed)
     profile_attacks, reply_attacks = zip(*silos)
     grid = HostileGrid(list(profile_attacks), list(reply_attacks), seed)
     ledger = Ledger(directory)
-    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, TERMS, min_orgs=1)
     strategy.refresh_profiles(grid)
     result = strategy.start(grid, MODEL, num_rounds=2, timeout=1.0)  # nothing escapes
     rows = _strict(directory / "ledger.json")
@@ -105,7 +106,7 @@ def test_the_aggregates_do_not_depend_on_which_silo_answers_first(tmp_path):
     digests: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
     for reverse in digests:
         grid = HostileGrid([HONEST] * 6, [HONEST] * 6, seed=5, reverse=reverse)
-        strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path / f"reverse-{reverse}"), judge, SAFEGUARDS,
+        strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path / f"reverse-{reverse}"), judge, SAFEGUARDS, TERMS,
                               min_orgs=1)
         strategy.refresh_profiles(grid)
 
@@ -114,25 +115,6 @@ def test_the_aggregates_do_not_depend_on_which_silo_answers_first(tmp_path):
 
         strategy.start(grid, MODEL, num_rounds=2, timeout=1.0, evaluate_fn=record)
     assert len(digests[False]) == 3 and digests[False] == digests[True]  # the initial model, then 2 rounds
-
-
-def test_realised_costs_price_the_organisations_seconds_not_the_hosts(tmp_path):
-    """A silo's generation seconds on the host times its organisation's hardware scale
-    (server_app.compute; by partition id, the last entry repeating) are what its realised
-    cost prices."""
-    scale = (1.0, 2.0, 0.5, 3.0)
-    grid = HostileGrid([HONEST] * 6, [HONEST] * 6, seed=3)
-    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, min_orgs=1, hardware_scale=scale)
-    strategy.refresh_profiles(grid)
-    strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
-    [row] = _strict(tmp_path / "ledger.json")
-    assert row["responders"] == list(range(6)) and sum(row["images"]) > 0
-    expected = [scale[min(p, len(scale) - 1)] for p in row["responders"]]
-    assert row["hardware_scale"] == expected
-    price = [p["price_per_second"] for p in row["reported"]]
-    seconds = np.multiply(row["generation_seconds"], expected)
-    assert np.allclose(row["organisation_seconds"], seconds)
-    assert np.allclose(row["calibration"]["realised_cost"], seconds * price)
 
 
 @pytest.mark.e2e  # subprocess runs of crash_run.py, killed five times (15 s or more)
@@ -165,7 +147,7 @@ def test_a_silo_whose_fork_is_not_its_main_model_without_images_is_dropped(tmp_p
     fork chooses its own counterfactual, and loses the round; the round's total effect is
     recorded over the others."""
     grid = HostileGrid([HONEST] * 6, [HONEST] * 5 + ["fork without images"], seed=2)
-    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, TERMS, min_orgs=1)
     strategy.refresh_profiles(grid)
     strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
     [row] = _strict(tmp_path / "ledger.json")
@@ -186,7 +168,7 @@ def test_the_books_follow_the_deployed_models_and_price_a_silo_without_them_on_t
     attacks = [HONEST] * 3 + ["deploy lie", "no deployment", "deployed far"]
     grid = HostileGrid([HONEST] * 6, attacks, seed=4)
     ledger = Ledger(tmp_path)
-    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, SAFEGUARDS, TERMS, min_orgs=1)
     strategy.refresh_profiles(grid)
     globals_ = {}
 
@@ -216,7 +198,7 @@ def test_a_round_whose_evaluation_brings_no_deployed_model_prices_everyone_on_th
     """No evaluation reply at all: every organisation stays in the books on its predicted
     gain, and the calibration's belief is left as it was."""
     grid = HostileGrid([HONEST] * 6, ["no deployment"] * 6, seed=4)
-    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, TERMS, min_orgs=1)
     strategy.refresh_profiles(grid)
     strategy.start(grid, MODEL, num_rounds=1, timeout=1.0)
     [row] = _strict(tmp_path / "ledger.json")

@@ -11,7 +11,7 @@ from strategy.records import CalibrationRecord, MeasuredRecord, RoundRecord, rea
 
 
 def _order(server_round: int = 1) -> RoundRecord:
-    return RoundRecord(round=server_round, policy="cocogen", orgs=[0, 2], node_ids=[7, 9], reported=[], solution={},
+    return RoundRecord(round=server_round, policy="cocogen", orgs=[0, 2], node_ids=[7, 9], profiles=[], solution={},
                        quotas=[3, 0], quota_total=3, target=[0.5, 0.5], dropped={2: "no reply before the timeout"},
                        nash_gap=None, rho=None, mix=None, predicted_welfare=1.5)
 
@@ -24,7 +24,7 @@ def _measured() -> MeasuredRecord:
                                     predicted_cost=one, realised_cost=one, predicted_ir=[True], realised_ir=[False],
                                     welfare_gap=0.2, predicted_welfare_sd={"scales": 1.0, "draw": 0.0, "total": 1.0})
     return MeasuredRecord(responders=[0], received_quotas=[3], images=[3.0], images_generated=3.0,
-                          generation_seconds=one, hardware_scale=[1.0], organisation_seconds=one, market_accuracy=one,
+                          generation_seconds=one, organisation_seconds=one, market_accuracy=one,
                           mean_market_accuracy=0.1, accuracy_disagreements={0: {"reported": [0.2, 0.1]}},
                           predicted_utilities=one, realised_utilities=one, utility_gap=[0.0], transfers=[0.0],
                           transfer_sum=0.0, realised_welfare=0.1, responder_predicted_welfare=0.1,

@@ -15,7 +15,7 @@ from strategy.fedgame import GameFedAvg
 from strategy.ledger import Ledger
 from strategy.safeguards import ArmBound, arm_distance, deployed_distance, synthetic_share
 
-from fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, HostileGrid, judge
+from fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, TERMS, HostileGrid, judge
 
 BOUND = ArmBound(least_distance=0.1, distance=1.0, gap=0.05, gap_per_share=0.5)
 
@@ -64,7 +64,7 @@ def test_deployed_models_of_one_global_and_no_image_are_one_model_else_bounded_b
 def _run(tmp_path, name: str, attacks: list[str], arm_bound: ArmBound | None, shift: float = 1.0) -> list:
     grid = HostileGrid([HONEST] * 6, attacks, seed=11, shift=shift)
     ledger = Ledger(tmp_path / name)
-    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, replace(SAFEGUARDS, arm_bound=arm_bound), min_orgs=1)
+    strategy = GameFedAvg(GAME, SETTINGS, ledger, judge, replace(SAFEGUARDS, arm_bound=arm_bound), TERMS, min_orgs=1)
     strategy.refresh_profiles(grid)
     strategy.start(grid, MODEL, num_rounds=2, timeout=1.0)
     return ledger.rows
