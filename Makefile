@@ -7,7 +7,8 @@
 # Hydra overrides: make run OVERRIDES="policy=vcfl game.gamma=1.0". They reach
 # scripts/run.sh through the environment (never through a shell command line), and the
 # script validates them before anything starts.
-.PHONY: setup run test test-fast lint
+#   make options    every knob: the run-config keys, then every conf/ key, with default and help
+.PHONY: setup run test test-fast lint options
 export OVERRIDES
 TEST_ENV = HF_HUB_OFFLINE=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 
@@ -25,3 +26,6 @@ test-fast: setup
 
 lint: setup
 	.venv/bin/ruff check .
+
+options: setup
+	.venv/bin/python -m server_app.options

@@ -24,6 +24,7 @@ from server_app.compute import compute_profile
 from server_app.config import compose_config, run_settings
 from server_app.evaluation import ServerData
 from server_app.generator_stage import prepare_generator
+from server_app.options import run_config_overrides
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
 from server_app.settings import AggregationSettings, RunSettings
@@ -44,13 +45,28 @@ from task.files import strict_json, write_atomically
 from task.model import Net, set_threads
 
 
-def wait_for_nodes(grid: Grid, wanted: int, seconds: float, minimum: int) -> list[int]:
-    """Node ids once ``wanted`` are connected, or whatever is there after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while len(nodes := list(grid.get_node_ids())) < wanted and time.monotonic() < deadline:
-        time.sleep(1.0)
-    if len(nodes) < minimum:
-        raise RuntimeError(f"only {len(nodes)} SuperNodes connected within {seconds:.0f} s; {minimum} needed")
+class FederationTooSmall(RuntimeError):
+    """Fewer SuperNodes connected than the run's organisations: the run is refused."""
+
+
+def wait_for_nodes(grid: Grid, wanted: int, seconds: float, settle: float) -> list[int]:
+    """The node ids once ``wanted`` SuperNodes are connected. Fewer, with none joining for
+    ``settle`` seconds (or after ``seconds`` in all), refuse the run in one line that says
+    how to size Flower's federation: a run with fewer silos than its config names would
+    be another experiment under this one's name."""
+    started = time.monotonic()
+    changed, count = started, -1
+    while len(nodes := list(grid.get_node_ids())) < wanted:
+        now = time.monotonic()
+        if len(nodes) != count:
+            changed, count = now, len(nodes)
+        if now - changed >= settle or now - started >= seconds:
+            raise FederationTooSmall(
+                f"{len(nodes)} SuperNodes connected, {wanted} organisations configured (none joined for "
+                f"{now - changed:.0f} s). Size Flower's local simulation with `flwr federation simulation-config "
+                f"--num-supernodes {wanted}` and run again (scripts/run.sh sizes its own), "
+                f"or set num-orgs={len(nodes)}")
+        time.sleep(0.5)
     log(INFO, "%d SuperNodes connected", len(nodes))
     return sorted(nodes)[:wanted]
 
@@ -64,13 +80,13 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     """
     started = time.perf_counter()
     checkpoint = _checkpoint_to_resume(settings.resume)
-    directory = settings.resume if checkpoint is not None else results_directory(settings)
-    log(INFO, "Results: %s", directory)
     federation = settings.federation
     timeout = federation.reply_timeout_seconds
     signed = consortium_terms(settings.terms, (), federation.num_orgs, settings.cache) \
         if settings.terms.file is not None else None  # a refused terms file ends the run before anything starts
-    nodes = wait_for_nodes(grid, federation.num_orgs, federation.node_wait_seconds, federation.min_orgs)
+    nodes = wait_for_nodes(grid, federation.num_orgs, federation.node_wait_seconds, federation.node_settle_seconds)
+    directory = settings.resume if checkpoint is not None else results_directory(settings)  # a refused run makes none
+    log(INFO, "Results: %s", directory)
     warmup_started = time.perf_counter()
     generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout)
     warmup_seconds = time.perf_counter() - warmup_started
@@ -204,5 +220,6 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """``flwr run``: the config is conf/ plus the ``overrides`` run-config string."""
-    run_experiment(grid, run_settings(compose_config(str(context.run_config.get(protocol.RUN_CONFIG_OVERRIDES, "")))))
+    """``flwr run``: the config is conf/ with the run config's flat keys and ``overrides``
+    (:func:`server_app.options.run_config_overrides`)."""
+    run_experiment(grid, run_settings(compose_config(run_config_overrides(context.run_config))))

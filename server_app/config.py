@@ -114,8 +114,10 @@ def saved_settings(run: Path) -> RunSettings:
 def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
     """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones;
     a saved config without ``limits.arm_bound`` ran without that screening (null), one without
+    ``federation.node_settle_seconds`` waited the whole ``node_wait_seconds`` (10 s now), one without
     ``economics.data_size``, ``terms_file`` and ``terms_key`` on the config's lists alone (null)."""
     tree.setdefault("limits", {}).setdefault("arm_bound", None)
+    tree.setdefault("federation", {}).setdefault("node_settle_seconds", 10.0)
     for key in ("data_size", "terms_file", "terms_key"):
         tree.setdefault("economics", {}).setdefault(key, None)
     game = tree.get("game", {})
@@ -126,6 +128,17 @@ def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
             moved = game.pop(name)
             tree.setdefault(group, {}).update({key: moved} if key else moved)
     return tree
+
+
+def default_tree() -> dict[str, Any]:
+    """The composed default config (``conf/config.yaml``, no override) as a plain nested mapping."""
+    return OmegaConf.to_container(compose_config(), resolve=True)
+
+
+def default_choices() -> list[tuple[str, str]]:
+    """``conf/config.yaml``'s defaults list: each config group and the file it picks."""
+    entries = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "config.yaml").defaults)
+    return [(group, choice) for entry in entries if isinstance(entry, dict) for group, choice in entry.items()]
 
 
 def _cache(tree: dict[str, Any]) -> Path:

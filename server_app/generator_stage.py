@@ -2,8 +2,10 @@
 
 With generator source ``federated`` and no cached checkpoint for this exact set-up,
 the ServerApp runs FedAvg rounds in which each silo trains the generator on its own
-real data; the averaged weights are cached on the server's disk and shipped to the
-silos in messages (no shared file system is assumed).
+real data; the averaged weights are shipped to the silos in messages (no shared file
+system is assumed) and cached on the server's disk only when every one of the run's
+organisations (``num_orgs``, part of the key) made every round's average: a generator
+trained by fewer is this run's alone.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
     averager = FedAvg(min_train_nodes=1, min_available_nodes=1, weighted_by_key=protocol.NUM_EXAMPLES,
                       arrayrecord_key=protocol.ARRAYS, configrecord_key=protocol.CONFIG)
     rounds = settings.generator_warmup_rounds
+    complete = len(node_ids) == settings.num_orgs
     for server_round in range(1, rounds + 1):
         content = protocol.order_content(settings, WarmupOrder(server_round=server_round), arrays)
         messages = [Message(content, dst_node_id=node, message_type=protocol.WARMUP) for node in node_ids]
@@ -73,14 +76,19 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
             log(WARNING, "Generator warm-up round %d: dropped node %d: %s", server_round, node, reason)
         if not screened.valid:
             raise RuntimeError(f"generator warm-up round {server_round}: no silo returned usable weights")
+        complete = complete and len(screened.valid) == len(node_ids)
         # In the order of the weights' digests, not arrival order: float sums depend on their
         # order, and the same silos must give the same generator whoever answers first.
         replies = sorted(screened.valid, key=lambda reply: protocol.array_digest(reply.content[protocol.ARRAYS]))
         arrays, _ = averager.aggregate_train(server_round, replies)
         losses = [report.loss for report in screened.reports.values()]
         log(INFO, "Generator warm-up round %d/%d: mean silo loss %.4f", server_round, rounds, sum(losses) / len(losses))
-    protocol.load_packed(unet, arrays, protocol.GENERATOR)
     seconds = time.perf_counter() - started
+    if not complete:
+        log(WARNING, "Generator: federated warm-up done in %.0f s without every organisation in every round; "
+            "not cached", seconds)
+        return arrays
+    protocol.load_packed(unet, arrays, protocol.GENERATOR)
     save_generator(unet, gen_cfg, path=directory,
                    metadata={"source": "federated", "silos": len(node_ids), "warmup_seconds": seconds})
     log(INFO, "Generator: federated warm-up done in %.0f s, cached at %s", seconds, directory)

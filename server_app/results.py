@@ -27,13 +27,14 @@ def results_directory(settings: RunSettings) -> Path:
 
 def summarise(settings: RunSettings, rows: list[RoundRecord], final_accuracy: float, wall_seconds: float,
               warmup_seconds: float, pilot_seconds: float) -> dict[str, Any]:
-    """Run totals for ``summary.json``; ``wall_seconds`` includes the generator warm-up and
-    the calibration pilot (a reused one takes well under a second)."""
+    """Run totals for ``summary.json``; ``organisations`` counts those whose models made some
+    round's books; ``wall_seconds`` includes the generator warm-up and the calibration pilot
+    (a reused one takes well under a second)."""
     shares = [row.strategy_share for row in rows if row.strategy_share is not None]
     return {
         "policy": settings.game.policy,
         "rounds_completed": len(rows),
-        "organisations": settings.federation.num_orgs,
+        "organisations": len({org for row in rows for org in (row.measured.responders if row.measured else [])}),
         "final_accuracy": final_accuracy,
         "total_welfare": sum(row.measured.realised_welfare if row.measured else 0.0 for row in rows),
         "total_images_generated": sum(row.measured.images_generated if row.measured else 0.0 for row in rows),

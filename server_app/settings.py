@@ -56,6 +56,7 @@ class FederationSettings:
     rounds: int
     min_orgs: int
     node_wait_seconds: float
+    node_settle_seconds: float
     reply_timeout_seconds: float
     device: str
     client_gpus: float
@@ -254,6 +255,7 @@ def federation_settings(tree: Mapping[str, Any]) -> FederationSettings:
     return FederationSettings(
         num_orgs=num_orgs, rounds=_integer(tree, "federation.rounds", 1), min_orgs=min_orgs,
         node_wait_seconds=_number(tree, "federation.node_wait_seconds", _positive, "> 0"),
+        node_settle_seconds=_number(tree, "federation.node_settle_seconds", _positive, "> 0"),
         reply_timeout_seconds=_number(tree, "federation.reply_timeout_seconds", _positive, "> 0"),
         device=_choice(tree, "federation.device", DEVICES),
         client_gpus=_number(tree, "federation.client_gpus", lambda v: 0 <= v <= 1, "in [0, 1]"))

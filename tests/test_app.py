@@ -104,6 +104,7 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
     assert all(math.isfinite(summary[k]) for k in ("final_accuracy", "total_welfare", "wall_seconds"))
     assert summary["total_images_generated"] == sum(sum(row["images"]) for row in rows)
     assert summary["final_accuracy"] > 0.2  # better than chance after two tiny rounds
+    assert summary["organisations"] == 3  # those whose models made the books
     pilot = json.loads((run / "pilot.json").read_text())
     assert len(pilot["points"]) == 3 * 6 and pilot["dropped"] == {}
 

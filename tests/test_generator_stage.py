@@ -13,10 +13,10 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 
 from client_app.app import train_generator_step
 from client_app.silo import generator_config
-from generation import build_unet
+from generation import build_unet, load_generator
 from server_app.compute import ComputeProfile, compute_profile
 from server_app.config import load_settings
-from server_app.generator_stage import prepare_generator
+from server_app.generator_stage import prepare_generator, warmup_checkpoint
 from strategy import protocol
 from strategy.protocol import NODE_CACHE_DIR, NODE_PARTITION_ID, WarmupOrder, WarmupReport
 
@@ -29,8 +29,10 @@ class WarmupGrid:
     """Silos that each return the shipped generator plus their own noise, weighted by
     their own example counts; ``reverse``: the replies come back in reverse order."""
 
-    def __init__(self, reverse: bool) -> None:
+    def __init__(self, reverse: bool, silent: frozenset[int] = frozenset()) -> None:
         self.reverse = reverse
+        self.silent = silent
+        """Nodes that never answer."""
         self.shipped: list[ArrayRecord] = []
 
     def send_and_receive(self, messages, timeout=None):
@@ -40,12 +42,25 @@ class WarmupGrid:
             shipped = message.content.array_records[protocol.ARRAYS]
             self.shipped.append(shipped)
             node = message.metadata.dst_node_id
+            if node in self.silent:
+                continue
             noise = np.random.default_rng([node, order.server_round])
             trained = {key: Array(array.numpy() + noise.normal(0, 0.01, array.shape).astype(array.numpy().dtype))
                        for key, array in shipped.items()}
             report = WarmupReport(num_examples=100 + 37 * node, loss=0.5)
             replies.append(Message(protocol.report_content(report, ArrayRecord(trained)), reply_to=message))
         return replies[::-1] if self.reverse else replies
+
+
+def test_a_generator_is_cached_only_when_every_organisation_trained_it(tmp_path):
+    """The cache key holds the run's organisations (``num_orgs``); a warm-up that fewer
+    trained (a silo silent in a round, or fewer nodes) is used by its run and never cached."""
+    assert warmup_checkpoint(SETTINGS, tmp_path) != warmup_checkpoint(replace(SETTINGS, num_orgs=2), tmp_path)
+    for nodes, silent in (([1, 2, 3], {2}), ([1, 2], set())):
+        generator = prepare_generator(WarmupGrid(False, frozenset(silent)), nodes, SETTINGS, tmp_path, timeout=1.0)
+        assert generator is not None and load_generator(warmup_checkpoint(SETTINGS, tmp_path)) is None
+    prepare_generator(WarmupGrid(False), [1, 2, 3], SETTINGS, tmp_path, timeout=1.0)
+    assert load_generator(warmup_checkpoint(SETTINGS, tmp_path)) is not None
 
 
 def test_the_warmed_up_generator_is_packed_and_does_not_depend_on_reply_order(tmp_path):

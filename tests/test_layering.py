@@ -8,6 +8,7 @@ import dataclasses
 import io
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -57,11 +58,19 @@ def _graph() -> dict[str, set[str]]:
 GRAPH = _graph()
 
 
-def test_the_app_bundle_leaves_the_research_tools_out():
-    """What silos run is the product: ``flwr build`` bundles no one-off analysis tool."""
-    names = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(ROOT))).namelist()
-    assert "strategy/fedgame.py" in names and "client_app/app.py" in names
-    assert not [name for name in names if name.startswith("research/")]
+def test_the_app_bundle_holds_the_app_and_not_the_lab():
+    """What silos run is the product: ``flwr build`` bundles the app's packages, its config,
+    the license and the metadata Flower Hub asks for, and no test, experiment, research
+    tool, benchmark, script or doc."""
+    bundle = build_fab_from_disk(ROOT)
+    names = zipfile.ZipFile(io.BytesIO(bundle)).namelist()
+    assert {"strategy/fedgame.py", "client_app/app.py", "server_app/app.py", "conf/config.yaml", "LICENSE",
+            "pyproject.toml"} <= set(names)
+    tops = {name.split("/")[0] for name in names if "/" in name}
+    assert tops <= {"strategy", "client_app", "server_app", "generation", "task", "deploy", "conf", ".info"}, tops
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert config["fab-format-version"] == 1 and config["flwr-version-target"].startswith("1.42")
+    print(f"FAB: {len(bundle) / 1024:.0f} KB, {len(names)} files")
 
 
 def test_the_graph_covers_every_component():

@@ -61,8 +61,11 @@ from strategy.protocol.node import (
     NODE_PRICE_PER_SECOND,
     NODE_VALUE,
     RUN_CONFIG_OVERRIDES,
+    RUN_CONFIG_UNSET,
+    RUN_OPTIONS,
     SEED_STREAMS,
     NodeConfig,
+    RunOption,
     read_node_config,
     round_seed,
 )
@@ -84,6 +87,7 @@ from strategy.protocol.parts import (
 __all__ = [
     "ARRAYS", "CONFIG", "GENERATOR", "METRICS", "NODE_CACHE_DIR", "NODE_CAPACITY", "NODE_DATA_PATH",
     "NODE_PARTITION_ID", "NODE_PRICE_PER_SECOND", "NODE_VALUE", "NUM_EXAMPLES", "PILOT", "PILOT_ACTION", "PROFILE",
+    "RUN_CONFIG_UNSET", "RUN_OPTIONS", "RunOption",
     "FORK", "RUN_CONFIG_OVERRIDES", "SEED_STREAMS", "SETTINGS", "SETTINGS_VERSION", "TWIN", "WARMUP", "WARMUP_ACTION",
     "EvaluateOrder", "EvaluateReport", "NodeConfig", "PilotOrder", "PilotReport", "Profile", "ProtocolError",
     "SiloSettings", "TrainOrder", "TrainReport", "WarmupOrder", "WarmupReport", "array_digest", "check_arrays",

@@ -15,6 +15,34 @@ RUN_CONFIG_OVERRIDES = "overrides"
 """The run-config key (``[tool.flwr.app.config]``) carrying Hydra overrides to the ServerApp."""
 
 
+@dataclass(frozen=True)
+class RunOption:
+    """A flat run-config key and the Hydra override it becomes (``+experiment`` picks a preset)."""
+
+    key: str
+    target: str
+    help: str
+
+
+RUN_OPTIONS = (
+    RunOption("experiment", "+experiment", "a preset of conf/experiment: tiny (3 small silos, minutes), paper_small"),
+    RunOption("policy", "policy", "cocogen_plus, cocogen, vcfl, radg, wco or social_optimum"),
+    RunOption("num-orgs", "federation.num_orgs", "organisations (SuperNodes) in the run"),
+    RunOption("num-server-rounds", "federation.rounds", "game rounds"),
+    RunOption("local-epochs", "federation.local_epochs", "epochs a silo trains per round"),
+    RunOption("gamma", "game.gamma", "competitive intensity between organisations"),
+    RunOption("alpha", "partition.alpha", "Dirichlet label skew of the silos' data (smaller: more skewed)"),
+    RunOption("images-per-org", "partition.samples_per_org", "real training images per organisation"),
+    RunOption("seed", "seed", "the run's seed (data split, model, every round's seeds)"),
+    RunOption("device", "federation.device", "auto, cpu or cuda"),
+    RunOption("results-dir", "results_root", "where run folders go (absolute path)"),
+)
+"""The flat run-config keys, in the order they are applied (the preset first)."""
+
+RUN_CONFIG_UNSET = ""
+"""A flat key's declared default: keep the Hydra config's value."""
+
+
 NODE_PARTITION_ID = "partition-id"
 NODE_DATA_PATH = "data-path"
 NODE_CACHE_DIR = "cache-dir"
