@@ -18,7 +18,8 @@ setup:
 run: setup
 	scripts/run.sh
 
-test: setup
+test:
+	scripts/setup.sh --deployment
 	$(TEST_ENV) .venv/bin/python -m pytest
 
 test-fast: setup

@@ -8,6 +8,11 @@
 # on free ports), records its PID, and stops that process group only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+  echo "Every knob: python -m server_app.options (make options)."
+  exit 0
+fi
 overrides="${1:-${OVERRIDES:-}}"
 
 export FLWR_HOME="$PWD/.flwr"
@@ -21,6 +26,7 @@ source .venv/bin/activate
 mkdir -p "$FLWR_HOME"
 
 run_dir=$(mktemp -d "$FLWR_HOME/run.XXXXXX")
+export COCOGEN_RUN_RECORD="$run_dir/results-folder"  # the ServerApp (under this script's SuperLink) writes it
 # Validate the overrides, write them as a TOML run config; read the organisations, the GPU
 # share and the results folder (last: the rest of the line, spaces included).
 checked=$(python -m server_app.config check "$overrides" "$run_dir/run_config.toml") || exit 2
@@ -61,11 +67,10 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
-before=$(ls -1 "$results" 2>/dev/null | sort || true)
 flwr run . --stream -c "$run_dir/run_config.toml"
-latest=$(comm -13 <(echo "$before") <(ls -1 "$results" 2>/dev/null | sort) | tail -n 1)
-if [ -z "$latest" ] || [ ! -e "$results/$latest/summary.json" ]; then
+folder=$(cat "$COCOGEN_RUN_RECORD" 2>/dev/null || true)  # written by this run's ServerApp
+if [ -z "$folder" ] || [ ! -e "$folder/summary.json" ]; then
   echo "The run wrote no results; see the log above." >&2
   exit 1
 fi
-python -m server_app.report "$results/$latest"
+python -m server_app.report "$folder"

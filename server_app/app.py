@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, replace
 from logging import INFO
@@ -21,7 +22,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from server_app.compute import compute_profile
-from server_app.config import compose_config, run_settings
+from server_app.config import RUN_RECORD_VARIABLE, compose_config, run_settings
 from server_app.evaluation import ServerData
 from server_app.generator_stage import prepare_generator
 from server_app.options import run_config_overrides
@@ -87,6 +88,8 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     nodes = wait_for_nodes(grid, federation.num_orgs, federation.node_wait_seconds, federation.node_settle_seconds)
     directory = settings.resume if checkpoint is not None else results_directory(settings)  # a refused run makes none
     log(INFO, "Results: %s", directory)
+    if record := os.environ.get(RUN_RECORD_VARIABLE):  # the launching script learns its own run's folder
+        write_atomically(Path(record), f"{directory}\n")
     warmup_started = time.perf_counter()
     generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout)
     warmup_seconds = time.perf_counter() - warmup_started

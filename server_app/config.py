@@ -13,9 +13,11 @@ are read as the current ones, with a warning, in overrides and in saved ``config
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -37,6 +39,8 @@ from task.paths import cache_root
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 RESULTS_VARIABLE = "COCOGEN_RESULTS"
+RUN_RECORD_VARIABLE = "COCOGEN_RUN_RECORD"
+"""Where set (scripts/run.sh), the file the ServerApp writes its results directory's path to."""
 RENAMED = {
     "game.value": "economics.value",
     "game.capacity": "economics.capacity",
@@ -181,6 +185,45 @@ def check(overrides: str, run_config: Path) -> tuple[int, float, Path]:
     return settings.federation.num_orgs, client_gpus(settings), settings.results_root
 
 
+def explain(err: Exception) -> str:
+    """One line for a bad override: the valid choices of a config group (and the nearest),
+    the nearest key to an unknown one, the sweep for a comma list; else the error's first line."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if match := re.search(r"Could not find '(\w+)/([^']*)'", text):
+        group, choice = match.groups()
+        choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        return f"{group}={choice}: no such {group}; choose one of {', '.join(choices)}{_nearest(choice, choices)}"
+    if match := re.search(r"Could not override '([^']*)'", text):
+        key = match.group(1)
+        keys = known_keys()
+        same_name = [k for k in keys if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+        hint = f"; did you mean {same_name[0]}?" if same_name else _nearest(key, keys)
+        return f"{key}: no such config key{hint} (python -m server_app.options lists them)"
+    if match := re.search(r"Ambiguous value for argument '([^']*)'", text):
+        return (f"{match.group(1)}: a comma list is a sweep, one run per value: "
+                f"python -m server_app.sweep -m {shlex.quote(match.group(1))}")
+    return text
+
+
+def known_keys() -> list[str]:
+    """Every dotted key of the default config, and its groups (``policy``, ``federation``, ...)."""
+    keys: list[str] = []
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            keys.append(prefix + key)
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+
+    walk(default_tree(), "")
+    return keys
+
+
+def _nearest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "check":
         print("usage: python -m server_app.config check OVERRIDES RUN_CONFIG.toml", file=sys.stderr)
@@ -188,8 +231,7 @@ def main(argv: list[str]) -> int:
     try:
         print(*check(argv[1], Path(argv[2])))
     except Exception as err:  # noqa: BLE001 - any bad override is reported in one line, before anything starts
-        print(f"error: invalid overrides {argv[1]!r}: {type(err).__name__}: {str(err).splitlines()[0]}",
-              file=sys.stderr)
+        print(f"error: invalid overrides: {explain(err)}", file=sys.stderr)
         return 2
     return 0
 

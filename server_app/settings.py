@@ -309,9 +309,13 @@ def terms_settings(tree: Mapping[str, Any]) -> TermsSettings:
 
 
 def server_data_settings(tree: Mapping[str, Any]) -> ServerDataSettings:
-    """``conf/dataset`` as the server reads it."""
+    """``conf/dataset`` as the server reads it: a ``root`` that is named must exist, unless
+    the data set is to be downloaded into it."""
+    root = _text(tree, "dataset.root", optional=True)
+    if root is not None and not _flag(tree, "dataset.download") and not Path(root).expanduser().is_dir():
+        raise SettingsError("dataset.root", f"{root} is not a folder (set dataset.download=true to fetch it there)")
     return ServerDataSettings(
-        name=_text(tree, "dataset.name"), root=_text(tree, "dataset.root", optional=True),
+        name=_text(tree, "dataset.name"), root=root,
         download=_flag(tree, "dataset.download"), market_size=_integer(tree, "dataset.market_size", 1),
         validation_size=_integer(tree, "dataset.validation_size", 1))
 

@@ -11,6 +11,7 @@ from flwr.app import Array, ArrayRecord
 
 from server_app.app import FederationTooSmall, pilot_cache_file, wait_for_nodes
 from server_app.config import compose_config, load_settings, run_settings
+from server_app.config import main as check_main
 from server_app.options import config_knobs, run_config_overrides, table
 from strategy.game.scenario import LossCurve
 from strategy.protocol import RUN_OPTIONS, PilotOrder, Profile
@@ -84,3 +85,19 @@ def test_the_pilot_cache_key_holds_the_organisations_that_made_the_points(tmp_pa
         return pilot_cache_file(tmp_path, silo, order, model, None, LossCurve(), chosen)
 
     assert key(profiles) == key(profiles[::-1]) != key(profiles[:2])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("federation.num_orgs=1", "federation.num_orgs must be a whole number >= 2, got 1"),
+    ("federation.rounds=0", "federation.rounds must be a whole number >= 1, got 0"),
+    ("policy=foo", "policy=foo: no such policy; choose one of cocogen, cocogen_plus, radg, social_optimum, vcfl, wco"),
+    ("policy=vcfll", "did you mean vcfl?"),
+    ("polcy=vcfl", "polcy: no such config key; did you mean policy?"),
+    ("gamma=2", "gamma: no such config key; did you mean game.gamma?"),
+    ("policy=vcfl,cocogen", "a comma list is a sweep, one run per value: python -m server_app.sweep -m policy=vcfl,"),
+    ("dataset.root=/nonexistent/fashion", "dataset.root /nonexistent/fashion is not a folder"),
+])
+def test_a_bad_override_exits_2_with_one_line_that_says_what_to_do(override, message, tmp_path, capsys):
+    assert check_main(["check", override, str(tmp_path / "run_config.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
