@@ -22,6 +22,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from strategy import protocol
+from strategy.game.scenario import LossCurve, ScenarioError, build_scenario
 from strategy.protocol import Profile, SiloSettings
 from strategy.replies import screen_replies
 from strategy.safeguards import Safeguards
@@ -82,7 +83,8 @@ def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings,
                 flags.append(f"named partition id {profile.partition_id}, its node key is organisation {partition}'s")
                 profile = replace(profile, partition_id=partition)
         holder = {p.partition_id: n for n, p in admission.profiles.items()}
-        problem = safeguards.profile_problem(profile) or terms.problem(profile)
+        problem = safeguards.profile_problem(profile) or terms.problem(profile) \
+            or game_problem(terms.settle(profile).profile)
         if problem is None and profile.partition_id in holder:
             problem = f"partition id {profile.partition_id} is already held by node {holder[profile.partition_id]}"
         if problem is not None:
@@ -101,6 +103,18 @@ def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings,
     for node, reason in admission.refused.items():
         log(WARNING, "Node %d gave no usable profile: %s", node, reason)
     return admission
+
+
+def game_problem(profile: Profile) -> str | None:
+    """Why a settled profile cannot enter a round's game (a number beyond the game's domain,
+    :func:`strategy.game.scenario.build_scenario`), or ``None``: checked per silo, so one
+    silo's numbers refuse that silo and never the round."""
+    try:
+        build_scenario(n=[profile.n], skew=[0.0], cost=[profile.cost], value=[profile.value],
+                       capacity=[profile.capacity], gamma=0.0, loss=LossCurve(), eta=0.0, omega=0.0)
+    except ScenarioError as err:
+        return f"outside the game's domain: {err}"
+    return None
 
 
 def _node_partitions(grid: Grid, terms: Terms) -> dict[int, int]:

@@ -224,3 +224,11 @@ def test_the_audit_cli_prints_a_table_then_the_largest_share(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "strategy", "audit", "-"], input=json.dumps({**spec, "declared": 1}),
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("error: declared: must be true or false")
+
+
+def test_a_silo_whose_numbers_leave_the_games_domain_is_refused_and_the_run_goes_on(tmp_path):
+    """``n = 2e12`` with label counts summing to it passes the profile's own checks; where no
+    size is declared it would reach the game: that silo is refused, the others play."""
+    huge = {101: {"n": 2 * 10**12, "label_counts": [2 * 10**11] * 10}}
+    row, strategy = _run(tmp_path, LyingGrid(huge), PRICED)
+    assert 101 not in strategy.profiles and row["orgs"] == [1, 2, 3, 4, 5]
