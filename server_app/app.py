@@ -51,17 +51,17 @@ class FederationTooSmall(RuntimeError):
 
 
 def wait_for_nodes(grid: Grid, wanted: int, seconds: float, settle: float) -> list[int]:
-    """The node ids once ``wanted`` SuperNodes are connected. Fewer, with none joining for
-    ``settle`` seconds (or after ``seconds`` in all), refuse the run in one line that says
-    how to size Flower's federation: a run with fewer silos than its config names would
-    be another experiment under this one's name."""
+    """The node ids once ``wanted`` SuperNodes are connected. Fewer but some, with none
+    joining for ``settle`` seconds (or after ``seconds`` in all), refuse the run in one line
+    that says how to size Flower's federation: a run with fewer silos than its config names
+    would be another experiment under this one's name. With none yet, it waits ``seconds``."""
     started = time.monotonic()
     changed, count = started, -1
     while len(nodes := list(grid.get_node_ids())) < wanted:
         now = time.monotonic()
         if len(nodes) != count:
             changed, count = now, len(nodes)
-        if now - changed >= settle or now - started >= seconds:
+        if (count > 0 and now - changed >= settle) or now - started >= seconds:
             raise FederationTooSmall(
                 f"{len(nodes)} SuperNodes connected, {wanted} organisations configured (none joined for "
                 f"{now - changed:.0f} s). Size Flower's local simulation with `flwr federation simulation-config "

@@ -69,6 +69,7 @@ def test_too_few_supernodes_are_refused_at_once_with_the_command_that_sizes_the_
 
 
 def test_silos_that_keep_joining_are_waited_for():
+    assert wait_for_nodes(JoiningGrid([1.5, 1.5]), wanted=2, seconds=30, settle=1.0) == [100, 101]  # none at first
     assert wait_for_nodes(JoiningGrid([0, 0.6, 1.2, 1.8]), wanted=4, seconds=30, settle=1.0) == [100, 101, 102, 103]
     with pytest.raises(FederationTooSmall):
         wait_for_nodes(JoiningGrid([0, 0.6, 1.2, 1.8]), wanted=5, seconds=1.5, settle=1.0)
