@@ -33,7 +33,7 @@ from server_app.terms import consortium_terms
 from strategy import protocol
 from strategy.admission import admit_profiles
 from strategy.aggregation import Aggregation
-from strategy.checkpoint import Checkpoint, load_checkpoint
+from strategy.checkpoint import CHECKPOINT, Checkpoint, checkpoint_problem, load_checkpoint
 from strategy.fedgame import GameFedAvg
 from strategy.game.calibration import Calibration
 from strategy.game.learning_curve import CurveFit
@@ -42,6 +42,7 @@ from strategy.ledger import Ledger
 from strategy.pilot import run_pilot
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import PilotOrder, Profile, SiloSettings
+from strategy.records import read_ledger
 from task.files import strict_json, write_atomically
 from task.model import Net, set_threads
 
@@ -80,7 +81,7 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     run's state), then :class:`GameFedAvg` runs the rounds and the final model is tested.
     """
     started = time.perf_counter()
-    checkpoint = _checkpoint_to_resume(settings.resume)
+    checkpoint = checkpoint_to_resume(settings.resume, settings)
     federation = settings.federation
     timeout = federation.reply_timeout_seconds
     signed = consortium_terms(settings.terms, (), federation.num_orgs, settings.cache) \
@@ -142,13 +143,27 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     return str(directory)
 
 
-def _checkpoint_to_resume(resume: Path | None) -> Checkpoint | None:
-    """The checkpoint of the run folder ``resume`` (``None``: a new run)."""
+class ResumeRefused(RuntimeError):
+    """A run folder that cannot be resumed; the message says why, in one line."""
+
+
+def checkpoint_to_resume(resume: Path | None, settings: RunSettings) -> Checkpoint | None:
+    """The checkpoint of the run folder ``resume`` (``None``: a new run), checked before
+    anything starts (:func:`strategy.checkpoint.checkpoint_problem`, and a strict ledger)."""
     if resume is None:
         return None
-    checkpoint = load_checkpoint(resume)
+    try:
+        checkpoint = load_checkpoint(resume)
+        ledger = resume / "ledger.json"
+        if ledger.exists():
+            read_ledger(ledger)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ResumeRefused(f"resume: {err}") from None
     if checkpoint is None:
-        raise RuntimeError(f"resume: {resume} holds no checkpoint (no round completed there)")
+        raise ResumeRefused(f"resume: {resume} holds no checkpoint (no round completed there)")
+    problem = checkpoint_problem(checkpoint, initial_model(settings.seed), settings.federation.rounds)
+    if problem is not None:
+        raise ResumeRefused(f"resume: {resume / CHECKPOINT}: {problem}")
     log(INFO, "Resuming %s after round %d", resume, checkpoint.server_round)
     return checkpoint
 

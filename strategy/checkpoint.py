@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from strategy.protocol import ProtocolError, check_arrays
 from task.files import strict_json
 
 CHECKPOINT = "checkpoint.npz"
@@ -64,15 +66,46 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: bool = False)
     os.replace(temporary, Path(directory) / CHECKPOINT)
 
 
+def checkpoint_problem(checkpoint: Checkpoint, reference: ArrayRecord, rounds: int) -> str | None:
+    """Why a run of ``rounds`` rounds cannot resume from ``checkpoint``, or ``None``: its round
+    must lie in ``1 .. rounds - 1``, its state hold the calibration, and both models have
+    ``reference``'s keys, shapes and dtypes with finite values only."""
+    if not 1 <= checkpoint.server_round < rounds:
+        if checkpoint.server_round == rounds:
+            return f"the run already completed its {rounds} rounds"
+        return f"its round {checkpoint.server_round} is outside the run's 1..{rounds - 1}"
+    if "calibration" not in checkpoint.state:
+        return "its state holds no calibration"
+    for model in MODELS:
+        try:
+            check_arrays(getattr(checkpoint, model), reference, model)
+        except ProtocolError as err:
+            return str(err)
+    return None
+
+
 def load_checkpoint(directory: Path, server_round: int | None = None) -> Checkpoint | None:
     """The last complete round's checkpoint in ``directory`` (or, given ``server_round``,
     the one kept after that round), or ``None`` if there is none."""
     path = Path(directory) / CHECKPOINT if server_round is None else kept_checkpoint(directory, server_round)
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as stored:
-        state = json.loads(str(stored[STATE_KEY]))
-        records = {model: ArrayRecord({key.split("/", 1)[1]: Array(stored[key]) for key in stored.files
-                                       if key.startswith(f"{model}/")}) for model in MODELS}
-    server_round = int(state.pop("round"))
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            state = json.loads(str(stored[STATE_KEY]), parse_constant=_refuse_constant)
+            records = {model: ArrayRecord({key.split("/", 1)[1]: Array(stored[key]) for key in stored.files
+                                           if key.startswith(f"{model}/")}) for model in MODELS}
+        server_round = state.pop("round")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err})") from None
+    if isinstance(server_round, bool) or not isinstance(server_round, int):
+        raise CheckpointError(f"{path}: its round is {server_round!r}, not a whole number")
     return Checkpoint(server_round, records["main"], records["twin"], state)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read; the message names it."""
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"the state holds {constant}")

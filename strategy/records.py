@@ -238,5 +238,8 @@ ANNOTATIONS = frozenset(item.name for item in fields(RoundRecord) if item.metada
 
 
 def read_ledger(path: Path) -> list[RoundRecord]:
-    """The records of a ``ledger.json``."""
-    return [RoundRecord.from_json(row) for row in json.loads(Path(path).read_text())]
+    """The records of a ``ledger.json``, which must be strict JSON (no NaN or Infinity)."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{path} holds {constant}: not strict JSON")
+
+    return [RoundRecord.from_json(row) for row in json.loads(Path(path).read_text(), parse_constant=refuse)]
