@@ -120,7 +120,7 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
                           timeout=timeout, min_orgs=federation.min_orgs,
                           aggregation=aggregation_rule(settings.aggregation),
                           calibration=calibration, profiles=profiles, keep_checkpoints=settings.keep_checkpoints,
-                          flags=admission.flags)
+                          flags=admission.flags, missed=admission.refused)
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
 

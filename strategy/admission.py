@@ -55,7 +55,7 @@ def collect_profiles(grid: Grid, node_ids: Iterable[int], settings: SiloSettings
 
 
 def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings, generator: ArrayRecord | None,
-                   safeguards: Safeguards, terms: Terms, timeout: float) -> Admission:
+                   safeguards: Safeguards, terms: Terms, timeout: float, ask: set[int] | None = None) -> Admission:
     """The connected nodes' settled profiles: ``held`` for nodes still connected, plus the
     answers of connected nodes without one (late or reconnected), the nodes refused, with
     reasons, and the flags of those admitted.
@@ -66,11 +66,13 @@ def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings,
     the node that first reported it, so a node naming a partition id that a connected node
     holds is refused, not let in. A node that disconnected loses its entry, so a silo that
     reconnects under a new node id is welcome back. Implausible profiles are refused.
+    ``ask``: only these of the nodes without a profile are asked (default: all of them).
     """
     connected = set(grid.get_node_ids())
     admission = Admission({node: p for node, p in held.items() if node in connected})
-    fresh, admission.refused = collect_profiles(grid, sorted(connected - set(admission.profiles)), settings, generator,
-                                                timeout)
+    asked = connected - set(admission.profiles)
+    asked = asked if ask is None else asked & ask
+    fresh, admission.refused = collect_profiles(grid, sorted(asked), settings, generator, timeout)
     keys = _node_partitions(grid, terms) if terms.binds_keys and fresh else {}
     for node, profile in sorted(fresh.items()):
         flags: list[str] = []

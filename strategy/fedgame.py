@@ -53,6 +53,12 @@ from strategy.safeguards import (
 )
 from strategy.terms import Terms
 
+MISSED_PROFILE_EVERY = 3
+"""A node that gave no usable profile is asked again only every this many rounds, so a node
+that never answers does not stall each round for the reply timeout."""
+MISSED_PROFILE_TIMEOUT = 30.0
+"""Seconds a node that missed a profile query gets to answer the next one."""
+
 
 class GameFedAvg(FedAvg):
     """FedAvg whose train messages carry each organisation's equilibrium quota, and a
@@ -77,6 +83,8 @@ class GameFedAvg(FedAvg):
         profiles: the organisations already admitted, by node id (:func:`admit_profiles`);
             nodes without one are asked at each round's start.
         flags: what admission flagged about them, by node id.
+        missed: nodes whose profile query already failed (asked again only every
+            :data:`MISSED_PROFILE_EVERY` rounds).
         keep_checkpoints: keep every round's checkpoint, not only the last one.
     """
 
@@ -84,7 +92,8 @@ class GameFedAvg(FedAvg):
                  safeguards: Safeguards, terms: Terms, *, generator: ArrayRecord | None = None, timeout: float = 600.0,
                  min_orgs: int = 2, aggregation: Aggregation | None = None,
                  calibration: Calibration | None = None, profiles: dict[int, Profile] | None = None,
-                 keep_checkpoints: bool = False, flags: dict[int, tuple[str, ...]] | None = None) -> None:
+                 keep_checkpoints: bool = False, flags: dict[int, tuple[str, ...]] | None = None,
+                 missed: Iterable[int] = ()) -> None:
         super().__init__(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1,
                          weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS,
                          configrecord_key=protocol.CONFIG)
@@ -102,6 +111,8 @@ class GameFedAvg(FedAvg):
         self.keep_checkpoints = keep_checkpoints
         self.profiles: dict[int, Profile] = dict(profiles or {})
         self.flags: dict[int, tuple[str, ...]] = dict(flags or {})
+        self.missed: dict[int, int] = dict.fromkeys(missed, 1)
+        """By node: profile queries it missed in a row (no usable answer)."""
         """By node: what admission flagged about an admitted organisation (reported terms that differ)."""
         self.twin: ArrayRecord | None = None
         self.round_offset = 0
@@ -112,14 +123,27 @@ class GameFedAvg(FedAvg):
         self._evaluated: ArrayRecord | None = None
 
     # --- nodes and profiles -------------------------------------------------------
-    def refresh_profiles(self, grid: Grid) -> dict[int, str]:
+    def refresh_profiles(self, grid: Grid, server_round: int = 0) -> dict[int, str]:
         """Ask every connected node without a profile (late or reconnected) for one
-        (:func:`admit_profiles`); returns the nodes whose answer was unusable, with reasons."""
+        (:func:`admit_profiles`); returns the nodes whose answer was unusable, with reasons.
+        A node that missed its last query is asked only every :data:`MISSED_PROFILE_EVERY`
+        rounds, with :data:`MISSED_PROFILE_TIMEOUT`."""
+        retry = set(self.missed)
+        refused = self._admit(grid, set(grid.get_node_ids()) - retry, self.timeout)
+        if retry and server_round % MISSED_PROFILE_EVERY == 0:
+            refused |= self._admit(grid, retry, min(self.timeout, MISSED_PROFILE_TIMEOUT))
+        return refused
+
+    def _admit(self, grid: Grid, ask: set[int], timeout: float) -> dict[int, str]:
         admission = admit_profiles(grid, self.profiles, self.settings, self.generator, self.safeguards, self.terms,
-                                   self.timeout)
+                                   timeout, ask)
         self.profiles = admission.profiles
         self.flags = {node: flags for node, flags in {**self.flags, **admission.flags}.items()
                       if node in self.profiles}
+        for node in admission.refused:
+            self.missed[node] = self.missed.get(node, 0) + 1
+        for node in self.profiles:
+            self.missed.pop(node, None)
         return admission.refused
 
     def _live_nodes(self) -> list[int]:
@@ -172,7 +196,7 @@ class GameFedAvg(FedAvg):
         server_round += self.round_offset
         started = time.perf_counter()
         self._trained = None
-        self.refresh_profiles(grid)
+        self.refresh_profiles(grid, server_round)
         solve_started = time.perf_counter()
         nodes = self._live_nodes()
         if len(nodes) < self.min_orgs:

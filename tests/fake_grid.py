@@ -67,6 +67,8 @@ class HostileGrid:
         self.reverse = reverse
         self.shift = np.float32(shift)
         self.keys: dict[int, bytes] = {}
+        self.calls: list[tuple[list[tuple[int, str]], float | None]] = []
+        """Every message round: (node, message type) of each message sent, and the timeout."""
         self.made: dict[int, int] = {}
         """The images each node made in its last game round (its deployed main is fine-tuned with them)."""
 
@@ -79,6 +81,7 @@ class HostileGrid:
 
     def send_and_receive(self, messages, timeout=None):
         time.sleep(self.delay)
+        self.calls.append(([(m.metadata.dst_node_id, m.metadata.message_type) for m in messages], timeout))
         replies = []
         for message in messages:
             node = message.metadata.dst_node_id

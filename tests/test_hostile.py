@@ -210,3 +210,14 @@ def test_a_round_whose_evaluation_brings_no_deployed_model_prices_everyone_on_th
 
 def _stepped(arrays: ArrayRecord) -> ArrayRecord:
     return ArrayRecord({k: Array(v.numpy() + np.float32(0.01)) for k, v in arrays.items()})
+
+
+def test_a_node_that_never_answers_its_profile_query_is_asked_every_third_round_with_a_short_timeout(tmp_path):
+    """It would otherwise stall every round for the reply timeout."""
+    grid = HostileGrid(["no reply"] + [HONEST] * 5, [HONEST] * 6, seed=2)
+    strategy = GameFedAvg(GAME, SETTINGS, Ledger(tmp_path), judge, SAFEGUARDS, TERMS, min_orgs=1, timeout=600.0)
+    strategy.refresh_profiles(grid)
+    strategy.start(grid, MODEL, num_rounds=6, timeout=1.0)
+    asked = [timeout for sent, timeout in grid.calls if (101, "query") in sent]
+    assert asked == [600.0, 30.0, 30.0]  # admission, then rounds 3 and 6
+    assert strategy.missed == {101: 3} and len(_strict(tmp_path / "ledger.json")) == 6
