@@ -140,9 +140,13 @@ def train_generator_step(msg: Message, context: Context) -> Message:
 @app.train()
 def train_silo(msg: Message, context: Context) -> Message:
     """A game round: generate the quota, train on real + synthetic, score on the market set;
-    train the fork and the twin on the real images alone (same seed and epochs), score the twin."""
+    train the fork and the twin on the real images alone (same seed and epochs), score the twin.
+    A quota above this organisation's own capacity is refused (the reply is an error)."""
     settings, order = protocol.read_order(TrainOrder, msg.content)
     node = _node(context, settings)
+    capacity = org_parameters(settings, node).capacity
+    if order.quota > capacity:
+        raise ValueError(f"quota {order.quota} is above this organisation's capacity {capacity:g}")
     silo = load_silo(settings, node)
     made = synthetic(settings, silo, node, context.state.get(GENERATOR_STATE), order.quota, order.target,
                      protocol.round_seed(settings.seed, order.server_round, "sampling", node.partition_id))

@@ -14,6 +14,7 @@ let the calibration observe them; append one ledger record.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -208,7 +209,8 @@ class GameFedAvg(FedAvg):
         game = self.round_game()
         scenario, target = round_scenario(profiles, game)
         solution = solve_round(scenario, game, server_round)
-        quotas = {node: int(round(s)) for node, s in zip(nodes, solution.quotas)}
+        quotas = {node: min(int(round(s)), math.floor(p.capacity))  # whole images, never above the capacity
+                  for node, s, p in zip(nodes, solution.quotas, profiles)}
         target = tuple(map(float, target))
         self._reference = arrays
         messages = [

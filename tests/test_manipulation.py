@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client_app.app import train_silo
 from strategy import protocol
 from strategy.fedgame import GameFedAvg
 from strategy.game.audit import GOAL, Game, Limits, audit, max_share
@@ -232,3 +233,13 @@ def test_a_silo_whose_numbers_leave_the_games_domain_is_refused_and_the_run_goes
     huge = {101: {"n": 2 * 10**12, "label_counts": [2 * 10**11] * 10}}
     row, strategy = _run(tmp_path, LyingGrid(huge), PRICED)
     assert 101 not in strategy.profiles and row["orgs"] == [1, 2, 3, 4, 5]
+
+
+def test_a_silo_refuses_a_quota_above_its_own_capacity():
+    capacity = int(SETTINGS.capacity[-1])  # by partition id, the last entry repeating
+    order = protocol.TrainOrder(server_round=1, quota=capacity + 1, target=(0.1,) * 10)
+    message = Message(protocol.order_content(SETTINGS, order, MODEL, MODEL), dst_node_id=101, message_type="train")
+    context = Context(run_id=1, node_id=101, state=RecordDict(), run_config={},
+                      node_config={protocol.NODE_PARTITION_ID: 5})
+    with pytest.raises(ValueError, match=f"quota {capacity + 1} is above this organisation's capacity"):
+        train_silo(message, context)
