@@ -97,6 +97,7 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     compute = compute_profile(settings.costs, settings.silo, generator, settings.cache)
     terms = signed or consortium_terms(settings.terms, compute.seconds_per_image, federation.num_orgs,
                                        settings.cache, settings.silo)
+    write_atomically(directory / "terms.json", strict_json(terms.to_json(), indent=1))  # what the run priced
     if terms.gamma is not None:  # the signed terms' competition, not the config's
         settings = replace(settings, game=replace(settings.game, gamma=terms.gamma))
     silo = replace(settings.silo, seconds_per_image=compute.told)

@@ -31,6 +31,7 @@ import pytest
 from flwr.cli.build import build_fab_from_disk
 
 from deploy.local import BIN, QUIET, LocalFederation, Processes, free_port, start_federation
+from server_app.terms import keygen, sign
 
 # Every test shares the module's federation: a SuperLink behind nginx and three SuperNodes.
 pytestmark = pytest.mark.deployment
@@ -172,12 +173,32 @@ def test_an_intruder_holding_the_ca_certificate_cannot_use_the_control_plane(fed
     assert federation.flwr("ls", "operator").returncode == 0
 
 
-def _run_config(federation: LocalFederation, signature: str | None) -> str:
+def _run_config(federation: LocalFederation, signature: str | None, terms: Path | None = None) -> str:
     base = federation.base
     overrides = (f"+experiment=tiny economics.costs=measured economics.data_size=null calibration.pilot=false "
                  f"results_root={base / 'results'} "
                  f"cache_dir={base / 'server-cache'}")
+    if terms is not None:
+        overrides += f" economics.terms_file={terms} economics.terms_key={terms.parent / 'terms-signing.key.pub'}"
     return f'overrides="{overrides}"' + (f' fab-signature="{signature}"' if signature is not None else "")
+
+
+def _signed_terms(federation: LocalFederation) -> tuple[Path, list[int]]:
+    """The consortium's terms as the operator signs them: each silo's declared data size (its
+    exported training rows) and the key its SuperNode registered with; returns the file and
+    the sizes."""
+    base = federation.base
+    keys = base / "operator-keys"
+    keygen(keys)
+    sizes = [sum(json.loads((base / "data" / f"silo-{i}" / "silo.json").read_text())["label_counts"])
+             for i in range(SILOS)]
+    organisations = [{"value": 1200.0, "capacity": 150.0, "price_per_second": 5.0, "seconds_per_image": 0.1,
+                      "data_size": size, "node_key": (base / f"silo-{i}" / f"silo-{i}.pub").read_text().strip()}
+                     for i, size in enumerate(sizes)]
+    terms = keys / "terms.json"
+    terms.write_text(json.dumps({"sequence": 1, "gamma": 0.5, "organisations": organisations}, indent=1))
+    sign(terms, keys / "terms-signing.key")
+    return terms, sizes
 
 
 def _installed_on_silos(federation: LocalFederation, app: Path) -> list[bool]:
@@ -188,8 +209,11 @@ def _installed_on_silos(federation: LocalFederation, app: Path) -> list[bool]:
 
 
 def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(federation, app):
+    """Under the operator's signed terms: each node is the organisation its key belongs to,
+    and its declared size is the game's n."""
     base = federation.base
-    done = federation.run(app, _run_config(federation, federation.signature(app)))
+    terms, sizes = _signed_terms(federation)
+    done = federation.run(app, _run_config(federation, federation.signature(app), terms))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [run] = list((base / "results").iterdir())
     rows = json.loads((run / "ledger.json").read_text())
@@ -202,6 +226,10 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
         for i in range(SILOS):
             exported = json.loads((base / "data" / f"silo-{i}" / "silo.json").read_text())
             assert reported[i]["label_counts"] == exported["label_counts"]  # each silo read its own folder
+            assert reported[i]["n"] == sizes[i] and reported[i]["seconds_per_image"] == 0.1  # the terms'
+        # the silos report the terms they were told; only their own timing may differ from the terms'
+        assert all("seconds_per_image" in flag for flags in row["flags"].values() for flag in flags)
+    assert json.loads((run / "terms.json").read_text())["sequence"] == 1  # the run folder keeps its terms
     summary = json.loads((run / "summary.json").read_text())
     print(f"deployment round seconds: {[round(r['round_seconds'], 1) for r in rows]}, "
           f"wall {summary['wall_seconds']:.0f} s")
