@@ -85,14 +85,14 @@ def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings,
                 flags.append(f"named partition id {profile.partition_id}, its node key is organisation {partition}'s")
                 profile = replace(profile, partition_id=partition)
         holder = {p.partition_id: n for n, p in admission.profiles.items()}
-        problem = safeguards.profile_problem(profile) or terms.problem(profile) \
-            or game_problem(terms.settle(profile).profile)
+        problem = safeguards.profile_problem(profile) or terms.problem(profile)
+        settled = terms.settle(profile) if problem is None else None
+        problem = problem or game_problem(settled.profile)
         if problem is None and profile.partition_id in holder:
             problem = f"partition id {profile.partition_id} is already held by node {holder[profile.partition_id]}"
         if problem is not None:
             admission.refused[node] = problem
             continue
-        settled = terms.settle(profile)
         admission.profiles[node] = settled.profile
         flags.extend(settled.flags)
         if flags:
