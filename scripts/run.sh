@@ -28,9 +28,9 @@ mkdir -p "$FLWR_HOME"
 run_dir=$(mktemp -d "$FLWR_HOME/run.XXXXXX")
 export COCOGEN_RUN_RECORD="$run_dir/results-folder"  # the ServerApp (under this script's SuperLink) writes it
 # Validate the overrides, write them as a TOML run config; read the organisations, the GPU
-# share and the results folder (last: the rest of the line, spaces included).
+# share (the results folder, printed last, is learned from the ServerApp instead).
 checked=$(python -m server_app.config check "$overrides" "$run_dir/run_config.toml") || exit 2
-read -r num_orgs client_gpus results <<< "$checked"
+read -r num_orgs client_gpus _ <<< "$checked"  # the results folder comes from the ServerApp (COCOGEN_RUN_RECORD)
 read -r http_port control_port < <(python -c '
 import socket
 ports = []
