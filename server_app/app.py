@@ -17,21 +17,23 @@ from logging import INFO
 from pathlib import Path
 
 import torch
+from diffusers import UNet2DModel
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from generation import GeneratorConfig
 from server_app.compute import compute_profile
 from server_app.config import RUN_RECORD_VARIABLE, compose_config, run_settings
 from server_app.evaluation import ServerData
-from server_app.generator_stage import prepare_generator
+from server_app.generator_stage import GeneratorCheck, fidelity_judge, generator_problem, prepare_generator
 from server_app.options import run_config_overrides
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
 from server_app.settings import AggregationSettings, RunSettings
 from server_app.terms import consortium_terms
 from strategy import protocol
-from strategy.admission import admit_profiles
+from strategy.admission import admit_profiles, node_partitions
 from strategy.aggregation import Aggregation
 from strategy.checkpoint import CHECKPOINT, Checkpoint, checkpoint_problem, load_checkpoint
 from strategy.fedgame import GameFedAvg
@@ -43,6 +45,7 @@ from strategy.pilot import run_pilot
 from strategy.profiles import GameSettings, round_scenario
 from strategy.protocol import PilotOrder, Profile, SiloSettings
 from strategy.records import read_ledger
+from strategy.terms import Terms
 from task.files import strict_json, write_atomically
 from task.model import Net, set_threads
 
@@ -91,8 +94,11 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     log(INFO, "Results: %s", directory)
     if record := os.environ.get(RUN_RECORD_VARIABLE):  # the launching script learns its own run's folder
         write_atomically(Path(record), f"{directory}\n")
+    data = ServerData(settings.data, settings.seed, settings.cache, federation.device)
     warmup_started = time.perf_counter()
-    generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout)
+    generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout,
+                                  generator_check(data, settings), aggregation_rule(settings.aggregation),
+                                  warmup_weights(grid, signed))
     warmup_seconds = time.perf_counter() - warmup_started
     compute = compute_profile(settings.costs, settings.silo, generator, settings.cache)
     terms = signed or consortium_terms(settings.terms, compute.seconds_per_image, federation.num_orgs,
@@ -105,7 +111,6 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
         silo = replace(silo, **{name: tuple(getattr(t, name) for t in terms.organisations)
                                 for name in ("value", "capacity", "price_per_second")})
     set_threads(2)
-    data = ServerData(settings.data, settings.seed, settings.cache, federation.device)
     ledger = Ledger(directory, keep_through=checkpoint.server_round if checkpoint else None)
     admission = admit_profiles(grid, {}, silo, generator, settings.safeguards, terms, timeout)
     profiles = admission.profiles
@@ -121,7 +126,9 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
                           timeout=timeout, min_orgs=federation.min_orgs,
                           aggregation=aggregation_rule(settings.aggregation),
                           calibration=calibration, profiles=profiles, keep_checkpoints=settings.keep_checkpoints,
-                          flags=admission.flags, missed=admission.refused)
+                          flags=admission.flags, missed=admission.refused,
+                          server_update=lambda sent, server_round: data.reference_update(sent, silo, server_round,
+                                                                                          settings.seed))
     if checkpoint is not None:
         initial = strategy.resume(checkpoint)
 
@@ -172,7 +179,31 @@ def checkpoint_to_resume(resume: Path | None, settings: RunSettings) -> Checkpoi
 def aggregation_rule(rule: AggregationSettings) -> Aggregation:
     """The configured rule that turns returned models into the next global ones."""
     return Aggregation(rule.name, trim_beta=rule.trim_beta, krum_malicious=rule.krum_malicious,
-                       clip_norm=rule.clip_norm)
+                       clip_norm=rule.clip_norm, clip_multiple=rule.clip_multiple,
+                       min_agreement=rule.min_agreement)
+
+
+def warmup_weights(grid: Grid, terms: Terms | None) -> dict[int, float] | None:
+    """Each node's weight in the generator warm-up: where signed terms bind every organisation
+    to a node key, its organisation's declared data size (1 each where a size is not declared
+    for all), nodes whose key is in no organisation's terms left out; else ``None`` (every
+    node alike). Never the example count a silo reports."""
+    if terms is None or not terms.binds_keys:
+        return None
+    declared = all(t.data_size is not None for t in terms.organisations)
+    return {node: float(terms.of(partition).data_size if declared else 1.0)
+            for node, partition in node_partitions(grid, terms).items()}
+
+
+def generator_check(data: ServerData, settings: RunSettings) -> GeneratorCheck:
+    """:func:`generator_problem` judged by a classifier trained on the server's validation
+    images (trained only when a warm-up's result is checked), with the configured floor."""
+
+    def check(unet: UNet2DModel, cfg: GeneratorConfig) -> str | None:
+        judge = fidelity_judge(*data.validation, settings.seed)
+        return generator_problem(unet, cfg, judge, settings.min_label_fidelity, settings.seed)
+
+    return check
 
 
 def initial_model(seed: int) -> ArrayRecord:

@@ -119,9 +119,15 @@ def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
     """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones;
     a saved config without ``limits.arm_bound`` ran without that screening (null), one without
     ``federation.node_settle_seconds`` waited the whole ``node_wait_seconds`` (10 s now), one without
-    ``economics.data_size``, ``terms_file`` and ``terms_key`` on the config's lists alone (null)."""
+    ``economics.data_size``, ``terms_file`` and ``terms_key`` on the config's lists alone (null), one
+    without ``federation.clip_multiple`` or ``min_agreement`` with no bound relative to the median
+    update and no screening by direction (null), one without ``generator.min_label_fidelity`` with no
+    check of its generator (0)."""
     tree.setdefault("limits", {}).setdefault("arm_bound", None)
     tree.setdefault("federation", {}).setdefault("node_settle_seconds", 10.0)
+    tree["federation"].setdefault("clip_multiple", None)
+    tree["federation"].setdefault("min_agreement", None)
+    tree.setdefault("generator", {}).setdefault("min_label_fidelity", 0.0)
     for key in ("data_size", "terms_file", "terms_key"):
         tree.setdefault("economics", {}).setdefault(key, None)
     game = tree.get("game", {})

@@ -3,9 +3,18 @@
 With generator source ``federated`` and no cached checkpoint for this exact set-up,
 the ServerApp runs FedAvg rounds in which each silo trains the generator on its own
 real data; the averaged weights are shipped to the silos in messages (no shared file
-system is assumed) and cached on the server's disk only when every one of the run's
-organisations (``num_orgs``, part of the key) made every round's average: a generator
-trained by fewer is this run's alone.
+system is assumed).
+
+Nothing a silo returns is trusted. Its weights must be finite and of the generator's
+layout (the protocol's reader); each update is clipped to ``clip_multiple`` times the
+round's median update norm (:class:`strategy.aggregation.Aggregation`); each silo weighs
+what the consortium's terms say (``weights``, by node), never its reply's example count.
+The result is then checked (:func:`generator_problem`): its samples must be finite, and a
+classifier trained on the server's own images must recognise their classes at least as
+often as ``generator.min_label_fidelity``. A generator that fails is refused (the run
+ends with the reason) and never cached. One that passes is cached on the server's disk
+only when every one of the run's organisations (``num_orgs``, part of the key) made every
+round's average: a generator trained by fewer is this run's alone.
 """
 
 from __future__ import annotations
@@ -13,28 +22,70 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from logging import INFO, WARNING
 from pathlib import Path
 
+import numpy as np
+import torch
+from diffusers import UNet2DModel
 from flwr.app import ArrayRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
 
-from generation import GeneratorConfig, build_unet, load_generator, save_generator
+from generation import GeneratorConfig, build_unet, load_generator, sample, save_generator
 from strategy import protocol
+from strategy.aggregation import Aggregation
 from strategy.protocol import SiloSettings, WarmupOrder, WarmupReport
 from strategy.replies import screen_replies
+from task.model import Net, evaluate, train
 
 WARMUP_KEY_FIELDS = ("seed", "dataset", "dataset_root", "market_size", "partitioner", "alpha", "classes_per_org",
                      "samples_per_org", "val_fraction", "min_partition_size", "num_orgs",
                      "generator_warmup_rounds", "generator_steps_per_round")
 """The settings that shape the federated weights, besides the generator's own fingerprint."""
-WARMUP_VERSION = 2
-"""Part of the cache key; raised when the warm-up's training changes what it makes from the
-same settings. 2: each silo trains the weights shipped to it (under 1, a simulated silo
-could train on from another silo's result of the same round, left in its process)."""
+WARMUP_VERSION = 3
+"""Part of the cache key; raised when the warm-up changes what it makes from the same
+settings (3: screened updates, weights from the terms, a checked result)."""
+CHECK_IMAGES_PER_CLASS = 10
+"""Images sampled per class to check a warm-up's result."""
+JUDGE_EPOCHS = 3
+"""Epochs the label-fidelity judge trains on the server's own images."""
+
+GeneratorCheck = Callable[[UNet2DModel, GeneratorConfig], str | None]
+"""Why a generator is unfit to use (:func:`generator_problem` bound to the server's data), or ``None``."""
+
+
+class GeneratorRefused(RuntimeError):
+    """The warm-up's generator failed its check; the message says why, in one line."""
+
+
+def fidelity_judge(images: torch.Tensor, labels: torch.Tensor, seed: int) -> Net:
+    """A classifier trained on the server's own labelled ``images`` for :data:`JUDGE_EPOCHS`:
+    the judge of a generator's label fidelity."""
+    judge = Net()
+    train(judge, images, labels, epochs=JUDGE_EPOCHS, seed=seed)
+    return judge
+
+
+def generator_problem(unet: UNet2DModel, cfg: GeneratorConfig, judge: Net, min_fidelity: float,
+                      seed: int) -> str | None:
+    """Why ``unet`` is unfit to use, or ``None``: its weights or its :data:`CHECK_IMAGES_PER_CLASS`
+    samples per class are not finite, or ``judge`` recognises the classes of fewer than
+    ``min_fidelity`` of them (the label fidelity: the judge's accuracy on the samples,
+    against the classes they were drawn for)."""
+    if not all(torch.isfinite(weights).all() for weights in unet.state_dict().values()):
+        return "its weights hold NaN or inf"
+    labels = np.repeat(np.arange(cfg.num_classes), CHECK_IMAGES_PER_CLASS)
+    images = sample(unet, labels, cfg, seed=seed)
+    if not torch.isfinite(images).all():
+        return "its samples hold NaN or inf"
+    fidelity = evaluate(judge, images, torch.from_numpy(labels).long()).accuracy
+    if not fidelity >= min_fidelity:
+        return f"label fidelity {fidelity:.3f} of {len(labels)} samples is below generator.min_label_fidelity " \
+               f"{min_fidelity:g}"
+    return None
 
 
 def warmup_checkpoint(settings: SiloSettings, cache: Path) -> Path:
@@ -47,10 +98,14 @@ def warmup_checkpoint(settings: SiloSettings, cache: Path) -> Path:
     return cache / "generators" / f"federated-{digest}"
 
 
-def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, cache: Path,
-                      timeout: float) -> ArrayRecord | None:
+def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, cache: Path, timeout: float,
+                      check: GeneratorCheck, aggregation: Aggregation,
+                      weights: dict[int, float] | None = None) -> ArrayRecord | None:
     """The consortium generator's weights (cached, or trained now), packed for the wire;
-    ``None`` unless federated."""
+    ``None`` unless federated. Each round's updates go through ``aggregation`` (a FedAvg with
+    the run's update bound), each node weighed by ``weights`` (the terms' declared sizes;
+    ``None``: every node alike; a node without a weight is refused); the result must pass
+    ``check``, else :class:`GeneratorRefused`."""
     if settings.generator_source != "federated":
         return None
     directory = warmup_checkpoint(settings, cache)
@@ -62,9 +117,9 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
     started = time.perf_counter()
     unet = build_unet(gen_cfg)
     arrays = protocol.packed(ArrayRecord(unet.state_dict()))
-    averager = FedAvg(min_train_nodes=1, min_available_nodes=1, weighted_by_key=protocol.NUM_EXAMPLES,
-                      arrayrecord_key=protocol.ARRAYS, configrecord_key=protocol.CONFIG)
+    weights = weights if weights is not None else dict.fromkeys(node_ids, 1.0)
     rounds = settings.generator_warmup_rounds
+    node_ids = [node for node in node_ids if node in weights]
     complete = len(node_ids) == settings.num_orgs
     for server_round in range(1, rounds + 1):
         content = protocol.order_content(settings, WarmupOrder(server_round=server_round), arrays)
@@ -80,15 +135,23 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
         # In the order of the weights' digests, not arrival order: float sums depend on their
         # order, and the same silos must give the same generator whoever answers first.
         replies = sorted(screened.valid, key=lambda reply: protocol.array_digest(reply.content[protocol.ARRAYS]))
-        arrays, _ = averager.aggregate_train(server_round, replies)
+        aggregate = aggregation([(reply.content[protocol.ARRAYS], weights[reply.metadata.src_node_id])
+                                 for reply in replies], reference)
+        for k, norm in aggregate.clipped.items():
+            log(WARNING, "Generator warm-up round %d: node %d's update %.3g (L2) clipped to the round's bound %.3g",
+                server_round, replies[k].metadata.src_node_id, norm, aggregate.bound)
+        arrays = aggregate.arrays
         losses = [report.loss for report in screened.reports.values()]
         log(INFO, "Generator warm-up round %d/%d: mean silo loss %.4f", server_round, rounds, sum(losses) / len(losses))
     seconds = time.perf_counter() - started
+    protocol.load_packed(unet, arrays, protocol.GENERATOR)
+    problem = check(unet, gen_cfg)
+    if problem is not None:
+        raise GeneratorRefused(f"the federated warm-up's generator is refused, and not cached: {problem}")
     if not complete:
         log(WARNING, "Generator: federated warm-up done in %.0f s without every organisation in every round; "
             "not cached", seconds)
         return arrays
-    protocol.load_packed(unet, arrays, protocol.GENERATOR)
     save_generator(unet, gen_cfg, path=directory,
                    metadata={"source": "federated", "silos": len(node_ids), "warmup_seconds": seconds})
     log(INFO, "Generator: federated warm-up done in %.0f s, cached at %s", seconds, directory)

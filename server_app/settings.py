@@ -70,6 +70,8 @@ class AggregationSettings:
     trim_beta: float
     krum_malicious: int
     clip_norm: float | None
+    clip_multiple: float | None
+    min_agreement: float | None
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class RunSettings:
         game: the game's parameters.
         silo: what silos are told (the compute profile is added once measured).
         safeguards: the limits of what silos send.
+        min_label_fidelity: the least label fidelity a federated warm-up's generator must show
+            (``generator.min_label_fidelity``; :func:`server_app.generator_stage.generator_problem`).
         config_yaml: the resolved config, as written to the run folder's ``config.yaml``.
     """
 
@@ -152,6 +156,7 @@ class RunSettings:
     game: GameSettings
     silo: SiloSettings
     safeguards: Safeguards
+    min_label_fidelity: float
     config_yaml: str
 
 
@@ -267,7 +272,9 @@ def aggregation_settings(tree: Mapping[str, Any]) -> AggregationSettings:
         name=_choice(tree, "federation.aggregation", AGGREGATIONS),
         trim_beta=_number(tree, "federation.trim_beta", lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
         krum_malicious=_integer(tree, "federation.krum_malicious", 0),
-        clip_norm=_number(tree, "federation.clip_norm", _positive, "> 0", optional=True))
+        clip_norm=_number(tree, "federation.clip_norm", _positive, "> 0", optional=True),
+        clip_multiple=_number(tree, "federation.clip_multiple", lambda v: v >= 1, ">= 1", optional=True),
+        min_agreement=_number(tree, "federation.min_agreement", lambda v: -1 <= v < 1, "in [-1, 1)", optional=True))
 
 
 def calibration_settings(tree: Mapping[str, Any]) -> CalibrationSettings:
@@ -421,4 +428,6 @@ def run_settings_from(tree: Mapping[str, Any], config_yaml: str, cache: Path, re
         federation=federation_settings(tree), aggregation=aggregation_settings(tree),
         calibration=calibration_settings(tree), costs=cost_settings(tree), terms=terms_settings(tree),
         data=server_data_settings(tree),
-        game=game, silo=silo_settings(tree), safeguards=safeguards(tree), config_yaml=config_yaml)
+        game=game, silo=silo_settings(tree), safeguards=safeguards(tree),
+        min_label_fidelity=_number(tree, "generator.min_label_fidelity", lambda v: 0 <= v <= 1, "in [0, 1]"),
+        config_yaml=config_yaml)

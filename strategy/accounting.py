@@ -109,6 +109,8 @@ class RoundPlan:
     target: tuple[float, ...]
     strategy_seconds: float = 0.0
     dropped: dict[int, str] = field(default_factory=dict)
+    clipped: dict[int, str] = field(default_factory=dict)
+    """Nodes whose main update the aggregation clipped, with its norm and the bound."""
 
     def record(self, partition_of: dict[int, int]) -> RoundRecord:
         """The order side of the round's record (``partition_of``: node -> partition id)."""
@@ -118,6 +120,7 @@ class RoundPlan:
             solution=self.solution.to_json(), quotas=[self.quotas[node] for node in self.nodes],
             quota_total=sum(self.quotas.values()), target=list(self.target),
             dropped={partition_of.get(node, node): reason for node, reason in self.dropped.items()},
+            clipped={partition_of.get(node, node): reason for node, reason in self.clipped.items()},
             nash_gap=self.solution.nash_gap, rho=self.solution.rho, mix=self.solution.mix,
             predicted_welfare=self.solution.social_welfare,
         )

@@ -73,7 +73,7 @@ def admit_profiles(grid: Grid, held: dict[int, Profile], settings: SiloSettings,
     asked = connected - set(admission.profiles)
     asked = asked if ask is None else asked & ask
     fresh, admission.refused = collect_profiles(grid, sorted(asked), settings, generator, timeout)
-    keys = _node_partitions(grid, terms) if terms.binds_keys and fresh else {}
+    keys = node_partitions(grid, terms) if terms.binds_keys and fresh else {}
     for node, profile in sorted(fresh.items()):
         flags: list[str] = []
         if terms.binds_keys:
@@ -119,7 +119,7 @@ def game_problem(profile: Profile) -> str | None:
     return None
 
 
-def _node_partitions(grid: Grid, terms: Terms) -> dict[int, int]:
+def node_partitions(grid: Grid, terms: Terms) -> dict[int, int]:
     """Node id -> the organisation whose key it authenticated with (nodes whose key is in
     no organisation's terms are left out)."""
     found = {}

@@ -3,14 +3,25 @@
 ``fedavg`` (weighted mean), ``fedmedian`` (coordinate-wise median), ``trimmed_mean``
 (coordinate-wise mean after cutting ``trim_beta`` of the values at each end) and
 ``krum`` (the update closest to its neighbours) are Flower's ``FedAvg``, ``FedMedian``,
-``FedTrimmedAvg`` and ``Krum``. With ``clip_norm``, every update ``w_i - w_sent`` is first
-clipped to that L2 norm as Flower's ``DifferentialPrivacyServerSideFixedClipping`` clips it
-(no noise; an update of norm 0 is left as it is). The main models and the twins go through
-the same rule, each arm read from its own records as (model, weight) pairs: FedAvg and
-Krum are Flower's helpers (``aggregate_arrayrecords``, ``select_multikrum``); the
-coordinate-wise rules rank each coordinate's values with a stable sort, which gives
-Flower's median to the bit and its trimmed mean up to the order of a float sum, the same
-on every machine.
+``FedTrimmedAvg`` and ``Krum``.
+
+Before the rule, every update ``w_i - w_sent`` may be clipped to an L2 bound as Flower's
+``DifferentialPrivacyServerSideFixedClipping`` clips it (no noise; an update of norm 0 is
+left as it is). The bound follows the honest updates: ``clip_multiple`` times the members'
+median update norm (the lower median, so that with an even count an attacker's long update
+never sets it); ``clip_norm`` is a fixed bound; with both, the smaller holds. Then, given
+the server's own update of the model sent (trained on its own images) and ``min_agreement``,
+a member whose update points away from it is left out of the rule
+(:attr:`Aggregate.excluded`): its cosine similarity with the server's update lies below
+``min_agreement``. The server's update is a reference no member can move, so members who
+send one and the same model gain nothing by their number (FLTrust's root update, used as a
+screen; the terms' weights stay).
+
+The main models and the twins go through the same rule, each arm read from its own records
+as (model, weight) pairs: FedAvg and Krum are Flower's helpers (``aggregate_arrayrecords``,
+``select_multikrum``); the coordinate-wise rules rank each coordinate's values with a stable
+sort, which gives Flower's median to the bit and its trimmed mean up to the order of a float
+sum, the same on every machine.
 
 The round's fork arm is aggregated *paired* with the main arm (:meth:`Aggregation.paired`):
 whatever the rule decides about a member is decided on its main model and applied to its
@@ -22,7 +33,7 @@ global is the main global, bit for bit.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
@@ -45,6 +56,13 @@ class Aggregate:
 
     arrays: ArrayRecord
     used: list[int]
+    bound: float | None = None
+    """The L2 bound the updates were clipped to (``None``: no clipping)."""
+    clipped: dict[int, float] = field(default_factory=dict)
+    """The members clipped, by index, with their update norms before clipping."""
+    excluded: dict[int, float] = field(default_factory=dict)
+    """The members left out for pointing away from the server's own update, by index, with
+    their update's cosine similarity with it."""
 
 
 class Aggregation:
@@ -52,22 +70,61 @@ class Aggregation:
     pairs; the models given are never changed."""
 
     def __init__(self, name: str = "fedavg", trim_beta: float = 0.2, krum_malicious: int = 0,
-                 clip_norm: float | None = None) -> None:
+                 clip_norm: float | None = None, clip_multiple: float | None = None,
+                 min_agreement: float | None = None) -> None:
         if name not in RULES:
             raise ValueError(f"federation.aggregation must be one of {', '.join(AGGREGATIONS)}, got {name!r}")
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"federation.clip_norm must be > 0 or null, got {clip_norm}")
+        if clip_multiple is not None and not clip_multiple >= 1:
+            raise ValueError(f"federation.clip_multiple must be >= 1 or null, got {clip_multiple}")
+        if min_agreement is not None and not -1 <= min_agreement < 1:
+            raise ValueError(f"federation.min_agreement must lie in [-1, 1) or be null, got {min_agreement}")
         self.name = name
         self.trim_beta = trim_beta
         self.krum_malicious = krum_malicious
         self.clip_norm = clip_norm
+        self.clip_multiple = clip_multiple
+        self.min_agreement = min_agreement
 
-    def __call__(self, members: Sequence[Member], sent: ArrayRecord) -> Aggregate:
-        """Aggregate ``members`` (updates relative to ``sent``, the model they started from)."""
-        models = [arrays for arrays, _ in members]
-        if self.clip_norm is not None:
-            models = scaled(models, sent, clip_factors(models, sent, self.clip_norm))
-        return self._applied(models, [weight for _, weight in members])
+    def __call__(self, members: Sequence[Member], sent: ArrayRecord, reference: ArrayRecord | None = None) -> Aggregate:
+        """Aggregate ``members`` (updates relative to ``sent``, the model they started from;
+        ``reference``: the server's own update of ``sent``, the direction they are screened by)."""
+        return self.paired(members, None, sent, reference)[0]
+
+    def bound(self, norms: Sequence[float]) -> float | None:
+        """The L2 bound of this round's updates, given their ``norms``: ``clip_multiple`` x the
+        lower median of the norms, or ``clip_norm``, the smaller where both are set; ``None``
+        where neither is."""
+        bounds = [] if self.clip_norm is None else [self.clip_norm]
+        if self.clip_multiple is not None and norms:
+            bounds.append(self.clip_multiple * lower_median(norms))
+        return min(bounds) if bounds else None
+
+    def clipping(self, models: list[ArrayRecord],
+                 sent: ArrayRecord) -> tuple[float | None, dict[int, float], list[float]]:
+        """The bound of ``models``' updates from ``sent``, the members it clips (by index, with
+        their norms) and every member's factor ``min(1, bound / ||w_k - w_sent||)``."""
+        norms = update_norms(models, sent)
+        bound = self.bound(norms)
+        if bound is None:
+            return None, {}, [1.0] * len(models)
+        factors = clip_factors(norms, bound)
+        return bound, {k: norm for k, (norm, f) in enumerate(zip(norms, factors)) if f < 1.0}, factors
+
+    def disagreeing(self, models: list[ArrayRecord], sent: ArrayRecord,
+                    reference: ArrayRecord | None) -> dict[int, float]:
+        """The members whose update's cosine similarity with ``reference - sent`` (the server's
+        own update) lies below ``min_agreement``, with that similarity; none without
+        ``min_agreement`` or ``reference``, or where every member would go (an update the
+        server's own data cannot tell from the others' is no evidence against one member)."""
+        if self.min_agreement is None or reference is None:
+            return {}
+        start = flat(sent)
+        own = flat(reference) - start
+        similarity = [cosine(flat(model) - start, own) for model in models]
+        excluded = {k: s for k, s in enumerate(similarity) if not s >= self.min_agreement}
+        return excluded if len(excluded) < len(models) else {}
 
     def _applied(self, models: list[ArrayRecord], weights: list[float]) -> Aggregate:
         """The rule over ``models`` (already clipped) with their ``weights``."""
@@ -75,30 +132,42 @@ class Aggregation:
                     for arrays, weight in zip(models, weights)]
         return RULES[self.name](self, contents)
 
-    def paired(self, main: Sequence[Member], fork: Sequence[Member],
-               sent: ArrayRecord) -> tuple[Aggregate, ArrayRecord]:
+    def paired(self, main: Sequence[Member], fork: Sequence[Member] | None, sent: ArrayRecord,
+               reference: ArrayRecord | None = None) -> tuple[Aggregate, ArrayRecord | None]:
         """The main arm aggregated (:meth:`__call__`) and the fork arm with the main arm's
         choices, member by member (``fork[k]`` is ``main[k]``'s silo's fork, from ``sent``):
 
         1. clipping scales a fork update ``f_k - w_sent`` by its main update's factor
-           ``min(1, clip_norm / ||m_k - w_sent||)``;
+           ``min(1, bound / ||m_k - w_sent||)``, the bound set by the main updates;
         2. ``fedavg`` averages the forks with their own weights; ``krum`` takes the fork of
            the member it chose on the main arm;
         3. ``fedmedian`` and ``trimmed_mean`` take, at each coordinate, the forks of the
            members whose main values the rule kept there, and average them as the rule
            averages the main values.
+
+        A member whose main update is left out (:meth:`disagreeing`, against ``reference``) is
+        left out of the fork arm too. Without ``fork``, the main arm alone (the fork global is
+        ``None``).
         """
+        alone = fork is None
+        fork = list(main) if alone else list(fork)
         mains, forks = [arrays for arrays, _ in main], [arrays for arrays, _ in fork]
-        if self.clip_norm is not None:
-            factors = clip_factors(mains, sent, self.clip_norm)
+        bound, clipped, factors = self.clipping(mains, sent)
+        if clipped:
             mains, forks = scaled(mains, sent, factors), scaled(forks, sent, factors)
-        aggregate = self._applied(mains, [weight for _, weight in main])
+        excluded = self.disagreeing(mains, sent, reference)
+        kept = [k for k in range(len(mains)) if k not in excluded]
+        mains, forks = [mains[k] for k in kept], [forks[k] for k in kept]
+        aggregate = self._applied(mains, [main[k][1] for k in kept])
+        aggregate = Aggregate(aggregate.arrays, [kept[k] for k in aggregate.used], bound, clipped, excluded)
+        if alone:
+            return aggregate, None
         if self.name == "fedavg":
-            return aggregate, self._applied(forks, [weight for _, weight in fork]).arrays
+            return aggregate, self._applied(forks, [fork[k][1] for k in kept]).arrays
         if self.name == "krum":
             [chosen] = aggregate.used
-            return aggregate, forks[chosen]
-        return aggregate, ranked_mean(mains, forks, self.kept(len(main)))
+            return aggregate, forks[kept.index(chosen)]
+        return aggregate, ranked_mean(mains, forks, self.kept(len(mains)))
 
     def kept(self, members: int) -> slice:
         """The ranks a coordinate-wise rule keeps of ``members`` values: the middle one or two
@@ -110,12 +179,34 @@ class Aggregation:
         return slice(cut, members - cut)
 
 
-def clip_factors(models: list[ArrayRecord], sent: ArrayRecord, clip_norm: float) -> list[float]:
-    """``min(1, clip_norm / ||w_k - w_sent||)`` for each model (1 for an update of norm 0),
-    the norm as Flower's server-side fixed clipping takes it (``get_norm``)."""
+def flat(arrays: ArrayRecord) -> np.ndarray:
+    """Every value of ``arrays`` in one float64 vector, in key order."""
+    return np.concatenate([x.ravel() for x in arrays.to_numpy_ndarrays()]).astype(np.float64)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b / (||a|| ||b||)``, 0 where either is zero."""
+    scale = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / scale if scale > 0 else 0.0
+
+
+def update_norms(models: list[ArrayRecord], sent: ArrayRecord) -> list[float]:
+    """``||w_k - w_sent||_2`` for each model, as Flower's server-side fixed clipping takes it
+    (``get_norm``)."""
     start = sent.to_numpy_ndarrays()
-    norms = [get_norm([np.subtract(x, y) for x, y in zip(arrays.to_numpy_ndarrays(), start)]) for arrays in models]
-    return [1.0 if norm == 0 else min(1.0, clip_norm / norm) for norm in norms]
+    return [float(get_norm([np.subtract(x, y) for x, y in zip(arrays.to_numpy_ndarrays(), start)]))
+            for arrays in models]
+
+
+def lower_median(values: Sequence[float]) -> float:
+    """The ``(k - 1) // 2``-th smallest of ``k`` values: the median for an odd count, the
+    smaller middle value for an even one (so one value above the rest never moves it up)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def clip_factors(norms: Sequence[float], bound: float) -> list[float]:
+    """``min(1, bound / ||w_k - w_sent||)`` for each update norm (1 for an update of norm 0)."""
+    return [1.0 if norm == 0 else min(1.0, bound / norm) for norm in norms]
 
 
 def scaled(models: list[ArrayRecord], sent: ArrayRecord, factors: list[float]) -> list[ArrayRecord]:

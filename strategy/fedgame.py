@@ -87,6 +87,9 @@ class GameFedAvg(FedAvg):
         missed: nodes whose profile query already failed (asked again only every
             :data:`MISSED_PROFILE_EVERY` rounds).
         keep_checkpoints: keep every round's checkpoint, not only the last one.
+        server_update: the server's own update of a round's model (the model sent, the round),
+            trained on its own images: the direction the aggregation screens the main updates
+            by (``federation.min_agreement``); ``None``: no screening by direction.
     """
 
     def __init__(self, game: GameSettings, settings: SiloSettings, ledger: Ledger, judge: ModelJudge,
@@ -94,7 +97,8 @@ class GameFedAvg(FedAvg):
                  min_orgs: int = 2, aggregation: Aggregation | None = None,
                  calibration: Calibration | None = None, profiles: dict[int, Profile] | None = None,
                  keep_checkpoints: bool = False, flags: dict[int, tuple[str, ...]] | None = None,
-                 missed: Iterable[int] = ()) -> None:
+                 missed: Iterable[int] = (),
+                 server_update: Callable[[ArrayRecord, int], ArrayRecord] | None = None) -> None:
         super().__init__(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1,
                          weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS,
                          configrecord_key=protocol.CONFIG)
@@ -110,6 +114,7 @@ class GameFedAvg(FedAvg):
         self.calibration = calibration or Calibration(CurveFit.kept(game.loss, "no pilot"), game.eta)
         self.terms = terms
         self.keep_checkpoints = keep_checkpoints
+        self.server_update = server_update
         self.profiles: dict[int, Profile] = dict(profiles or {})
         self.flags: dict[int, tuple[str, ...]] = dict(flags or {})
         self.missed: dict[int, int] = dict.fromkeys(missed, 1)
@@ -244,8 +249,9 @@ class GameFedAvg(FedAvg):
         valid = self._in_partition_order([r for r in screened.valid if r.metadata.src_node_id in expected])
         arrays, metrics = None, None
         if valid:
-            arrays, metrics, self.twin, fork_global = self._aggregate(valid, plan.quotas)
-            judged = {node: screened.reports[node] for node in plan.nodes if node in screened.reports}
+            arrays, metrics, self.twin, fork_global = self._aggregate(valid, plan)
+            judged = {node: screened.reports[node] for node in plan.nodes
+                      if node in screened.reports and node not in plan.dropped}
             self._trained = TrainedRound(plan, judged, self._effect(arrays, fork_global), fork_global)
         plan.strategy_seconds += time.perf_counter() - started
         if self._trained is None:
@@ -320,22 +326,38 @@ class GameFedAvg(FedAvg):
                       gap)
 
     def _aggregate(self, valid: list[Message],
-                   quotas: dict[int, int]) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ArrayRecord]:
+                   plan: RoundPlan) -> tuple[ArrayRecord, MetricRecord, ArrayRecord, ArrayRecord]:
         """The main models, their forks (paired: :meth:`Aggregation.paired`) and, apart, the
         twins through the same aggregation rule, read from the replies (left as they came): a
         main model weighted by the silo's real examples (admitted ``n``, within the terms'
         declared data size) plus the quota it was ordered, never by its reply's count; a fork
         and a twin by the real examples alone, as the consortium would have weighed them had
         nobody generated. The metrics are FedAvg's over the replies whose main models
-        made the aggregate. Returns the main global model, the metrics, the twin and the fork
-        global models."""
+        made the aggregate. The main updates the rule clipped go to ``plan.clipped``; a silo
+        whose main update the rule left out for pointing away from the server's own update
+        (:attr:`server_update`, :meth:`Aggregation.disagreeing`) is dropped from the round
+        (``plan.dropped``), its twin left out too. Returns the main global model, the metrics,
+        the twin and the fork global models."""
         nodes = [reply.metadata.src_node_id for reply in valid]
         models = [reply.content.array_records for reply in valid]
         real = [self.profiles[node].n for node in nodes]
+        quotas = plan.quotas
+        screening = self.server_update is not None and self.aggregation.min_agreement is not None
+        reference = self.server_update(self._reference, plan.server_round) if screening else None
         main, fork = self.aggregation.paired(
             [(m[protocol.ARRAYS], n + quotas[node]) for m, node, n in zip(models, nodes, real)],
-            [(m[protocol.FORK], n) for m, n in zip(models, real)], self._reference)
-        twin = self.aggregation([(m[protocol.TWIN], n) for m, n in zip(models, real)], self.twin)
+            [(m[protocol.FORK], n) for m, n in zip(models, real)], self._reference, reference)
+        plan.clipped = {nodes[k]: f"main update {norm:.3g} (L2) clipped to the round's bound {main.bound:.3g}"
+                        for k, norm in main.clipped.items()}
+        for node, reason in plan.clipped.items():
+            log(WARNING, "Round %d: node %d: %s", plan.server_round, node, reason)
+        for k, similarity in main.excluded.items():
+            plan.dropped[nodes[k]] = (f"its main update points away from the server's own update (cosine "
+                                      f"similarity {similarity:.3g}, below federation.min_agreement "
+                                      f"{self.aggregation.min_agreement:g})")
+            log(WARNING, "Round %d: dropped node %d: %s", plan.server_round, nodes[k], plan.dropped[nodes[k]])
+        twin = self.aggregation([(m[protocol.TWIN], n) for k, (m, n) in enumerate(zip(models, real))
+                                 if k not in main.excluded], self.twin)
         metrics = self.train_metrics_aggr_fn([valid[k].content for k in main.used], protocol.NUM_EXAMPLES)
         return main.arrays, metrics, twin.arrays, fork
 

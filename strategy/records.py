@@ -215,6 +215,9 @@ class RoundRecord(JsonRecord):
     refused, or fine-tuned with another number of synthetic images than main was trained
     with: the books price them on the gain the round's game gives their images, and the
     calibration does not learn from it."""
+    clipped: dict[int, str] = field(default_factory=dict, metadata={CODEC: BY_PARTITION})
+    """Organisations whose main update was longer than the round's bound (``federation.clip_multiple``
+    x the median update norm, or ``federation.clip_norm``): aggregated clipped to it, with both norms."""
     flags: dict[int, list[str]] = field(default_factory=dict, metadata={CODEC: BY_PARTITION})
     """Ordered organisations whose reports disagreed with the terms (a term reported
     otherwise, another partition id than their node key's): flagged, never used."""

@@ -91,6 +91,10 @@ def test_an_unknown_rule_or_a_non_positive_clip_is_refused():
         Aggregation("mean")
     with pytest.raises(ValueError, match="clip_norm"):
         Aggregation(clip_norm=0.0)
+    with pytest.raises(ValueError, match="clip_multiple"):
+        Aggregation(clip_multiple=0.5)
+    with pytest.raises(ValueError, match="min_agreement"):
+        Aggregation(min_agreement=1.0)
 
 
 def _moved(model: ArrayRecord, rng: np.random.Generator, scale: float) -> ArrayRecord:
@@ -151,3 +155,51 @@ def test_an_update_of_norm_zero_is_clipped_to_itself(name):
     main, fork = rule.paired([(m, 1.0) for m in mains], [(_copy(m), 1.0) for m in mains], sent)
     assert protocol.array_digest(fork) == protocol.array_digest(main.arrays)
     assert all(np.isfinite(array.numpy()).all() for array in main.arrays.values())
+
+
+def _update(sent: ArrayRecord, direction: ArrayRecord, scale: float) -> ArrayRecord:
+    return ArrayRecord({k: Array((sent[k].numpy() + np.float32(scale) * direction[k].numpy()).astype(np.float32))
+                        for k in sent.keys()})
+
+
+def _norm(model: ArrayRecord, sent: ArrayRecord) -> float:
+    squares = (np.sum((model[k].numpy().astype(np.float64) - sent[k].numpy()) ** 2) for k in sent.keys())
+    return float(np.sqrt(sum(squares)))
+
+
+def test_the_bound_is_a_multiple_of_the_lower_median_update_norm_and_the_smaller_of_two_bounds():
+    """Updates of norms 1, 2, 3, 4 and 1000: the bound is 3 x 3 (the median); with four
+    members 1, 2, 3, 1000 it is 3 x 2 (the lower median: the long one never sets it); with
+    ``clip_norm`` 5 as well, 5. Only the members above it are clipped, to it exactly."""
+    rng = np.random.default_rng(11)
+    sent, direction = _model(rng), _model(rng)
+    unit = _norm(_update(sent, direction, 1.0), sent)
+    for norms, clip_norm, bound in (((1, 2, 3, 4, 1000), None, 9.0), ((1, 2, 3, 1000), None, 6.0),
+                                    ((1, 2, 3, 1000), 5.0, 5.0)):
+        members = [(_update(sent, direction, n / unit), 1.0) for n in norms]
+        got = Aggregation("fedavg", clip_multiple=3.0, clip_norm=clip_norm)(members, sent)
+        assert got.bound == pytest.approx(bound, rel=1e-5)
+        assert sorted(got.clipped) == [k for k, n in enumerate(norms) if n > bound]
+        expected = np.mean([min(n, bound) for n in norms])
+        assert _norm(got.arrays, sent) == pytest.approx(expected, rel=1e-4)
+
+
+def test_members_pointing_away_from_the_servers_update_are_left_out_of_both_arms():
+    """Against the server's own update: a member whose update points the other way is left out
+    of the main arm and of the fork arm, whatever its number of look-alikes; without a
+    reference, or where every member points away, nobody is."""
+    rng = np.random.default_rng(12)
+    sent, direction = _model(rng), _model(rng)
+    reference = _update(sent, direction, 1.0)
+    honest = [_moved(_update(sent, direction, 1.0), rng, 0.3) for _ in range(3)]
+    colluders = [_update(sent, direction, -1.0)] * 3  # as many as the honest members, one model
+    members = [(m, 1.0) for m in honest + colluders]
+    rule = Aggregation("fedavg", min_agreement=0.0)
+    main, fork = rule.paired(members, [(m, 1.0) for m in honest + colluders], sent, reference)
+    assert sorted(main.excluded) == [3, 4, 5] and all(s < 0 for s in main.excluded.values())
+    assert main.used == [0, 1, 2]
+    expected = Aggregation("fedavg")([(m, 1.0) for m in honest], sent).arrays
+    assert protocol.array_digest(main.arrays) == protocol.array_digest(expected)
+    assert protocol.array_digest(fork) == protocol.array_digest(expected)
+    assert rule(members, sent).excluded == {}  # no reference: no screening
+    assert rule([(m, 1.0) for m in colluders], sent, reference).excluded == {}  # all would go: none does

@@ -1,6 +1,7 @@
 """The generator warm-up stage: the server's side (server_app/generator_stage.py) on a fake
-grid (what it ships is packed, and the averaged generator does not depend on reply order),
-and a silo's step (client_app/app.py), which trains the weights it was shipped."""
+grid (what it ships is packed, the averaged generator does not depend on reply order, a
+poisoned reply is screened and a refused generator never cached), and a silo's step
+(client_app/app.py), which trains the weights it was shipped."""
 
 from __future__ import annotations
 
@@ -9,18 +10,33 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.serverapp.strategy import FedAvg
 
 from client_app.app import train_generator_step
 from client_app.silo import generator_config
 from generation import build_unet, load_generator
 from server_app.compute import ComputeProfile, compute_profile
 from server_app.config import load_settings
-from server_app.generator_stage import prepare_generator, warmup_checkpoint
+from server_app.generator_stage import GeneratorRefused, generator_problem, prepare_generator, warmup_checkpoint
 from strategy import protocol
+from strategy.aggregation import Aggregation
 from strategy.protocol import NODE_CACHE_DIR, NODE_PARTITION_ID, WarmupOrder, WarmupReport
+from task.model import Net
 
 SETTINGS = load_settings(["+experiment=tiny"]).silo
+SCREEN = Aggregation("fedavg", clip_multiple=3.0)
+"""The default warm-up screening: FedAvg over updates clipped to 3x the round's median norm."""
+
+
+def finite(unet, cfg):
+    """The tiny preset's check (``min_label_fidelity`` 0): finite weights and samples."""
+    return generator_problem(unet, cfg, Net(), 0.0, seed=0)
+
+
+def warm_up(grid, nodes, cache, check=finite, weights=None):
+    return prepare_generator(grid, nodes, SETTINGS, cache, 1.0, check, SCREEN, weights)
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -29,10 +45,13 @@ class WarmupGrid:
     """Silos that each return the shipped generator plus their own noise, weighted by
     their own example counts; ``reverse``: the replies come back in reverse order."""
 
-    def __init__(self, reverse: bool, silent: frozenset[int] = frozenset()) -> None:
+    def __init__(self, reverse: bool, silent: frozenset[int] = frozenset(),
+                 poison: frozenset[int] = frozenset()) -> None:
         self.reverse = reverse
         self.silent = silent
         """Nodes that never answer."""
+        self.poison = poison
+        """Nodes that return the shipped weights x1e4 and claim 1e9 examples."""
         self.shipped: list[ArrayRecord] = []
 
     def send_and_receive(self, messages, timeout=None):
@@ -48,6 +67,9 @@ class WarmupGrid:
             trained = {key: Array(array.numpy() + noise.normal(0, 0.01, array.shape).astype(array.numpy().dtype))
                        for key, array in shipped.items()}
             report = WarmupReport(num_examples=100 + 37 * node, loss=0.5)
+            if node in self.poison:
+                trained = {key: Array(array.numpy() * np.float32(1e4)) for key, array in shipped.items()}
+                report = WarmupReport(num_examples=10**9, loss=0.5)
             replies.append(Message(protocol.report_content(report, ArrayRecord(trained)), reply_to=message))
         return replies[::-1] if self.reverse else replies
 
@@ -57,9 +79,9 @@ def test_a_generator_is_cached_only_when_every_organisation_trained_it(tmp_path)
     trained (a silo silent in a round, or fewer nodes) is used by its run and never cached."""
     assert warmup_checkpoint(SETTINGS, tmp_path) != warmup_checkpoint(replace(SETTINGS, num_orgs=2), tmp_path)
     for nodes, silent in (([1, 2, 3], {2}), ([1, 2], set())):
-        generator = prepare_generator(WarmupGrid(False, frozenset(silent)), nodes, SETTINGS, tmp_path, timeout=1.0)
+        generator = warm_up(WarmupGrid(False, frozenset(silent)), nodes, tmp_path)
         assert generator is not None and load_generator(warmup_checkpoint(SETTINGS, tmp_path)) is None
-    prepare_generator(WarmupGrid(False), [1, 2, 3], SETTINGS, tmp_path, timeout=1.0)
+    warm_up(WarmupGrid(False), [1, 2, 3], tmp_path)
     assert load_generator(warmup_checkpoint(SETTINGS, tmp_path)) is not None
 
 
@@ -67,10 +89,60 @@ def test_the_warmed_up_generator_is_packed_and_does_not_depend_on_reply_order(tm
     digests = []
     for reverse in (False, True):
         grid = WarmupGrid(reverse)
-        generator = prepare_generator(grid, [3, 1, 2], SETTINGS, tmp_path / f"reverse-{reverse}", timeout=1.0)
+        generator = warm_up(grid, [3, 1, 2], tmp_path / f"reverse-{reverse}")
         assert [set(shipped) for shipped in grid.shipped] == [{"packed.float32"}] * len(grid.shipped)
         digests.append(protocol.array_digest(generator))
     assert digests[0] == digests[1]
+
+
+def _distance(a: ArrayRecord, b: ArrayRecord) -> float:
+    return float(np.sqrt(sum(np.sum((a[k].numpy().astype(np.float64) - b[k].numpy()) ** 2) for k in a.keys())))
+
+
+def test_a_poisoned_warmup_reply_is_clipped_and_weighs_what_the_terms_say(tmp_path):
+    """One silo of three returns the shipped weights x1e4 with 1e9 examples. Plain FedAvg
+    (the warm-up's former rule) takes it almost alone, and that generator samples NaN; the
+    screened warm-up clips its update to 3x the median and weighs every silo alike (or by the
+    terms' weights), so the generator stays near the honest silos' and samples finite images.
+    A node without a weight in the terms is left out."""
+    honest = warm_up(WarmupGrid(False), [1, 2], tmp_path / "honest")
+    poisoned = warm_up(WarmupGrid(False, poison=frozenset({3})), [1, 2, 3], tmp_path / "screened")
+    unet = protocol.load_packed(build_unet(generator_config(SETTINGS)), poisoned, protocol.GENERATOR)
+    assert finite(unet, generator_config(SETTINGS)) is None
+
+    grid, shipped = WarmupGrid(False, poison=frozenset({3})), protocol.packed(
+        ArrayRecord(build_unet(generator_config(SETTINGS)).state_dict()))
+    content = protocol.order_content(SETTINGS, WarmupOrder(server_round=1), shipped)
+    replies = grid.send_and_receive([Message(content, dst_node_id=n, message_type=protocol.WARMUP) for n in (1, 2, 3)])
+    fedavg = FedAvg(weighted_by_key=protocol.NUM_EXAMPLES, arrayrecord_key=protocol.ARRAYS)
+    plain, _ = fedavg.aggregate_train(1, replies)
+    unscreened = protocol.load_packed(build_unet(generator_config(SETTINGS)), plain, protocol.GENERATOR)
+    assert finite(unscreened, generator_config(SETTINGS)) is not None  # what the screening prevents
+    assert _distance(poisoned, honest) < 1e-3 * _distance(plain, honest)
+
+    weighed = warm_up(WarmupGrid(False, poison=frozenset({3})), [1, 2, 3], tmp_path / "weighed",
+                      weights={1: 900.0, 2: 900.0})
+    assert protocol.array_digest(weighed) == protocol.array_digest(honest)  # node 3 has no terms: left out
+
+
+def test_a_refused_generator_ends_the_warmup_and_is_never_cached(tmp_path):
+    """A check that fails (here: a label-fidelity floor no tiny generator reaches) refuses the
+    generator with the reason, and nothing is cached."""
+
+    def strict(unet, cfg):
+        return generator_problem(unet, cfg, Net(), 0.99, seed=0)
+
+    with pytest.raises(GeneratorRefused, match="label fidelity .* below generator.min_label_fidelity 0.99"):
+        warm_up(WarmupGrid(False), [1, 2, 3], tmp_path, check=strict)
+    assert load_generator(warmup_checkpoint(SETTINGS, tmp_path)) is None
+
+
+def test_a_generator_with_nan_weights_or_samples_is_refused():
+    cfg = generator_config(SETTINGS)
+    unet = build_unet(cfg)
+    with torch.no_grad():
+        next(iter(unet.parameters())).fill_(float("nan"))
+    assert generator_problem(unet, cfg, Net(), 0.0, seed=0) == "its weights hold NaN or inf"
 
 
 @pytest.mark.e2e  # a silo's warm-up step: loads its data and trains the generator, three times

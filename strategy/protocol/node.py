@@ -93,7 +93,7 @@ def read_node_config(node_config: Mapping[str, Any]) -> NodeConfig:
 
 # --- seeds ----------------------------------------------------------------------------
 
-SEED_STREAMS = ("game", "warmup", "sampling", "training", "pilot", "finetune")
+SEED_STREAMS = ("game", "warmup", "sampling", "training", "pilot", "finetune", "reference")
 """What a derived seed is for; each gets its own stream."""
 
 
