@@ -53,6 +53,7 @@ RULES = {
     "fedavg_clip2": lambda: Aggregation("fedavg", clip_multiple=2.0),
     "fedavg_clip3": lambda: Aggregation("fedavg", clip_multiple=3.0),
     "fedavg_clip3_screen0": lambda: Aggregation("fedavg", clip_multiple=3.0, min_agreement=0.0),
+    "fedavg_clip3_screen002": lambda: Aggregation("fedavg", clip_multiple=3.0, min_agreement=0.02),
     "fedavg_clip3_screen01": lambda: Aggregation("fedavg", clip_multiple=3.0, min_agreement=0.1),
     "fedmedian": lambda: Aggregation("fedmedian"),
     "fedmedian_clip3": lambda: Aggregation("fedmedian", clip_multiple=3.0),

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from dataclasses import asdict, replace
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from server_app.generator_stage import GeneratorCheck, fidelity_judge, generator
 from server_app.options import run_config_overrides
 from server_app.plots import plot_learning_curve, plot_run
 from server_app.results import results_directory, summarise, summary_table, write_summary
-from server_app.settings import AggregationSettings, RunSettings
+from server_app.settings import SAFEGUARD_KEYS, AggregationSettings, RunSettings
 from server_app.terms import consortium_terms
 from strategy import protocol
 from strategy.admission import admit_profiles, node_partitions
@@ -84,6 +84,8 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     run's state), then :class:`GameFedAvg` runs the rounds and the final model is tested.
     """
     started = time.perf_counter()
+    for key in settings.safeguards_off:
+        log(WARNING, "unsafe=true: %s is null, so %s is off", key, SAFEGUARD_KEYS[key])
     checkpoint = checkpoint_to_resume(settings.resume, settings)
     federation = settings.federation
     timeout = federation.reply_timeout_seconds

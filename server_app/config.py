@@ -29,7 +29,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from server_app.settings import RunSettings, run_settings_from
+from server_app.settings import SAFEGUARD_KEYS, SILO_KEYS, RunSettings, SettingsError, run_settings_from
 from strategy import protocol
 from strategy.game.mechanism import MechanismConfig
 from strategy.game.scenario import ModelParameters
@@ -82,8 +82,27 @@ def compose_config(overrides: str | list[str] = "") -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=renamed_overrides(items))
+    refuse_environment_reads(cfg)
     OmegaConf.resolve(cfg)
     return cfg
+
+
+SENT_KEYS = (*SILO_KEYS.values(), "economics.value", "economics.capacity", "economics.price_per_second")
+"""The config keys whose values every silo receives."""
+
+
+def refuse_environment_reads(cfg: DictConfig) -> None:
+    """Raise :class:`SettingsError` for a key silos receive (:data:`SENT_KEYS`) whose value
+    reads the server's environment (``${oc.env:...}``): it would carry the server's
+    environment to every silo."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key in SENT_KEYS:
+        value = raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if "oc.env" in json.dumps(value):
+            raise SettingsError(key, "reads the server's environment (${oc.env:...}), which every silo would "
+                                     "receive; state the value")
 
 
 def run_settings(cfg: DictConfig, results_root: Path | None = None) -> RunSettings:
@@ -117,16 +136,19 @@ def saved_settings(run: Path) -> RunSettings:
 
 def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
     """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones;
-    a saved config without ``limits.arm_bound`` ran without that screening (null), one without
+    a saved config without a key of :data:`SAFEGUARD_KEYS` (``limits.arm_bound``,
+    ``federation.clip_multiple``, ``min_agreement``) ran without that safeguard (null), one without
     ``federation.node_settle_seconds`` waited the whole ``node_wait_seconds`` (10 s now), one without
     ``economics.data_size``, ``terms_file`` and ``terms_key`` on the config's lists alone (null), one
-    without ``federation.clip_multiple`` or ``min_agreement`` with no bound relative to the median
-    update and no screening by direction (null), one without ``generator.min_label_fidelity`` with no
-    check of its generator (0)."""
-    tree.setdefault("limits", {}).setdefault("arm_bound", None)
+    without ``generator.min_label_fidelity`` with no check of its generator (0). A saved config
+    that lacks a safeguard ran without it, so it reads as ``unsafe=true``."""
+    for key in SAFEGUARD_KEYS:
+        group, name = key.split(".")
+        if name not in tree.setdefault(group, {}):
+            tree[group][name] = None
+            tree["unsafe"] = True
+    tree.setdefault("unsafe", False)
     tree.setdefault("federation", {}).setdefault("node_settle_seconds", 10.0)
-    tree["federation"].setdefault("clip_multiple", None)
-    tree["federation"].setdefault("min_agreement", None)
     tree.setdefault("generator", {}).setdefault("min_label_fidelity", 0.0)
     for key in ("data_size", "terms_file", "terms_key"):
         tree.setdefault("economics", {}).setdefault(key, None)

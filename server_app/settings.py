@@ -139,6 +139,8 @@ class RunSettings:
         safeguards: the limits of what silos send.
         min_label_fidelity: the least label fidelity a federated warm-up's generator must show
             (``generator.min_label_fidelity``; :func:`server_app.generator_stage.generator_problem`).
+        safeguards_off: the keys of :data:`SAFEGUARD_KEYS` this run switches off (``null``),
+            which only ``unsafe=true`` allows; the run warns of each.
         config_yaml: the resolved config, as written to the run folder's ``config.yaml``.
     """
 
@@ -157,6 +159,7 @@ class RunSettings:
     silo: SiloSettings
     safeguards: Safeguards
     min_label_fidelity: float
+    safeguards_off: tuple[str, ...]
     config_yaml: str
 
 
@@ -418,6 +421,24 @@ def silo_settings(tree: Mapping[str, Any]) -> SiloSettings:
         raise SettingsError("config", str(err)) from None
 
 
+SAFEGUARD_KEYS = {
+    "federation.max_update_norm": "the absolute update bound",
+    "federation.clip_multiple": "the update bound relative to the round's median",
+    "federation.min_agreement": "the screening of updates by the server's own",
+    "limits.transfer_cap": "the transfer cap",
+    "limits.arm_bound": "the bound on a silo's two arms",
+}
+"""The safeguards an override switches off with ``null`` (docs/robustness.md), and what each is."""
+
+
+def safeguards_off(tree: Mapping[str, Any]) -> tuple[str, ...]:
+    """The :data:`SAFEGUARD_KEYS` set to null; refused unless ``unsafe`` is true."""
+    off = tuple(key for key in SAFEGUARD_KEYS if _lookup(tree, key) is None)
+    if off and not _flag(tree, "unsafe"):
+        raise SettingsError(off[0], f"null switches off {SAFEGUARD_KEYS[off[0]]}; add unsafe=true to run without it")
+    return off
+
+
 def run_settings_from(tree: Mapping[str, Any], config_yaml: str, cache: Path, results_root: Path) -> RunSettings:
     """The run's settings from the composed config ``tree`` (a plain nested mapping)."""
     resume = _text(tree, "resume", optional=True)
@@ -430,4 +451,4 @@ def run_settings_from(tree: Mapping[str, Any], config_yaml: str, cache: Path, re
         data=server_data_settings(tree),
         game=game, silo=silo_settings(tree), safeguards=safeguards(tree),
         min_label_fidelity=_number(tree, "generator.min_label_fidelity", lambda v: 0 <= v <= 1, "in [0, 1]"),
-        config_yaml=config_yaml)
+        safeguards_off=safeguards_off(tree), config_yaml=config_yaml)

@@ -24,7 +24,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from strategy.protocol import ProtocolError, check_arrays
-from task.files import strict_json
+from task.files import strict_json, sync_folder
 
 CHECKPOINT = "checkpoint.npz"
 KEPT = "checkpoints"
@@ -48,7 +48,7 @@ def kept_checkpoint(directory: Path, server_round: int) -> Path:
 
 
 def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: bool = False) -> None:
-    """Write ``checkpoint.npz`` atomically (temporary file, fsync, rename); with ``keep``,
+    """Write ``checkpoint.npz`` atomically (temporary file, fsync, rename, folder fsync); with ``keep``,
     also copy it to :func:`kept_checkpoint` (copied, then renamed into place: never torn either)."""
     arrays = {f"{model}/{key}": array.numpy() for model in MODELS
               for key, array in getattr(checkpoint, model).items()}
@@ -64,6 +64,7 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint, keep: bool = False)
         shutil.copyfile(temporary, kept.with_suffix(".tmp"))
         os.replace(kept.with_suffix(".tmp"), kept)
     os.replace(temporary, Path(directory) / CHECKPOINT)
+    sync_folder(Path(directory))
 
 
 def checkpoint_problem(checkpoint: Checkpoint, reference: ArrayRecord, rounds: int) -> str | None:

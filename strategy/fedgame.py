@@ -336,7 +336,8 @@ class GameFedAvg(FedAvg):
         made the aggregate. The main updates the rule clipped go to ``plan.clipped``; a silo
         whose main update the rule left out for pointing away from the server's own update
         (:attr:`server_update`, :meth:`Aggregation.disagreeing`) is dropped from the round
-        (``plan.dropped``), its twin left out too. Returns the main global model, the metrics,
+        (``plan.dropped``), its twin left out too; the twins are screened against the server's
+        own update of the twin global model. Returns the main global model, the metrics,
         the twin and the fork global models."""
         nodes = [reply.metadata.src_node_id for reply in valid]
         models = [reply.content.array_records for reply in valid]
@@ -356,8 +357,9 @@ class GameFedAvg(FedAvg):
                                       f"similarity {similarity:.3g}, below federation.min_agreement "
                                       f"{self.aggregation.min_agreement:g})")
             log(WARNING, "Round %d: dropped node %d: %s", plan.server_round, nodes[k], plan.dropped[nodes[k]])
+        twin_reference = self.server_update(self.twin, plan.server_round) if screening else None
         twin = self.aggregation([(m[protocol.TWIN], n) for k, (m, n) in enumerate(zip(models, real))
-                                 if k not in main.excluded], self.twin)
+                                 if k not in main.excluded], self.twin, twin_reference)
         metrics = self.train_metrics_aggr_fn([valid[k].content for k in main.used], protocol.NUM_EXAMPLES)
         return main.arrays, metrics, twin.arrays, fork
 

@@ -1,7 +1,11 @@
 """The round ledger: one row per completed round, rewritten atomically.
 
-Each write goes to a temporary file that replaces the old one (``os.replace``), so a
-crash at any moment leaves the last completed round on disk, never a torn file.
+``ledger.json`` is the record; ``rounds.csv`` is derived from it. Each write prepares both
+as temporary files, then replaces them back to back (``os.replace``) and syncs the folder
+(:func:`task.files.write_together`), so a crash at any moment leaves the last completed
+round on disk, never a torn file, and both files agree. Opening a ledger removes the
+temporary files a kill left behind; continuing one (a resume) rebuilds ``rounds.csv`` from
+``ledger.json``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from strategy.records import ANNOTATIONS, RoundRecord, read_ledger
-from task.files import strict_json, write_atomically
+from task.files import strict_json, write_together
 
+LEDGER, ROUNDS = "ledger.json", "rounds.csv"
 CSV_COLUMNS = (
     "round", "policy", "orgs", "dropped", "unmeasured", "rho", "quota_total", "images_generated",
     "predicted_welfare", "realised_welfare", "transfer_sum", "nash_gap",
@@ -28,13 +33,16 @@ class Ledger:
 
     ``keep_through``: continue the ledger already in ``directory`` (a resumed run), keeping
     its rows up to that round and rewriting both files from them; otherwise start empty.
+    Either way, temporary files a kill left in ``directory`` are removed.
     """
 
     def __init__(self, directory: Path, keep_through: int | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".*.tmp"):
+            stale.unlink()
         self.rows: list[RoundRecord] = []
-        existing = self.directory / "ledger.json"
+        existing = self.directory / LEDGER
         if keep_through is not None:
             rows = read_ledger(existing) if existing.exists() else []
             self.rows = [row for row in rows if row.round <= keep_through]
@@ -60,13 +68,17 @@ class Ledger:
 
     def _flush(self) -> None:
         rows = [row.to_json() for row in self.rows]
-        write_atomically(self.directory / "ledger.json", strict_json(rows, indent=1))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: _cell(row.get(key)) for key in CSV_COLUMNS})
-        write_atomically(self.directory / "rounds.csv", buffer.getvalue())
+        write_together({self.directory / LEDGER: strict_json(rows, indent=1), self.directory / ROUNDS: csv_text(rows)})
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rounds.csv``: :data:`CSV_COLUMNS` of each ledger row (in its JSON form)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _cell(row.get(key)) for key in CSV_COLUMNS})
+    return buffer.getvalue()
 
 
 def _cell(value: Any) -> Any:

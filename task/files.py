@@ -35,9 +35,38 @@ def _finite(value: Any) -> Any:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_together({path: text})
+
+
+def write_together(texts: dict[Path, str]) -> None:
+    """Write each text to its path: every temporary file written and synced first, then the
+    renames back to back (last to first: the first path is the authoritative one, so it is
+    never newer than the others on disk), then the folders synced, so the renames survive a
+    power cut. A kill lands between two renames only within microseconds."""
+    temporaries = {path: temporary_of(path) for path in texts}
+    for path, text in texts.items():
+        with open(temporaries[path], "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    for path in reversed(list(texts)):
+        os.replace(temporaries[path], path)
+    for folder in {path.parent for path in texts}:
+        sync_folder(folder)
+
+
+def temporary_of(path: Path) -> Path:
+    """The temporary file :func:`write_together` writes ``path`` through."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def sync_folder(folder: Path) -> None:
+    """``fsync`` a folder, so the renames in it are on disk (a no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -274,7 +274,8 @@ def test_trimmed_mean_keeps_the_model_when_one_silo_scales_its_weights(tmp_path,
     """One run: under vcfl the twin is trained exactly as the main model and aggregated by the
     same rule, so with partition 3 scaling only its main model the twin is the honest run."""
     robust = ["federation.num_orgs=4", "policy=vcfl", "federation.aggregation=trimmed_mean",
-              "federation.trim_beta=0.25", "federation.max_update_norm=null", "calibration.pilot=false"]
+              "federation.trim_beta=0.25", "federation.max_update_norm=null", "federation.clip_multiple=null",
+              "federation.min_agreement=null", "unsafe=true", "calibration.pilot=false"]
     _, rows, _, _ = simulate(robust, tmp_path, cache_dir, client=scaling_app)
     assert all(3 in row["responders"] for row in rows)  # accepted: no norm bound, only the aggregation defends
     assert rows[0]["global_digest"] != rows[0]["twin_digest"]  # the attack reached the main aggregate

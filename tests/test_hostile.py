@@ -118,8 +118,20 @@ def test_the_aggregates_do_not_depend_on_which_silo_answers_first(tmp_path):
 
 
 @pytest.mark.e2e  # subprocess runs of crash_run.py, killed five times (15 s or more)
+def _csv_is_the_ledger(directory) -> list[dict]:
+    rows = _strict(directory / "ledger.json")
+    table = list(csv.DictReader(io.StringIO((directory / "rounds.csv").read_text())))
+    assert [int(line["round"]) for line in table] == [row["round"] for row in rows]
+    assert [line["quota_total"] for line in table] == [str(row["quota_total"]) for row in rows]
+    assert [line["round_seconds"] for line in table] == [f"{row['round_seconds']:.6g}" if "round_seconds" in row
+                                                         else "" for row in rows]
+    return rows
+
+
 def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
-    """SIGKILL the run at random moments; every restart resumes from the last checkpoint."""
+    """SIGKILL the run at random moments; after every kill, without a resume, ``rounds.csv``
+    agrees with the ledger; every restart resumes from the last checkpoint, and removes the
+    temporary files a kill left."""
     rounds, rng, kills = 80, np.random.default_rng(7), 0
     command = [sys.executable, str(HERE / "crash_run.py"), str(tmp_path), str(rounds), "0.1"]
     while kills < 5:
@@ -131,14 +143,14 @@ def test_killed_runs_resume_with_one_ledger_row_per_round(tmp_path):
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             kills += 1
+            if (tmp_path / "ledger.json").exists():
+                _csv_is_the_ledger(tmp_path)
     assert kills == 5, f"the run completed after {kills} kills; make it longer"
     done = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "complete" in done.stdout, done.stderr[-2000:]
-    rows = _strict(tmp_path / "ledger.json")
+    rows = _csv_is_the_ledger(tmp_path)
     assert [row["round"] for row in rows] == list(range(1, rounds + 1))
-    table = list(csv.DictReader(io.StringIO((tmp_path / "rounds.csv").read_text())))
-    assert [int(line["round"]) for line in table] == [row["round"] for row in rows]
-    assert [line["quota_total"] for line in table] == [str(row["quota_total"]) for row in rows]
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_silo_whose_fork_is_not_its_main_model_without_images_is_dropped(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from server_app.config import RENAMED, check, load_settings, renamed_overrides, saved_settings
-from server_app.settings import PARTITION_PLACEHOLDERS, SILO_KEYS, SettingsError
+from server_app.settings import PARTITION_PLACEHOLDERS, SAFEGUARD_KEYS, SILO_KEYS, SettingsError
 from strategy.protocol import SiloSettings
 from strategy.safeguards import ArmBound
 
@@ -26,7 +26,25 @@ def test_the_default_settings_carry_the_configs_values():
     assert settings.game.policy == "cocogen_plus" and settings.seed == settings.game.seed == settings.silo.seed == 0
     assert "economics:" in settings.config_yaml and "limits:" in settings.config_yaml
     assert settings.safeguards.arm_bound == ArmBound(least_distance=0.3, distance=1.5, gap=0.25, gap_per_share=1.0)
-    assert load_settings("limits.arm_bound=null").safeguards.arm_bound is None
+    assert load_settings("limits.arm_bound=null unsafe=true").safeguards.arm_bound is None
+
+
+@pytest.mark.parametrize("key", sorted(SAFEGUARD_KEYS))
+def test_an_override_that_switches_a_safeguard_off_needs_unsafe(key):
+    with pytest.raises(SettingsError, match=f"^{key} null switches off .*; add unsafe=true to run without it"):
+        load_settings(f"{key}=null")
+    assert load_settings(f"{key}=null unsafe=true").safeguards_off == (key,)
+    assert load_settings("").safeguards_off == ()
+
+
+@pytest.mark.parametrize("override", ["dataset.root=${oc.env:HOME}", "economics.value=[${oc.env:UID,7}]",
+                                      "+generator.config.seed=${oc.env:COCOGEN_TEST_SEED,1}"])
+def test_a_value_every_silo_receives_may_not_read_the_servers_environment(override):
+    """Silos receive the resolved values of these keys: an ``${oc.env:...}`` would carry the
+    server's environment to each of them. The server's own paths may read it."""
+    with pytest.raises(SettingsError, match="reads the server's environment"):
+        load_settings(override)
+    assert load_settings("cache_dir=${oc.env:HOME}").cache == Path.home()
 
 
 def test_a_saved_config_without_the_arms_bound_ran_unscreened(tmp_path):
