@@ -23,7 +23,7 @@ from strategy import protocol
 from strategy.aggregation import AGGREGATIONS
 from strategy.game.mechanism import mechanism_from_dict
 from strategy.game.policies import policy_named
-from strategy.game.scenario import LossCurve, ScenarioError
+from strategy.game.scenario import MAX_MAGNITUDE, LossCurve, ScenarioError
 from strategy.profiles import GameSettings
 from strategy.protocol import ProtocolError, SiloSettings
 from strategy.safeguards import ArmBound, Safeguards
@@ -252,6 +252,20 @@ def _non_negative(v: float) -> bool:
     return v >= 0
 
 
+MAX_WAIT_SECONDS = 86400.0
+"""The longest wait a run accepts (a day): a longer one is a stall, not a timeout."""
+
+
+def _seconds(tree: Mapping[str, Any], key: str) -> float:
+    """A wait in seconds: in (0, :data:`MAX_WAIT_SECONDS`]."""
+    return _number(tree, key, lambda v: 0 < v <= MAX_WAIT_SECONDS, f"in (0, {MAX_WAIT_SECONDS:g}]")
+
+
+def _limit(tree: Mapping[str, Any], key: str, optional: bool = False) -> float | None:
+    """A plausibility limit: in (0, :data:`MAX_MAGNITUDE`], the game's domain."""
+    return _number(tree, key, lambda v: 0 < v <= MAX_MAGNITUDE, f"in (0, {MAX_MAGNITUDE:g}]", optional=optional)
+
+
 # --- the concerns -----------------------------------------------------------------------
 
 def federation_settings(tree: Mapping[str, Any]) -> FederationSettings:
@@ -262,9 +276,9 @@ def federation_settings(tree: Mapping[str, Any]) -> FederationSettings:
         raise SettingsError("federation.min_orgs", f"must be at most federation.num_orgs = {num_orgs}, got {min_orgs}")
     return FederationSettings(
         num_orgs=num_orgs, rounds=_integer(tree, "federation.rounds", 1), min_orgs=min_orgs,
-        node_wait_seconds=_number(tree, "federation.node_wait_seconds", _positive, "> 0"),
-        node_settle_seconds=_number(tree, "federation.node_settle_seconds", _positive, "> 0"),
-        reply_timeout_seconds=_number(tree, "federation.reply_timeout_seconds", _positive, "> 0"),
+        node_wait_seconds=_seconds(tree, "federation.node_wait_seconds"),
+        node_settle_seconds=_seconds(tree, "federation.node_settle_seconds"),
+        reply_timeout_seconds=_seconds(tree, "federation.reply_timeout_seconds"),
         device=_choice(tree, "federation.device", DEVICES),
         client_gpus=_number(tree, "federation.client_gpus", lambda v: 0 <= v <= 1, "in [0, 1]"))
 
@@ -351,8 +365,8 @@ def game_settings(tree: Mapping[str, Any]) -> GameSettings:
 def safeguards(tree: Mapping[str, Any]) -> Safeguards:
     """``conf/limits`` and the update bound of ``conf/federation``; the economics the
     config states must lie within the limits, or every profile would be refused."""
-    limit = {name: _number(tree, f"limits.{name}", _positive, "> 0")
-             for name in ("value", "capacity", "price_per_second", "seconds_per_image")}
+    limit = {name: _limit(tree, f"limits.{name}") for name in ("value", "capacity", "price_per_second",
+                                                               "seconds_per_image")}
     for name in ("value", "capacity", "price_per_second"):
         if max(_numbers(tree, f"economics.{name}", _non_negative, ">= 0")) > limit[name]:
             raise SettingsError(f"economics.{name}", f"must be at most limits.{name} = {limit[name]:g}")
@@ -360,8 +374,8 @@ def safeguards(tree: Mapping[str, Any]) -> Safeguards:
                       max_value=limit["value"], max_capacity=limit["capacity"],
                       max_price_per_second=limit["price_per_second"],
                       max_seconds_per_image=limit["seconds_per_image"],
-                      max_update_norm=_number(tree, "federation.max_update_norm", _positive, "> 0", optional=True),
-                      transfer_cap=_number(tree, "limits.transfer_cap", _positive, "> 0", optional=True),
+                      max_update_norm=_limit(tree, "federation.max_update_norm", optional=True),
+                      transfer_cap=_limit(tree, "limits.transfer_cap", optional=True),
                       arm_bound=_arm_bound(tree))
 
 

@@ -47,6 +47,11 @@ BAD_INPUTS = [
     ({"label_counts": [[10, 0], [0, 0], [1, 1], [1, 1], [1, 1]]}, "label_counts", 1),
     ({"label_counts": [[10, 0], [0, 5, 1], [1, 1], [1, 1], [1, 1]]}, "label_counts", None),  # ragged
     ({"gamma": [[0, 1], [1, 0, 2], [0], [0, 0, 0, 0, 0], [1]]}, "gamma", None),  # ragged
+    ({"n": ["1200", 800, 1500, 600, 1000]}, "n", None),  # a number as a string
+    ({"capacity": [True, 3000, 3000, 3000, 3000]}, "capacity", None),  # a boolean among numbers
+    ({"cost": [0.02, False, 0.02, 0.02, 0.02]}, "cost", None),
+    ({"value": [100, None, 100, 100, 100]}, "value", None),
+    ({"label_counts": [[10, 0], [0, 5], [1, True], [1, 1], [1, 1]]}, "label_counts", None),
     ({"n": [1200, 800, 1e-300, 600, 1000]}, "n", 2),
     ({"n": [1200, 800, 10**400, 600, 1000]}, "n", None),
     ({"capacity": [3000, 3000, 1e300, 3000, 3000]}, "capacity", 2),

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -98,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: scenario: the solver cannot handle these numbers ({type(err).__name__}: {err})",
               file=sys.stderr)
         return 2
-    json.dump(result, sys.stdout, allow_nan=False)
-    sys.stdout.write("\n")
+    write_streamed(result, sys.stdout)
     return 0
+
+
+def write_streamed(result: Mapping[str, Any], stream: TextIO) -> None:
+    """``result`` as one line of strict JSON, written key by key (each value through the C
+    encoder: a million organisations' arrays are written in seconds, never held as one string)."""
+    stream.write("{")
+    for k, (key, value) in enumerate(result.items()):
+        stream.write(("" if k == 0 else ", ") + json.dumps(key) + ": " + json.dumps(value, allow_nan=False))
+    stream.write("}\n")

@@ -56,6 +56,31 @@ class BestResponse:
         return quotas
 
 
+class Excess:
+    """``T(M) - M``, keeping the last two best responses it computed (Brent returns a point
+    it evaluated, whose profile is then not computed again)."""
+
+    def __init__(self, respond: BestResponse, real_total: float) -> None:
+        self.respond = respond
+        self.real_total = real_total
+        self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=2)
+
+    def __call__(self, aggregate: float) -> float:
+        self.recent.append((aggregate, self.respond(aggregate)))
+        return self.real_total + float(self.recent[-1][1].sum()) - aggregate
+
+    def profile(self, aggregate: float) -> np.ndarray:
+        """The best responses to ``aggregate`` (kept where it was evaluated last)."""
+        seen = [quotas for m, quotas in self.recent if m == aggregate]
+        return seen[0] if seen else self.respond(aggregate)
+
+
+def _call(aggregate: float, excess: Excess) -> float:
+    """``excess(aggregate)``, for ``brentq``'s ``args``: scipy keeps the function it is given in a
+    reference cycle until the garbage collector runs, so it gets one that holds no arrays."""
+    return excess(aggregate)
+
+
 def fixed_points(coefficients: Coefficients, scenario: Scenario) -> list[np.ndarray]:
     """All equilibrium profiles: roots of ``T(M) - M`` on ``[M0, M0 + sum_i S_i]``.
 
@@ -70,16 +95,7 @@ def fixed_points(coefficients: Coefficients, scenario: Scenario) -> list[np.ndar
     if high == low:
         return [np.zeros(scenario.size)]
     respond = BestResponse(coefficients, scenario)
-    recent: deque[tuple[float, np.ndarray]] = deque(maxlen=2)  # Brent returns a point it evaluated
-
-    def excess(aggregate: float) -> float:
-        recent.append((aggregate, respond(aggregate)))
-        return low + float(recent[-1][1].sum()) - aggregate
-
-    def profile(aggregate: float) -> np.ndarray:
-        seen = [quotas for m, quotas in recent if m == aggregate]
-        return seen[0] if seen else respond(aggregate)
-
+    excess = Excess(respond, low)
     tolerance = 1e-9 * high
     if coefficients.is_potential_game:
         brackets = [(low, high)]
@@ -90,9 +106,10 @@ def fixed_points(coefficients: Coefficients, scenario: Scenario) -> list[np.ndar
                     if values[k] == 0 or values[k] * values[k + 1] < 0]
         if values[-1] == 0:
             brackets.append((grid[-1], grid[-1]))
-    crossings = [left if left == right else brentq(excess, left, right, xtol=1e-15 * high, rtol=8.9e-16)
+    crossings = [left if left == right else brentq(_call, left, right, args=(excess,), xtol=1e-15 * high,
+                                                   rtol=8.9e-16)
                  for left, right in brackets]
-    profiles = [_profile_at(respond, profile(m), coefficients, scenario, m, tolerance) for m in crossings]
+    profiles = [_profile_at(respond, excess.profile(m), coefficients, scenario, m, tolerance) for m in crossings]
     exact = [(m, s) for m, s in zip(crossings, profiles) if abs(low + s.sum() - m) <= tolerance]
     distinct = [s for k, (m, s) in enumerate(exact) if k == 0 or m - exact[k - 1][0] > tolerance]
     return distinct or profiles

@@ -8,6 +8,7 @@ applies, the organisation index.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -231,6 +232,8 @@ def _required(spec: Mapping[str, Any], field: str) -> Any:
 def _as_float_array(field: str, raw: Any) -> np.ndarray:
     if isinstance(raw, (str, bytes, Mapping)) or isinstance(raw, bool):
         raise ScenarioError(field, f"must be numeric, got {type(raw).__name__}")
+    if (other := _not_a_number(raw)) is not None:
+        raise ScenarioError(field, f"must hold numbers only, got {other}")
     try:
         arr = np.asarray(raw, dtype=float)
     except (TypeError, ValueError, OverflowError) as err:
@@ -242,6 +245,26 @@ def _as_float_array(field: str, raw: Any) -> np.ndarray:
             index = int(np.argwhere(bad)[0][0]) if arr.ndim else None
             raise ScenarioError(field, problem, index)
     return arr
+
+
+def _is_number_type(kind: type) -> bool:
+    """Whether values of ``kind`` are numbers of a scenario: real numbers, never booleans
+    (JSON's ``true`` and ``"7"`` are not numbers)."""
+    return issubclass(kind, numbers.Real) and not issubclass(kind, (bool, np.bool_))
+
+
+def _not_a_number(raw: Any) -> str | None:
+    """The type of the first entry of a (nested) list that is not a number, or ``None`` (a
+    million entries are checked in milliseconds: their types are collected in C)."""
+    if not isinstance(raw, (list, tuple)):
+        return None
+    types = set(map(type, raw))
+    others = {t for t in types if not _is_number_type(t)} - {list, tuple}
+    if others:
+        return sorted(t.__name__ for t in others)[0]
+    if not types & {list, tuple}:
+        return None
+    return next((found for row in raw if (found := _not_a_number(row)) is not None), None)
 
 
 def _vector(field: str, raw: Any, size: int | None = None) -> np.ndarray:
