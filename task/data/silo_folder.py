@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from task.data.loader import read_npz, why_not_a_file
 from task.data.partition import OrgData
 from task.images import NUM_CLASSES, ImageSet
 
@@ -50,15 +51,12 @@ def read_silo_folder(path: str | Path, partition_id: int) -> tuple[OrgData, Imag
 
 
 def _read_split(path: Path) -> ImageSet:
+    """The split stored in ``path``, validated; any defect raises :class:`SiloFolderError` naming ``path``."""
     if not path.is_file():
-        raise SiloFolderError(f"{path} is missing (expected {', '.join(s + '.npz' for s in SPLITS)})")
+        raise SiloFolderError(f"{path} {why_not_a_file(path)} (expected {', '.join(s + '.npz' for s in SPLITS)})")
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            images, labels = arrays["images"], arrays["labels"]
-    except (OSError, ValueError, KeyError) as err:
-        raise SiloFolderError(f"{path}: cannot read arrays 'images' and 'labels' ({err})") from None
-    try:
-        data = ImageSet(images, labels)
+        arrays = read_npz(path, ("images", "labels"))
+        data = ImageSet(arrays["images"], arrays["labels"])
     except ValueError as err:
         raise SiloFolderError(f"{path}: {err}") from None
     if len(data) == 0:
