@@ -99,7 +99,7 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     data = ServerData(settings.data, settings.seed, settings.cache, federation.device)
     warmup_started = time.perf_counter()
     generator = prepare_generator(grid, nodes, settings.silo, settings.cache, timeout,
-                                  generator_check(data, settings), aggregation_rule(settings.aggregation),
+                                  generator_check(data, settings), warmup_rule(settings.aggregation),
                                   warmup_weights(grid, signed))
     warmup_seconds = time.perf_counter() - warmup_started
     compute = compute_profile(settings.costs, settings.silo, generator, settings.cache)
@@ -183,6 +183,12 @@ def aggregation_rule(rule: AggregationSettings) -> Aggregation:
     return Aggregation(rule.name, trim_beta=rule.trim_beta, krum_malicious=rule.krum_malicious,
                        clip_norm=rule.clip_norm, clip_multiple=rule.clip_multiple,
                        min_agreement=rule.min_agreement)
+
+
+def warmup_rule(rule: AggregationSettings) -> Aggregation:
+    """How the generator warm-up averages: FedAvg behind the run's update bounds (the
+    classifier's rule and its screening by the server's own update are the classifier's)."""
+    return Aggregation("fedavg", clip_norm=rule.clip_norm, clip_multiple=rule.clip_multiple)
 
 
 def warmup_weights(grid: Grid, terms: Terms | None) -> dict[int, float] | None:
