@@ -33,8 +33,8 @@ from flwr.app import ArrayRecord
 
 from client_app.local import synthetic, trained
 from client_app.silo import load_silo, training_tensors
-from experiments.noise_floor import consortium_generator
 from generation import allocate
+from research.noise_floor import consortium_generator
 from server_app.app import initial_model
 from server_app.config import saved_settings
 from server_app.evaluation import ServerData

@@ -17,14 +17,14 @@ import pytest
 from flwr.simulation import run_simulation
 
 from client_app.app import app as client_app
-from experiments.noise_floor import NOISE_FLOOR, ledger_profiles
-from experiments.noise_floor import main as replay_main
-from experiments.refilter import RefilteredRound, drift_line, drift_steps, refilter
-from experiments.refilter import main as refilter_main
-from experiments.repilot import REPILOT
-from experiments.repilot import main as repilot_main
-from experiments.value_band import main as band_main
-from experiments.value_band import round_game, round_quotas, run_band
+from research.noise_floor import NOISE_FLOOR, ledger_profiles
+from research.noise_floor import main as replay_main
+from research.refilter import RefilteredRound, drift_line, drift_steps, refilter
+from research.refilter import main as refilter_main
+from research.repilot import REPILOT
+from research.repilot import main as repilot_main
+from research.value_band import main as band_main
+from research.value_band import round_game, round_quotas, run_band
 from server_app.app import make_server_app
 from server_app.config import load_settings
 from strategy import protocol

@@ -19,7 +19,9 @@ from experiments.claims import (
     welfare_peaks_at_moderate_rate,
 )
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
-from experiments.noise_floor import (
+from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
+from experiments.tables import paired_across, paired_differences
+from research.noise_floor import (
     ReplayedRound,
     ReplayError,
     leave_one_out_means,
@@ -28,9 +30,7 @@ from experiments.noise_floor import (
     starting_models,
     target_met,
 )
-from experiments.noise_floor import main as replay_main
-from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
-from experiments.tables import paired_across, paired_differences
+from research.noise_floor import main as replay_main
 from server_app.config import check, load_settings
 from strategy.game.scenario import LossCurve
 from strategy.protocol import round_seed

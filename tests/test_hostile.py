@@ -18,8 +18,8 @@ from flwr.app import Array, ArrayRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments.noise_floor import ledger_profiles
-from experiments.value_band import round_game
+from research.noise_floor import ledger_profiles
+from research.value_band import round_game
 from server_app.results import summarise, write_summary
 from strategy.fedgame import GameFedAvg
 from strategy.game.coefficients import quality

@@ -25,7 +25,7 @@ LAYER = {"task": 0, "strategy.game": 0, "deploy": 0, "generation": 1, "strategy"
 """A module may import its own component and components of lower layers only."""
 COMPOSITION_ROOTS = {("server_app.sweep", "client_app.app")}
 """Declared exceptions: the in-process simulation runner hands both apps to Flower."""
-SHIPPED = ("strategy", "task", "generation", "client_app", "server_app", "benchmarks", "deploy", "experiments")
+SHIPPED = ("strategy", "task", "generation", "client_app", "server_app", "benchmarks", "deploy")
 FOREIGN_APPS = ("benchmarks/trivial_app",)
 """Separate Flower apps that do not speak this project's wire contract (Flower's floor)."""
 

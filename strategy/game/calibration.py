@@ -32,7 +32,7 @@ DRIFT = 0.5
 pilot's values (:meth:`GainPrior.step_sd`): the gain of the same images changes as the model
 trains. Measured on the default run's seeds 0-3 (docs/model.md section 9): a round's realised
 gain (deployed main over deployed fork, mean of 8 replays) against the pilot's curve,
-log-ratio rms 0.51 per round elapsed over rounds 2-3 (``python -m experiments.refilter``).
+log-ratio rms 0.51 per round elapsed over rounds 2-3 (``python -m research.refilter``).
 The step is additive, of sd ``DRIFT`` times the prior's value, which a log-ratio of that
 size approximates."""
 WEAK_PRIOR_SD = 1.0

@@ -32,7 +32,7 @@ target (``TARGET_GAP``) is met against one replicate's welfare, by the predictio
 the mean of the other replicates: what a prediction of the expectation could reach
 against one draw.
 
-    python -m experiments.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8] [--rounds 2 3]
+    python -m research.noise_floor RUN_DIR [RUN_DIR ...] [--replicates 8] [--rounds 2 3]
 
 prints one line per round as it is done and writes ``noise_floor.json`` (the rounds
 replayed) into each run directory.
@@ -75,7 +75,7 @@ from task.model import set_threads
 NOISE_FLOOR = "noise_floor.json"
 REPLICATES = 8
 TARGET_GAP = 0.35
-"""Issue #10's target for |predicted - realised| / |realised| welfare by round 3."""
+"""The calibration target for |predicted - realised| / |realised| welfare by round 3."""
 
 
 class ReplayError(RuntimeError):
@@ -145,7 +145,7 @@ class ReplayedRound:
 
 
 def target_met(predictions: np.ndarray, welfares: Sequence[float]) -> float:
-    """The share of replicates whose welfare ``W_k`` its prediction ``p_k`` meets issue #10's
+    """The share of replicates whose welfare ``W_k`` its prediction ``p_k`` meets the calibration
     target against: ``|p_k - W_k| <= TARGET_GAP |W_k|``."""
     draws = np.asarray(welfares, dtype=float)
     return float(np.mean(np.abs(np.asarray(predictions) - draws) <= TARGET_GAP * np.abs(draws)))
@@ -362,7 +362,7 @@ def _text(value: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.noise_floor", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.noise_floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path,
                         help="results directories of runs made with keep_checkpoints=true")
     parser.add_argument("--replicates", type=int, default=REPLICATES, help="trainings per organisation and round")

@@ -7,14 +7,14 @@ the ledger's realised gains, round by round, to the calibration as the code now 
 and prices each round's images with what it would have solved the round with, beside
 what the run solved it with (the ledger's ``scales_used``): a change to the update can
 be judged on finished runs, with their quotas held as they were. Where
-``python -m experiments.noise_floor`` has run, each line also gives the replicates' mean
+``python -m research.noise_floor`` has run, each line also gives the replicates' mean
 realised gain (deployed main over deployed fork: the round's own effect), their local
 gain over the twin, and the pilot's curve alone; over every such round from round 2 on,
 the drift is ``rms(log(realised / pilot) / sqrt(round - 1))``: how far a round's own
 gain moves from the pilot's curve per round elapsed, the random walk's step of
 :data:`strategy.game.calibration.DRIFT`.
 
-    python -m experiments.refilter RUN_DIR [RUN_DIR ...]
+    python -m research.refilter RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.noise_floor import ledger_profiles, measured_side, pilot_curve, priced_gains, replayed_rounds
+from research.noise_floor import ledger_profiles, measured_side, pilot_curve, priced_gains, replayed_rounds
 from server_app.config import saved_settings
 from strategy.game.calibration import Calibration, GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit
@@ -107,7 +107,7 @@ def line(run: Path, refiltered: RefilteredRound) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.refilter", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.refilter", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="results directories of finished runs")
     args = parser.parse_args(argv)
     every = []

@@ -1,5 +1,5 @@
 """The calibration pilot measured again from the global model each round started from, and
-what its curve predicts for the round's images (issue #10; docs/model.md section 9).
+what its curve predicts for the round's images (docs/model.md section 9).
 
 The game predicts every round with the pilot's curve, measured once from the initial
 model, scaled by the online correction. The gain of the same images on a model trained
@@ -10,13 +10,13 @@ for each round of a run made with ``keep_checkpoints=true`` it runs every silo's
 model the round started from, fits the curve as the server does
 (:func:`strategy.pilot.fit_pilot`), and prices the round's images on it:
 ``sum Q = sum_i psi_i G(M) + eta g_i(s_i)`` with the refit's own prior scales, as the
-replay prices the run's pilot (:func:`experiments.noise_floor.curve_gains`).
+replay prices the run's pilot (:func:`research.noise_floor.curve_gains`).
 Round 1 starts from the initial model, so its refit is the run's pilot again.
 
-    python -m experiments.repilot RUN_DIR [--rounds 2 3]
+    python -m research.repilot RUN_DIR [--rounds 2 3]
 
 prints one line per round beside what the game predicted and, where
-``python -m experiments.noise_floor`` has run, the replicates' realised gains and their
+``python -m research.noise_floor`` has run, the replicates' realised gains and their
 local gains over the twin; writes ``repilot.json`` into the run.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from client_app.app import pilot_points
-from experiments.noise_floor import (
+from research.noise_floor import (
     ReplayError,
     consortium_generator,
     curve_gains,
@@ -101,7 +101,7 @@ def line(run: Path, repiloted: RepilotRound, replayed: dict[int, dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.repilot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.repilot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="results directory of a run made with keep_checkpoints=true")
     parser.add_argument("--rounds", type=int, nargs="+", default=(), help="only these rounds (default: every round)")
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """Which ``economics.value`` puts a run's round-1 equilibrium inside the box, from what the run
-measured (issue #10; docs/model.md section 9, "Choosing the default value").
+measured (docs/model.md section 9, "Choosing the default value").
 
 A round's quotas depend on the value of accuracy only through its ratio to the cost of an
 image, and round 1 is solved on what the run measured before it: the pilot's curve (with
@@ -19,7 +19,7 @@ needs ``max f_low < min f_high``; the value with the widest margin on both sides
 geometric centre, and the margin ``sqrt(min f_high / max f_low)`` says how much any one
 input (the curve's scale, the cost per image) may drift before that value leaves the box.
 
-    python -m experiments.value_band RUN_DIR [RUN_DIR ...]
+    python -m research.value_band RUN_DIR [RUN_DIR ...]
 
 prints ``name=value`` lines: per run, the configured value and the band's edges in the
 same money per unit of accuracy; then, over the runs, the centre and its margin.
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.noise_floor import ledger_profiles, measured_side
+from research.noise_floor import ledger_profiles, measured_side
 from server_app.config import saved_settings
 from strategy.game.calibration import GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit
@@ -128,7 +128,7 @@ def common_centre(bands: Sequence[ValueBand]) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.value_band", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.value_band", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="results directories of finished runs")
     args = parser.parse_args(argv)
     bands = []
