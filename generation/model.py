@@ -8,6 +8,7 @@ message, and the messages that do not generate should not pay for it.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -86,9 +87,12 @@ def sampling_scheduler(cfg: GeneratorConfig) -> SamplingScheduler:
     if cfg.sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True)
     # dynamic thresholding with sample_max_value=1 clamps the predicted x0 to [-1, 1]
-    return DPMSolverMultistepScheduler(
-        **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
-    )
+    with warnings.catch_warnings():  # diffusers builds its sigmas with np.array(tensor), which NumPy 2 warns of
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        return DPMSolverMultistepScheduler(
+            **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
+        )
 
 
 def to_model_space(images: torch.Tensor, cfg: GeneratorConfig) -> torch.Tensor:

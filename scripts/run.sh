@@ -20,6 +20,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export FLWR_TELEMETRY_ENABLED=0
 export FLWR_DISABLE_UPDATE_CHECK=1
 export HF_HUB_OFFLINE=1
+export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0  # Ray's coming default, and no warning of it (silos ask GPUs explicitly)
 export COCOGEN_RESULTS="${COCOGEN_RESULTS:-$PWD/results}"
 export COCOGEN_CACHE="${COCOGEN_CACHE:-$PWD/.cache}"
 source .venv/bin/activate
@@ -73,4 +74,4 @@ if [ -z "$folder" ] || [ ! -e "$folder/summary.json" ]; then
   echo "The run wrote no results; see the log above." >&2
   exit 1
 fi
-python -m server_app.report "$folder"
+echo "Results: $folder"  # the ServerApp's log above ends with the run's summary table

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from logging import INFO, WARNING
 from pathlib import Path
@@ -48,6 +50,9 @@ from strategy.records import read_ledger
 from strategy.terms import Terms
 from task.files import strict_json, write_atomically
 from task.model import Net, set_threads
+
+FAILED = "failed.json"
+"""What a run folder holds when its run raised: the error."""
 
 
 class FederationTooSmall(RuntimeError):
@@ -88,12 +93,31 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
         log(WARNING, "unsafe=true: %s is null, so %s is off", key, SAFEGUARD_KEYS[key])
     checkpoint = checkpoint_to_resume(settings.resume, settings)
     federation = settings.federation
-    timeout = federation.reply_timeout_seconds
     signed = consortium_terms(settings.terms, (), federation.num_orgs, settings.cache) \
         if settings.terms.file is not None else None  # a refused terms file ends the run before anything starts
     nodes = wait_for_nodes(grid, federation.num_orgs, federation.node_wait_seconds, federation.node_settle_seconds)
     directory = settings.resume if checkpoint is not None else results_directory(settings)  # a refused run makes none
     log(INFO, "Results: %s", directory)
+    with marked_if_failed(directory):
+        return _run_in(grid, settings, directory, checkpoint, started, signed, nodes)
+
+
+@contextmanager
+def marked_if_failed(directory: Path) -> Iterator[None]:
+    """Leave ``failed.json`` (the error, in one line) in a run folder whose run raised, so that
+    a half-made folder says so; the error goes on."""
+    try:
+        yield
+    except BaseException as err:
+        write_atomically(directory / FAILED, strict_json({"error": f"{type(err).__name__}: {err}"}))
+        raise
+
+
+def _run_in(grid: Grid, settings: RunSettings, directory: Path, checkpoint: Checkpoint | None, started: float,
+            signed: Terms | None, nodes: list[int]) -> str:
+    """The run's stages once its folder exists (:func:`run_experiment`)."""
+    federation = settings.federation
+    timeout = federation.reply_timeout_seconds
     if record := os.environ.get(RUN_RECORD_VARIABLE):  # the launching script learns its own run's folder
         write_atomically(Path(record), f"{directory}\n")
     data = ServerData(settings.data, settings.seed, settings.cache, federation.device)
@@ -150,6 +174,7 @@ def run_experiment(grid: Grid, settings: RunSettings) -> str:
     write_summary(directory, summary)
     plot_run(ledger.rows, directory)
     log(INFO, "Run summary (%s):\n%s", directory, summary_table(summary, ledger.rows))
+    (directory / FAILED).unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
     return str(directory)
 
 

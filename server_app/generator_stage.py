@@ -121,6 +121,8 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
     rounds = settings.generator_warmup_rounds
     node_ids = [node for node in node_ids if node in weights]
     complete = len(node_ids) == settings.num_orgs
+    log(INFO, "Generator: federated warm-up, %d rounds of %d steps on %d silos (once per set-up; cached after)",
+        rounds, settings.generator_steps_per_round, len(node_ids))
     for server_round in range(1, rounds + 1):
         content = protocol.order_content(settings, WarmupOrder(server_round=server_round), arrays)
         messages = [Message(content, dst_node_id=node, message_type=protocol.WARMUP) for node in node_ids]
@@ -142,7 +144,11 @@ def prepare_generator(grid: Grid, node_ids: list[int], settings: SiloSettings, c
                 server_round, replies[k].metadata.src_node_id, norm, aggregate.bound)
         arrays = aggregate.arrays
         losses = [report.loss for report in screened.reports.values()]
-        log(INFO, "Generator warm-up round %d/%d: mean silo loss %.4f", server_round, rounds, sum(losses) / len(losses))
+        elapsed = time.perf_counter() - started
+        left = f"; about {(rounds - server_round) * elapsed / server_round / 60:.1f} min left" \
+            if server_round < rounds else ""
+        log(INFO, "Generator warm-up round %d/%d: mean silo loss %.4f (%.0f s%s)", server_round, rounds,
+            sum(losses) / len(losses), elapsed, left)
     seconds = time.perf_counter() - started
     protocol.load_packed(unet, arrays, protocol.GENERATOR)
     problem = check(unet, gen_cfg)

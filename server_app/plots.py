@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from strategy.records import MeasuredRecord, RoundRecord  # noqa: E402
 
@@ -19,8 +19,13 @@ PREDICTED = "predicted (game, answering organisations) ± 1 sd"
 ``responder_predicted_welfare`` (the plan's ``predicted_welfare`` where no one did)."""
 
 
+POOR_FIT_R2 = 0.5
+"""A pilot fit with R² below this is flagged on its plot: its curve explains little of the points."""
+
+
 def plot_run(rows: list[RoundRecord], directory: Path) -> list[Path]:
-    """Accuracy, welfare, quotas and transfers per round; returns the files written."""
+    """Accuracy, welfare, quotas and transfers per round; returns the files written. A chart
+    with nothing to show (no transfer under a policy without redistribution) is not drawn."""
     rounds = [row.round for row in rows]
     measured = [row.measured for row in rows]
     written = [
@@ -28,18 +33,19 @@ def plot_run(rows: list[RoundRecord], directory: Path) -> list[Path]:
             "global test": [row.global_test_accuracy for row in rows],
             "mean market (deployed)": [m.mean_market_accuracy if m else None for m in measured],
         }),
-        _lines(directory / "welfare.png", "Social welfare per round", rounds, "welfare", {
+        _lines(directory / "welfare.png", "Social welfare per round", rounds, "welfare (money per round)", {
             "realised": [m.realised_welfare if m else None for m in measured],
             PREDICTED: [m.responder_predicted_welfare if m else row.predicted_welfare
                         for row, m in zip(rows, measured)],
         }, spreads={PREDICTED: [_welfare_sd(m) for m in measured]}),
         _per_org(directory / "quotas.png", "Quota per organisation",
                  [(row.round, row.orgs, row.quotas) for row in rows], "synthetic images"),
-        _per_org(directory / "transfers.png", "Transfer per organisation",
-                 [(row.round, m.responders if m else [], m.transfers if m else []) for row, m in zip(rows, measured)],
-                 "transfer"),
         _calibration(directory / "calibration.png", rows),
     ]
+    transfers = [(row.round, m.responders if m else [], m.transfers if m else []) for row, m in zip(rows, measured)]
+    if any(value != 0 for _, _, values in transfers for value in values):
+        written.append(_per_org(directory / "transfers.png", "Transfer per organisation (+ received, - paid)",
+                                transfers, "transfer (money per round)"))
     return written
 
 
@@ -82,14 +88,24 @@ def plot_learning_curve(pilot: dict[str, Any], path: Path) -> Path:
             error = fit["floor"] + fit["a"] * grid ** (-fit["b"]) + fit["kappa"] * skew
             axes.plot(grid, error, label=f"fit at H/M = {skew:.2f}")
     state = f"R² = {fit['r2']:.3f}" if fit["fitted"] else f"prior kept: {fit['reason']}"
-    axes.set(xscale="log", title=f"Learning curve e(M, H) from the pilot ({state})",
+    axes.set(xscale="log", title=f"Learning curve e(M, H) from the pilot\n({state})",
              xlabel="training images M", ylabel="market error")
+    if (flag := poor_fit(fit)) is not None:
+        axes.text(0.5, 0.5, flag, transform=axes.transAxes, ha="center", va="center", color="tab:red",
+                  fontsize="large", alpha=0.8)
+    axes.xaxis.set_major_locator(LogLocator(numticks=5))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def poor_fit(fit: dict[str, Any]) -> str | None:
+    """The flag a fitted pilot curve with R² below :data:`POOR_FIT_R2` carries on its plot, or ``None``."""
+    return f"poor fit: R² {fit['r2']:.2f} < {POOR_FIT_R2}" if fit["fitted"] and fit["r2"] < POOR_FIT_R2 else None
 
 
 def _welfare_sd(measured: MeasuredRecord | None) -> float | None:
@@ -135,7 +151,7 @@ def _per_org(path: Path, title: str, rows: list[tuple[int, list[int], list[float
     axes.set_xticks(np.arange(len(orgs)) + width * (len(rows) - 1) / 2, [str(o) for o in orgs])
     axes.set(title=title, xlabel="organisation (partition id)", ylabel=ylabel)
     axes.axhline(0, color="black", linewidth=0.5)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -50,23 +50,29 @@ def write_summary(directory: Path, summary: dict[str, Any]) -> None:
     write_atomically(directory / "summary.json", strict_json(summary, indent=2))
 
 
+SUMMARY_COLUMNS = ("round", "images ordered", "images made", "market accuracy", "test accuracy",
+                   "welfare (money)", "silos dropped", "strategy time %")
+"""The summary table's columns: accuracies are fractions; welfare is the round's realised
+social welfare in the terms' money; strategy time is the server's share of the round."""
+
+
 def summary_table(summary: dict[str, Any], rows: list[RoundRecord]) -> str:
-    """A short plain-text table of the run, one line per round and a totals line."""
-    lines = [f"{'round':>5} {'quota':>7} {'images':>7} {'market acc':>10} {'test acc':>8} "
-             f"{'welfare':>9} {'sum t':>9} {'dropped':>7} {'strategy%':>9}"]
+    """A short plain-text table of the run (:data:`SUMMARY_COLUMNS`), one line per round and a
+    totals line."""
+    widths = [len(name) for name in SUMMARY_COLUMNS]
+    lines = ["  ".join(SUMMARY_COLUMNS)]
     for row in rows:
         measured = row.measured
         share = row.strategy_share if row.strategy_share is not None else float("nan")
-        lines.append(
-            f"{row.round:>5} {row.quota_total:>7} {measured.images_generated if measured else 0:>7.0f} "
-            f"{_num(measured.mean_market_accuracy if measured else None):>10} {_num(row.global_test_accuracy):>8} "
-            f"{_num(measured.realised_welfare if measured else None):>9} "
-            f"{_num(measured.transfer_sum if measured else None, '.1e'):>9} "
-            f"{len(row.dropped):>7} {_num(100 * share, '.2f'):>9}")
+        cells = [str(row.round), str(row.quota_total), f"{measured.images_generated if measured else 0:.0f}",
+                 _num(measured.mean_market_accuracy if measured else None), _num(row.global_test_accuracy),
+                 _num(measured.realised_welfare if measured else None, ".1f"), str(len(row.dropped)),
+                 _num(100 * share, ".1f")]
+        lines.append("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)))
     lines.append(
-        f"policy={summary['policy']} final_accuracy={summary['final_accuracy']:.4f} "
-        f"total_welfare={summary['total_welfare']:.3f} images={summary['total_images_generated']:.0f} "
-        f"wall={summary['wall_seconds']:.0f}s")
+        f"{summary['policy']}: final test accuracy {summary['final_accuracy']:.4f}, total welfare "
+        f"{summary['total_welfare']:.1f} money, {summary['total_images_generated']:.0f} synthetic images, "
+        f"{summary['wall_seconds']:.0f} s")
     return "\n".join(lines)
 
 

@@ -122,6 +122,10 @@ class GameFedAvg(FedAvg):
         """By node: what admission flagged about an admitted organisation (reported terms that differ)."""
         self.twin: ArrayRecord | None = None
         self.round_offset = 0
+        self.num_rounds = 0
+        """The run's last round (set by :meth:`start`), for the progress line."""
+        self.round_seconds: list[float] = []
+        """How long each round of this process took, for the progress line's estimate."""
         self._plan: RoundPlan | None = None
         self._reference: ArrayRecord | None = None
         self._trained: TrainedRound | None = None
@@ -170,6 +174,7 @@ class GameFedAvg(FedAvg):
         """
         if self.twin is None:
             self.twin = initial_arrays
+        self.num_rounds = num_rounds
 
         def evaluate_and_checkpoint(flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             server_round = self.round_offset + flower_round
@@ -296,8 +301,11 @@ class GameFedAvg(FedAvg):
         share = plan.strategy_seconds / round_seconds
         self.ledger.annotate(plan.server_round, round_seconds=round_seconds, strategy_seconds=plan.strategy_seconds,
                              strategy_share=share)
-        log(INFO, "Round %d: strategy %.3f s of %.1f s (%.2f%%)", plan.server_round, plan.strategy_seconds,
-            round_seconds, 100 * share)
+        self.round_seconds.append(round_seconds)
+        left = self.num_rounds - plan.server_round
+        log(INFO, "Round %d/%d done in %.0f s (strategy %.1f%%)%s", plan.server_round, self.num_rounds, round_seconds,
+            100 * share, f"; about {left * sum(self.round_seconds) / len(self.round_seconds) / 60:.1f} min left"
+            if left > 0 else "")
 
     def _read_train_reply(self, plan: RoundPlan, reply: Message) -> Judged:
         """The reply's report, cross-checked against the order, and both models judged by the server."""

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -286,22 +287,31 @@ def test_trimmed_mean_keeps_the_model_when_one_silo_scales_its_weights(tmp_path,
 
 def test_flwr_run_with_the_same_overrides_and_seed_gives_the_same_quotas(calibrated_run, tmp_path, cache_dir):
     """``make run`` (``flwr run`` on its own local SuperLink) with the calibrated run's
-    overrides and the pilot measured again: the quotas of the in-process run."""
+    overrides and the pilot measured again: the quotas of the in-process run. A second run
+    started beside it into the same results folder reports its own folder, as the first does."""
     _, rows, _, run = calibrated_run
     results = tmp_path / "results"
     env = {**os.environ, "COCOGEN_RESULTS": str(results), "COCOGEN_CACHE": str(cache_dir),
            "OVERRIDES": f"+experiment=tiny {' '.join(INTERIOR)} calibration.reuse_pilot=false"}
+    beside = {**env, "OVERRIDES": "+experiment=tiny policy=vcfl federation.rounds=1 calibration.pilot=false"}
     # Another run's SuperLink, as `pkill -f <FLWR_HOME>/local-superlink` would have matched it.
     decoy = subprocess.Popen(["bash", "-c", f'exec -a "{ROOT}/.flwr/local-superlink --decoy" sleep 900'])
     try:
-        done = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "run"], env=env,
-                              capture_output=True, text=True, timeout=900)
+        first = subprocess.Popen(["make", "-C", str(ROOT), "--no-print-directory", "run"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(15)
+        second = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "run"], env=beside,
+                                capture_output=True, text=True, timeout=900)
+        stdout, stderr = first.communicate(timeout=900)
         assert decoy.poll() is None  # the script stopped only the SuperLink it started
     finally:
         decoy.kill()
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [rerun] = list(results.iterdir())
-    assert f"Results: {rerun}" in done.stdout
+    assert first.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    [rerun] = list(results.glob("*-cocogen_plus"))
+    [other] = list(results.glob("*-vcfl"))
+    assert f"Results: {rerun}" in stdout and f"Results: {other}" not in stdout
+    assert f"Results: {other}" in second.stdout and f"Results: {rerun}" not in second.stdout
     assert (rerun / "config.yaml").read_text().count("capacity:\n  - 1000.0\n") == 1  # the override arrived
     again = json.loads((rerun / "ledger.json").read_text())
     assert [row["quotas"] for row in again] == [row["quotas"] for row in rows]  # tiny's capacity would cap them
