@@ -49,23 +49,35 @@ def generation(frame: pd.DataFrame, metric: str, path: Path, title: str) -> None
     _save(figure, path)
 
 
+CELLS_PER_ROW = 9
+"""The most (gamma, alpha) cells one row of bars holds; more wrap to further rows."""
+
+
 def welfare_by_cell(frame: pd.DataFrame, metric: str, path: Path, title: str, ylabel: str) -> None:
-    """Bars per policy in each (gamma, alpha) cell with 95% t-interval error bars."""
+    """Bars per policy in each (gamma, alpha) cell with 95% t-interval error bars, at most
+    :data:`CELLS_PER_ROW` cells a row, the legend above the bars."""
     cells = sorted({(g, a) for g, a in zip(frame.gamma, frame.alpha)})
     policies = _policies(frame)
     width = 0.8 / len(policies)
-    figure, axis = plt.subplots(figsize=(max(7, 1.6 * len(cells)), 4.5))
-    for k, policy in enumerate(policies):
-        stats = [_mean_and_half_width(frame[(frame.policy == policy) & (frame.gamma == g) & (frame.alpha == a)][metric])
-                 for g, a in cells]
-        axis.bar(np.arange(len(cells)) + (k - (len(policies) - 1) / 2) * width, [m for m, _ in stats], width,
-                 yerr=[h for _, h in stats], capsize=2, label=policy, color=COLOURS.get(policy))
-    axis.set_xticks(np.arange(len(cells)), [f"γ={g:g}, α={a:g}" for g, a in cells])
-    axis.axhline(0.0, color="black", linewidth=0.8)
-    axis.set(ylabel=ylabel, title=title)
-    axis.legend(fontsize="small", ncol=3)
-    axis.grid(axis="y", alpha=0.3)
-    _save(figure, path)
+    rows = [cells[k:k + CELLS_PER_ROW] for k in range(0, len(cells), CELLS_PER_ROW)]
+    figure, axes = plt.subplots(len(rows), 1, figsize=(max(7.0, 1.3 * len(rows[0]) + 1.5), 3.4 * len(rows) + 0.9),
+                                squeeze=False)
+    for axis, row in zip(axes[:, 0], rows):
+        for k, policy in enumerate(policies):
+            stats = [_mean_and_half_width(frame[(frame.policy == policy) & (frame.gamma == g) & (frame.alpha == a)]
+                                          [metric]) for g, a in row]
+            axis.bar(np.arange(len(row)) + (k - (len(policies) - 1) / 2) * width, [m for m, _ in stats], width,
+                     yerr=[h for _, h in stats], capsize=2, label=policy, color=COLOURS.get(policy))
+        axis.set_xticks(np.arange(len(row)), [f"γ={g:g}\nα={a:g}" for g, a in row])
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set(ylabel=ylabel)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_title(title)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=len(policies), fontsize="small", frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / figure.get_size_inches()[1]))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def compensation(curve: pd.DataFrame, path: Path, title: str) -> None:
