@@ -11,7 +11,12 @@
 #                 only from this machine (remote operators: an SSH tunnel)
 # Flower 1.42 serves the Fleet, Control and runtime APIs on one port and its Control API
 # authenticates nobody without an enterprise plugin: the proxy is what keeps silos out of
-# the control plane. Runs in the foreground; Ctrl+C (or SIGTERM) stops both processes.
+# the control plane. It also bounds what one address may cost the coordinator: a request
+# body of at most COCOGEN_PROXY_BODY_LIMIT (default 16m: the largest legitimate one, a
+# silo's warm-up reply with the default generator, is 2.4 MiB; at most 64m), 32 open
+# requests and 20 requests a second (bursts of 200) per address, and 10 s to send its
+# headers (the TLS handshake included) or a stalled body. Runs in the foreground; Ctrl+C
+# (or SIGTERM) stops both processes.
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 CREDS_DIR STATE_DIR [HOST] [PORT] [CONTROL_PORT]" >&2; exit 2; fi
 creds=$(cd "$1" && pwd); mkdir -p "$2/nginx"; state=$(cd "$2" && pwd)
@@ -19,15 +24,19 @@ host=${3:-0.0.0.0}; port=${4:-9093}; control_port=${5:-$((port + 1))}
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "nginx not found (scripts/setup.sh installs Debian's nginx-light)" >&2; exit 2; }
 [[ $host == *:* ]] && listen="[$host]:$port" || listen="$host:$port"
-export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
+body_limit=${COCOGEN_PROXY_BODY_LIMIT:-16m}
+[[ $body_limit =~ ^([1-9]|[1-5][0-9]|6[0-4])m$ ]] || {
+  echo "COCOGEN_PROXY_BODY_LIMIT must be 1m to 64m, got $body_limit" >&2; exit 2; }
+source "$(dirname "$0")/flower.env"
 
 proxy_dir=$state/nginx
 cat > "$proxy_dir/nginx.conf" <<CONF
 worker_processes 1;
+worker_rlimit_nofile 8192;
 daemon off;
 pid $proxy_dir/nginx.pid;
 error_log $proxy_dir/error.log warn;
-events { worker_connections 512; }
+events { worker_connections 4096; }
 http {
   access_log $proxy_dir/access.log;
   client_body_temp_path $proxy_dir/body;
@@ -36,7 +45,15 @@ http {
   uwsgi_temp_path $proxy_dir/uwsgi;
   scgi_temp_path $proxy_dir/scgi;
   server_tokens off;
-  client_max_body_size 1g;
+  client_max_body_size $body_limit;
+  client_header_timeout 10s;
+  client_body_timeout 10s;
+  send_timeout 60s;
+  keepalive_timeout 60s;
+  limit_conn_zone \$binary_remote_addr zone=per_address:1m;
+  limit_req_zone \$binary_remote_addr zone=requests:1m rate=20r/s;
+  limit_conn_status 429;
+  limit_req_status 429;
   server {
     listen $listen ssl;
     ssl_certificate $creds/server.pem;
@@ -46,6 +63,8 @@ http {
     # segment of lower-case letters and dashes, matched on the normalised URI.
     location ~ ^/v1/fleet/[a-z-]+\$ {
       limit_except POST { deny all; }
+      limit_conn per_address 32;
+      limit_req zone=requests burst=200 nodelay;
       proxy_pass https://127.0.0.1:$control_port;
       proxy_http_version 1.1;
       proxy_ssl_trusted_certificate $creds/ca.crt;

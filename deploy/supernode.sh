@@ -21,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 supernode=$(command -v flower-supernode) || { echo "flower-supernode not found: activate the project's .venv" >&2; exit 2; }
 trusted=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 [ -r "$trusted" ] || { echo "cannot read trusted entities $3" >&2; exit 2; }
-export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 HF_HUB_OFFLINE=1
+source "$here/flower.env"
 export COCOGEN_TRUSTED_ENTITIES=$trusted COCOGEN_PYTHON="$(dirname "$supernode")/python"
 export PATH="$here/bin:$PATH"
 

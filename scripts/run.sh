@@ -16,10 +16,7 @@ fi
 overrides="${1:-${OVERRIDES:-}}"
 
 export FLWR_HOME="$PWD/.flwr"
-export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
-export FLWR_TELEMETRY_ENABLED=0
-export FLWR_DISABLE_UPDATE_CHECK=1
-export HF_HUB_OFFLINE=1
+source deploy/flower.env
 export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0  # Ray's coming default, and no warning of it (silos ask GPUs explicitly)
 export COCOGEN_RESULTS="${COCOGEN_RESULTS:-$PWD/results}"
 export COCOGEN_CACHE="${COCOGEN_CACHE:-$PWD/.cache}"

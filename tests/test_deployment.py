@@ -6,8 +6,9 @@ operator signed (deploy/supernode.sh), each with its own data folder and Flower 
 Checked: the app runs; an intruder holding ca.crt and the silo-facing address can neither
 register a node, list or submit runs, nor unregister a silo, while the operator can; a
 tampered or unsigned bundle is refused before it is installed; unregistered and
-plain-HTTP SuperNodes are refused; no process the scripts start attempts telemetry (a
-recording HTTPS proxy sees every outbound connection). Everything started here is
+plain-HTTP SuperNodes are refused; an oversized body and hundreds of half-open
+connections harm neither the SuperLink nor the silos; no process the scripts start
+attempts telemetry (a recording HTTPS proxy sees every outbound connection). Everything started here is
 stopped here.
 """
 
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import socketserver
 import ssl
 import subprocess
@@ -145,6 +147,71 @@ def _status(federation: LocalFederation, path: str, method: str = "POST") -> int
         return connection.getresponse().status
     finally:
         connection.close()
+
+
+def test_make_credentials_checks_every_host_and_leaves_nothing_on_failure(tmp_path):
+    """A bad host exits 2 naming it, before any key is made; the CA's key lands apart from the
+    coordinator's keys."""
+    env = {**os.environ, "COCOGEN_PYTHON": sys.executable}
+    script = str(ROOT / "deploy" / "make_credentials.sh")
+    for hosts in ("10.0.0", "coordinator.example.org bad_name!", "-leading.example.org"):
+        done = subprocess.run([script, str(tmp_path / "creds"), hosts], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and "not an IP address or a DNS name" in done.stderr, (hosts, done.stderr)
+        assert not (tmp_path / "creds").exists() and not (tmp_path / "creds-ca").exists()
+    done = subprocess.run([script, str(tmp_path / "creds"), "coordinator.example.org 10.0.0.5 ::1"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "creds-ca").iterdir()) == ["ca.key"]
+    assert "ca.key" not in {p.name for p in (tmp_path / "creds").iterdir()}
+
+
+def _superlink_rss_mib(federation: LocalFederation) -> float:
+    """The resident memory of the federation's SuperLink process, in MiB."""
+    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*--port {federation.control_port}"],
+                           capture_output=True, text=True).stdout.split()
+    [pid] = [p for p in found if Path(f"/proc/{p}/status").exists()][:1]
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+def test_a_huge_body_and_many_half_open_connections_harm_neither_the_superlink_nor_the_silos(federation):
+    """Through the silo-facing address, an unauthenticated 300 MiB body is refused (413) before
+    a byte of it reaches the SuperLink, whose memory stays where it was; 600 connections that
+    never finish their TLS handshake leave the proxy answering new ones and the silos online,
+    and are closed by the proxy within its 10 s header timeout."""
+    before = _superlink_rss_mib(federation)
+    context = ssl.create_default_context(cafile=str(federation.base / "creds" / "ca.crt"))
+    connection = http.client.HTTPSConnection("localhost", federation.public_port, context=context, timeout=30)
+    try:
+        connection.putrequest("POST", "/v1/fleet/push-messages", skip_accept_encoding=True)
+        connection.putheader("Content-Type", "application/protobuf")
+        connection.putheader("Content-Length", str(300 * 2**20))
+        connection.endheaders()
+        try:
+            connection.send(b"\0" * 2**20)  # the first MiB of it; the proxy may answer and close first
+        except OSError:
+            pass
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
+    assert _superlink_rss_mib(federation) < before + 50
+    half_open = [socket.create_connection(("127.0.0.1", federation.public_port), timeout=10) for _ in range(600)]
+    try:
+        assert _status(federation, "/health") == 403  # a new connection is still answered
+        assert list(federation.node_ids().values()) == ["online"] * SILOS
+        time.sleep(12)
+        closed = 0
+        for held in half_open:
+            held.settimeout(1)
+            try:
+                closed += held.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == len(half_open)
+    finally:
+        for held in half_open:
+            held.close()
 
 
 def test_an_intruder_holding_the_ca_certificate_cannot_use_the_control_plane(federation, app):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import io
+import os
 import subprocess
 import sys
 import tomllib
@@ -169,3 +170,17 @@ def test_the_scan_finds_a_spelled_key(tmp_path):
     sample.write_text('m.content.config_records["quota"]\nnode_config.get("data-path")\n'
                       'ConfigRecord({"stage": "task"})\nx = "images-generated"\n')
     assert {hit.split(":")[0] for hit in _key_literals(sample)} == {"1", "2", "3", "4"}
+
+
+def test_every_python_entry_point_runs_without_telemetry():
+    """Importing the project (the apps, the sweep, the tools) switches Flower's telemetry and
+    update check off where the environment did not say; the scripts source the same file."""
+    quiet = ("FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_UPDATE_CHECK")
+    env = {k: v for k, v in os.environ.items() if k not in quiet}
+    done = subprocess.run([sys.executable, "-c", "import os, server_app.sweep; "
+                           "print(os.environ['FLWR_TELEMETRY_ENABLED'], os.environ['FLWR_DISABLE_UPDATE_CHECK'])"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "1"], done.stderr[-2000:]
+    for script in ("scripts/run.sh", "deploy/superlink.sh", "deploy/supernode.sh"):
+        text = (ROOT / script).read_text()
+        assert "flower.env" in text and "FLWR_TELEMETRY_ENABLED" not in text, script
