@@ -27,21 +27,21 @@ from strategy.game.scenario import LossCurve, Scenario
 
 PHI_FLOOR = 1e-6
 """Least shared-gain scale: the game's curve needs ``a > 0``."""
-DRIFT = 0.5
+DRIFT = 0.4
 """Standard deviation of each round's random step of ``phi`` and ``eta``, relative to the
 pilot's values (:meth:`GainPrior.step_sd`): the gain of the same images changes as the model
-trains. Measured on the default run's seeds 0-3 (docs/model.md section 9): a round's realised
+trains. Measured on the default run's seeds 0-9 (docs/model.md section 9): a round's realised
 gain (deployed main over deployed fork, mean of 8 replays) against the pilot's curve,
-log-ratio rms 0.51 per round elapsed over rounds 2-3 (``python -m research.refilter``).
+log-ratio rms 0.405 per round elapsed over rounds 2-3 (20 rounds, ``python -m research.refilter``).
 The step is additive, of sd ``DRIFT`` times the prior's value, which a log-ratio of that
 size approximates."""
 WEAK_PRIOR_SD = 1.0
 """Prior standard deviation of ``phi`` (relative: its prior is 1) and of ``eta`` where the
 pilot did not fit them: a configured curve is a guess, as uncertain as it is large."""
-GAIN_NOISE_SD = 0.05
+GAIN_NOISE_SD = 0.04
 """Noise of one realised gain where the pilot's residuals cannot tell it: the default run's
-replays measured a per-organisation deployed-gain spread of 0.012-0.079, median 0.041
-(docs/model.md section 9)."""
+replays (seeds 0-9) measured a per-organisation deployed-gain spread of 0.012-0.079,
+median 0.038 over 150 organisation-rounds (docs/model.md section 9)."""
 
 
 @dataclass(frozen=True)
