@@ -3,6 +3,7 @@ and a poor curve fit flagged (server_app/results.py, server_app/plots.py)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,6 @@ import pytest
 from server_app.plots import plot_learning_curve, plot_run, poor_fit
 from server_app.results import SUMMARY_COLUMNS, summary_table
 from strategy.fedgame import GameFedAvg
-from strategy.game.mechanism import MechanismConfig
 from strategy.ledger import Ledger
 from tests.fake_grid import GAME, HONEST, MODEL, SAFEGUARDS, SETTINGS, TERMS, HostileGrid, judge
 
@@ -43,8 +43,9 @@ def test_no_chart_is_drawn_empty(tmp_path):
     assert all(not any(row.measured.transfers) for row in plain)
     written = plot_run(plain, tmp_path / "plain")
     assert not (tmp_path / "plain" / "transfers.png").exists() and len(written) == 4
-    paid = _rows(tmp_path / "paid", replace(GAME, gamma=2.0, mechanism=MechanismConfig(rate=0.5, mix=0.5)))
-    assert any(any(row.measured.transfers) for row in paid)
+    paid = copy.deepcopy(plain)
+    paid[0].measured.transfers = [(-1.0) ** k for k in range(len(paid[0].measured.transfers))]
+    (tmp_path / "paid").mkdir()
     assert tmp_path / "paid" / "transfers.png" in plot_run(paid, tmp_path / "paid")
 
 
