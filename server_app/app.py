@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from logging import INFO, WARNING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import UNet2DModel
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
@@ -50,6 +50,9 @@ from strategy.records import read_ledger
 from strategy.terms import Terms
 from task.files import strict_json, write_atomically
 from task.model import Net, set_threads
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 FAILED = "failed.json"
 """What a run folder holds when its run raised: the error."""

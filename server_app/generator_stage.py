@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from logging import INFO, WARNING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import UNet2DModel
 from flwr.app import ArrayRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -40,6 +40,9 @@ from strategy.aggregation import Aggregation
 from strategy.protocol import SiloSettings, WarmupOrder, WarmupReport
 from strategy.replies import screen_replies
 from task.model import Net, evaluate, train
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel  # imported where a UNet is built (about 3 s): generation/model.py
 
 WARMUP_KEY_FIELDS = ("seed", "dataset", "dataset_root", "market_size", "partitioner", "alpha", "classes_per_org",
                      "samples_per_org", "val_fraction", "min_partition_size", "num_orgs",
@@ -53,7 +56,7 @@ CHECK_IMAGES_PER_CLASS = 10
 JUDGE_EPOCHS = 3
 """Epochs the label-fidelity judge trains on the server's own images."""
 
-GeneratorCheck = Callable[[UNet2DModel, GeneratorConfig], str | None]
+GeneratorCheck = Callable[["UNet2DModel", GeneratorConfig], "str | None"]
 """Why a generator is unfit to use (:func:`generator_problem` bound to the server's data), or ``None``."""
 
 
