@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from generation.config import GeneratorConfig
 from task.images import IMAGE_SIDE
 
+# diffusers' DPM-Solver builds its sigmas with np.array(tensor), which NumPy 2 warns of at every
+# construction and schedule; the values are right, the warning is theirs to fix.
+warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                        category=DeprecationWarning, module="diffusers")
+
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
@@ -87,12 +92,9 @@ def sampling_scheduler(cfg: GeneratorConfig) -> SamplingScheduler:
     if cfg.sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True)
     # dynamic thresholding with sample_max_value=1 clamps the predicted x0 to [-1, 1]
-    with warnings.catch_warnings():  # diffusers builds its sigmas with np.array(tensor), which NumPy 2 warns of
-        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
-                                category=DeprecationWarning)
-        return DPMSolverMultistepScheduler(
-            **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
-        )
+    return DPMSolverMultistepScheduler(
+        **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
+    )
 
 
 def to_model_space(images: torch.Tensor, cfg: GeneratorConfig) -> torch.Tensor:
