@@ -3,9 +3,9 @@ and its three locally trained models (docs/model.md section 8): the main one on 
 synthetic images, the fork (the same global model on the real images alone) and the twin
 (the twin global model on the real images alone).
 
-The ClientApp's ``train`` handler trains them with the round's own seeds; the noise-floor
-replay (``experiments/noise_floor.py``) makes the same images, then trains on them again
-with other training seeds.
+The ClientApp's ``train`` handler trains them with the round's own seeds; the run's
+replays (:mod:`experiments.replay`) make the same images, or another quota's, and train
+again with the same or other seeds.
 """
 
 from __future__ import annotations
@@ -46,18 +46,24 @@ class RoundModels:
 
 def round_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRecord, twin: ArrayRecord,
                  seed: int) -> RoundModels:
-    """``main`` trained on the real images + ``made``; the fork, ``main`` again on the real
-    images alone; ``twin`` on the real images alone. All three with the training seed
-    ``seed`` and the same epochs, so the fork draws its own batches of the real images
-    (main's batches mix in synthetic ones). With no synthetic image the fork is main's
-    copy (trained once, so equal on any device); otherwise the two differ by the synthetic
-    images and the batches and steps they change."""
+    """The round's two arms (:func:`arms`) and ``twin`` trained on the real images alone,
+    all three with the training seed ``seed`` and the same epochs."""
+    model, fork = arms(settings, silo, made, main, seed)
+    real_images, real_labels = training_tensors(silo)
+    return RoundModels(model, fork, trained(settings, twin, real_images, real_labels, seed),
+                       len(real_labels) + len(made.labels))
+
+
+def arms(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRecord, seed: int) -> tuple[Net, Net]:
+    """``main`` trained on the real images + ``made``, and the fork: ``main`` again on the
+    real images alone, both with the training seed ``seed``, so the fork draws its own
+    batches of the real images (main's batches mix in synthetic ones). With no synthetic
+    image the fork is main's copy (trained once, so equal on any device); otherwise the two
+    differ by the synthetic images and the batches and steps they change."""
     real_images, real_labels = training_tensors(silo)
     model = trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
                     seed)
-    fork = trained(settings, main, real_images, real_labels, seed) if len(made.labels) else copied(model)
-    return RoundModels(model, fork, trained(settings, twin, real_images, real_labels, seed),
-                       len(real_labels) + len(made.labels))
+    return model, trained(settings, main, real_images, real_labels, seed) if len(made.labels) else copied(model)
 
 
 def copied(model: Net) -> Net:

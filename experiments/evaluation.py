@@ -15,15 +15,25 @@ to stdout. Stopping the command at any point loses at most the step in progress.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from experiments.criteria import ReplayedOutcome, RoundOutcome, criteria
+from experiments.regret import REGRET, Item, items
+from experiments.report import EVALUATION_SECTION
+from experiments.stats import t_interval
+from experiments.tables import markdown_table, with_section
 from strategy.checkpoint import CHECKPOINT
+from strategy.records import read_ledger
+from task.files import strict_json, write_atomically
 
 SEEDS = tuple(range(10, 18))
 """The evaluation seeds, never used for tuning (docs/evaluation.md)."""
@@ -33,6 +43,9 @@ MENU = (0.0, 0.5, 1.0, 1.5, 2.0)
 UNIFORM = (0.25, 0.5)
 REPLICATES = 4
 REPOSITORY = Path(__file__).resolve().parent.parent
+RUN_SCRIPT = "scripts/run.sh"
+STEPS = "steps.jsonl"
+"""Every step's command, wall seconds, exit status, commit and machine, one JSON line each."""
 
 
 def seed_folder(root: Path, seed: int) -> Path:
@@ -55,11 +68,33 @@ def finished(run: Path | None) -> bool:
 
 
 def _step(command: list[str], log: Path, environment: dict[str, str]) -> int:
-    """Run one step with its console appended to ``log``; its exit status."""
+    """Run one step with its console appended to ``log``, and its wall time, commit and
+    machine to ``STEPS`` beside it; its exit status."""
+    started = time.time()
     with log.open("a") as console:
         console.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
         console.flush()
-        return subprocess.call(command, cwd=REPOSITORY, stdout=console, stderr=subprocess.STDOUT, env=environment)
+        status = subprocess.call(command, cwd=REPOSITORY, stdout=console, stderr=subprocess.STDOUT, env=environment)
+    record = {"command": command, "started": started, "seconds": time.time() - started, "status": status,
+              "commit": _commit(), "cpu": _cpu(), "cores": os.cpu_count()}
+    with (log.parent / STEPS).open("a") as steps:
+        steps.write(json.dumps(record) + "\n")
+    return status
+
+
+def _commit() -> str:
+    """The checkout's commit the step ran (``+dirty`` where files differ from it)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def _cpu() -> str:
+    """The host's CPU model (``platform`` names only the architecture)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def make_run(root: Path, seed: int) -> Path:
@@ -75,7 +110,7 @@ def make_run(root: Path, seed: int) -> Path:
             run = None
         overrides = f"resume={run}" if run is not None else f"seed={seed} {RUN_OVERRIDES}"
         _say(f"seed {seed}: {'resume ' + str(run) if run else 'run'}")
-        status = _step(["scripts/run.sh", overrides], root / f"seed-{seed}.log", environment)
+        status = _step([RUN_SCRIPT, overrides], root / f"seed-{seed}.log", environment)
         run = run_of(root, seed)
         if status != 0 and not finished(run):
             raise RuntimeError(f"seed {seed}: scripts/run.sh exited {status}; see {root / f'seed-{seed}.log'}")
@@ -86,24 +121,168 @@ def _say(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
+def replayed(run: Path) -> bool:
+    """``regret.json`` holds every registered round, item and replicate."""
+    path = run / REGRET
+    if not path.is_file():
+        return False
+    content = json.loads(path.read_text())
+    names = {item.name for item in registered_items()}
+    done = {entry["round"]: {i["item"] for i in entry["items"] if len(i["replicates"]) >= REPLICATES}
+            for entry in content["rounds"] if "summary" in entry}
+    return all(names <= done.get(r, set()) for r in REPLAY_ROUNDS)
+
+
+def registered_items() -> list[Item]:
+    return items(MENU, UNIFORM)
+
+
+def replay_run(root: Path, seed: int, run: Path) -> None:
+    """``seed``'s regret replays, continued until every registered item is done."""
+    if replayed(run):
+        return
+    _say(f"seed {seed}: regret replays of {run.name}")
+    command = [sys.executable, "-m", "experiments.regret", str(run), "--menu", ",".join(map(str, MENU)),
+               "--uniform", ",".join(map(str, UNIFORM)), "--replicates", str(REPLICATES),
+               "--rounds", *map(str, REPLAY_ROUNDS)]
+    status = _step(command, root / f"seed-{seed}.log", dict(os.environ))
+    if status != 0 or not replayed(run):
+        raise RuntimeError(f"seed {seed}: the regret replay exited {status}; see {root / f'seed-{seed}.log'}")
+
+
 def run(root: Path, seeds: Sequence[int] = SEEDS) -> int:
     """Every seed's run, then every run's replays; skipped where finished."""
-    runs = [make_run(root, seed) for seed in seeds]
-    _say(f"runs finished: {', '.join(str(r) for r in runs)}")
+    runs = {seed: make_run(root, seed) for seed in seeds}
+    _say(f"runs finished: {', '.join(str(r) for r in runs.values())}")
+    for seed, made in runs.items():
+        replay_run(root, seed, made)
+    _say("replays finished: python -m experiments.evaluation report " + str(root))
     return 0
+
+
+def outcomes(root: Path, seeds: Sequence[int]) -> tuple[list[RoundOutcome], list[ReplayedOutcome]]:
+    """Every finished run's rounds, and every replayed round, of ``seeds``."""
+    rounds, replays = [], []
+    for seed in seeds:
+        made = run_of(root, seed)
+        if not finished(made):
+            raise RuntimeError(f"seed {seed} has no finished run in {seed_folder(root, seed)}: run the evaluation")
+        rows = read_ledger(made / "ledger.json")
+        rounds += [o for o in (RoundOutcome.from_record(seed, row) for row in rows) if o is not None]
+        if (made / REGRET).is_file():
+            replays += [ReplayedOutcome.from_json(seed, entry) for entry in json.loads((made / REGRET).read_text())
+                        ["rounds"] if "summary" in entry and entry["round"] in REPLAY_ROUNDS]
+    return rounds, replays
+
+
+def compute_spent(root: Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """Wall and CPU hours of the steps ``STEPS`` recorded (CPU hours: wall x the host's cores,
+    which the runs keep busy), the commits the runs were made with, and the machines."""
+    steps = [json.loads(line) for line in (root / STEPS).read_text().splitlines()] if (root / STEPS).exists() else []
+    seconds = sum(step["seconds"] for step in steps)
+    runs = [step for step in steps if step["command"][0] == RUN_SCRIPT]
+    for seed in seeds:  # a run whose first step was not recorded: its own wall time
+        made = run_of(root, seed)
+        if finished(made) and f"seed={seed} {RUN_OVERRIDES}" not in {step["command"][-1] for step in runs}:
+            seconds += json.loads((made / "summary.json").read_text())["wall_seconds"]
+    cores = max((step["cores"] for step in steps), default=os.cpu_count() or 1)
+    return {"wall_hours": seconds / 3600, "cpu_hours": seconds * cores / 3600,
+            "machines": sorted({step["cpu"] for step in steps} or {_cpu()}),
+            "commits": sorted({step["commit"] for step in runs})}
+
+
+def report(root: Path, seeds: Sequence[int], out: Path, markdown: Path) -> dict[str, Any]:
+    """C1-C5 (:mod:`experiments.criteria`) from ``root``'s runs and replays, written to ``out``
+    (JSON) and to ``markdown``'s evaluation section."""
+    rounds, replays = outcomes(root, seeds)
+    verdicts = criteria(rounds, replays)
+    spent = compute_spent(root, seeds)
+    result = {"criteria": {name: verdict.to_json() for name, verdict in verdicts.items()}, "seeds": list(seeds),
+              "rounds": max((o.server_round for o in rounds), default=0), "replayed_rounds": list(REPLAY_ROUNDS),
+              "all_zero_rounds": sum(not o.generated for o in rounds),
+              "commit": spent["commits"][0] if len(spent["commits"]) == 1 else spent["commits"],
+              "cpu_hours": spent["cpu_hours"], "wall_hours": spent["wall_hours"], "machines": spent["machines"],
+              "item_welfare": item_welfare(root, seeds)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(out, strict_json(result, indent=1))
+    text = markdown.read_text() if markdown.exists() else ""
+    markdown.write_text(with_section(text, EVALUATION_SECTION, evaluation_markdown(result, out, markdown)))
+    return result
+
+
+def item_welfare(root: Path, seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Each item's welfare over the replayed rounds: per round the replicates' mean, then
+    their mean and t-interval over rounds."""
+    per_item: dict[str, list[float]] = {}
+    for seed in seeds:
+        made = run_of(root, seed)
+        if made is None or not (made / REGRET).is_file():
+            continue
+        for entry in json.loads((made / REGRET).read_text())["rounds"]:
+            if "summary" in entry and entry["round"] in REPLAY_ROUNDS:
+                for name, mean in entry["summary"]["welfare_mean"].items():
+                    per_item.setdefault(name, []).append(mean)
+    intervals = {name: t_interval(values) for name, values in per_item.items()}
+    return {name: {"mean": i.mean, "interval": [i.low, i.high], "rounds": i.n} for name, i in intervals.items()}
+
+
+def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> str:
+    """results.md's evaluation section, from ``result``."""
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3g}"
+
+    def interval(bounds: list[float | None] | None) -> str:
+        return "n/a" if not bounds or None in bounds else f"[{bounds[0]:.3g}, {bounds[1]:.3g}]"
+
+    rows = [[name, WHAT[name], number(c["value"]), interval(c["interval"]),
+             {True: "pass", False: "fail", None: "n/a"}[c["pass"]]] for name, c in result["criteria"].items()]
+    c4 = result["criteria"]["C4"]
+    items_rows = [[name, number(w["mean"]), interval(w["interval"]), str(w["rounds"])]
+                  for name, w in result["item_welfare"].items()]
+    link = Path(os.path.relpath(out, markdown.parent))
+    return "\n".join([
+        "## Evaluation: do the quotas pay?", "",
+        f"Written by `python -m experiments.evaluation report` from [{link.name}]({link}) (do not edit by hand); "
+        "the plan, registered before the runs: [evaluation.md](evaluation.md).", "",
+        f"- Seeds {', '.join(map(str, result['seeds']))}, {result['rounds']} rounds each; rounds "
+        f"{' and '.join(map(str, result['replayed_rounds']))} replayed for the regret, {REPLICATES} replicates per "
+        f"item; {result['all_zero_rounds']} rounds ordered no image (left out of C1 and C5).",
+        f"- Compute: {result['wall_hours']:.1f} h wall, {result['cpu_hours']:.1f} CPU hours on "
+        f"{'; '.join(result['machines'])}; commit {result['commit']}.", "",
+        markdown_table(["criterion", "what", "value", "95% interval", "verdict"], rows), "",
+        f"C4 in detail: the best item's cross-fitted gain over zero {number(c4.get('best_gain'))} (replicate sd "
+        f"{number(c4.get('best_sd'))}), the bound on the regret {number(c4.get('bound'))}; the game's welfare over "
+        f"zero where it generates {number((c4.get('C4b') or {}).get('value'))} "
+        f"{interval((c4.get('C4b') or {}).get('interval'))}.", "",
+        "Realised welfare (money per round) of each decision, mean over the replayed rounds:", "",
+        markdown_table(["decision", "mean welfare", "95% interval", "rounds"], items_rows), ""])
+
+
+WHAT = {"C1": "bias of predicted sum Q (seed means)", "C2": "rms of the welfare z",
+        "C3": "Spearman of predicted and realised Q_i", "C4": "the game's cross-fitted regret (money)",
+        "C5": "share of organisation-rounds with u_i >= 0"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.evaluation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("run",), help="run: make the runs and replays (resumable)")
+    parser.add_argument("step", choices=("run", "report"),
+                        help="run: make the runs and replays (resumable); report: the criteria from them")
     parser.add_argument("root", type=Path, help="the evaluation's folder (one subfolder per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="default: the registered 10-17")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "results" / "evaluation.json")
+    parser.add_argument("--markdown", type=Path, default=REPOSITORY / "docs" / "results.md")
     args = parser.parse_args(argv)
     try:
-        return run(args.root.resolve(), args.seeds)
+        if args.step == "run":
+            return run(args.root.resolve(), args.seeds)
+        result = report(args.root.resolve(), args.seeds, args.out, args.markdown)
     except RuntimeError as error:
         print(f"evaluation: {error}", file=sys.stderr)
         return 1
+    for name, verdict in result["criteria"].items():
+        print(f"{name}: value {verdict['value']}, interval {verdict['interval']}, pass {verdict['pass']}")
+    print(f"wrote {args.out} and the evaluation section of {args.markdown}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from experiments.claims import (
 from experiments.cost import RAN, PresetCost, measure, rounds_seconds
 from experiments.game_grid import GameGrid, compensation_rows, policy_rows
 from experiments.stats import FAILS, HOLDS, t_interval
-from experiments.tables import cell_intervals, markdown_table, paired_differences
+from experiments.tables import cell_intervals, kept_section, markdown_table, paired_differences
 from strategy.game.scenario import LossCurve
 
 MEASURED = {"images": "images_generated", "welfare": "profiled_welfare", "worst": "min_org_utility",
@@ -49,6 +49,8 @@ CELL_METRICS = (("final_accuracy", "final test acc."), ("gain_over_twin", "gain 
                 ("profiled_welfare", "welfare at profiled cost"),
                 ("ir_fraction", "IR share"), ("welfare_gap", "(pred−real)/|real|"))
 REFERENCE = "cocogen_plus"
+EVALUATION_SECTION = "evaluation"
+"""results.md's section that ``python -m experiments.evaluation report`` writes, kept as it is."""
 MEASURED_DIFFICULTY = 1.0
 """The measured rho sweep has one task, the one the runs trained on (claim (d') tests it as given)."""
 TABLE_GAMMAS, TABLE_ALPHAS = (0.0, 0.5, 2.0), (0.1, 0.5, 5.0)
@@ -262,7 +264,8 @@ def write_report(sweep_dir: Path, out: Path, markdown: Path, game_seeds: int, co
         lines += [f"![{caption}]({figure_dir / f'{name}.png'})", ""]
     lines += ["## Claims in detail", ""] + claim_section("Measured grid", measured_claims)
     lines += claim_section("Game-level grid", game_claims)
-    markdown.write_text("\n".join(lines))
+    evaluation = kept_section(markdown.read_text(), EVALUATION_SECTION) if markdown.exists() else ""
+    markdown.write_text("\n".join(lines) + (f"\n{evaluation}\n" if evaluation else ""))
 
 
 def _header(grid: pd.DataFrame, main_grid: pd.DataFrame, game: GameGrid, game_rows: pd.DataFrame,

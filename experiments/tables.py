@@ -51,3 +51,24 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    """The comments that bound a generated section of a Markdown file written by another tool."""
+    return f"<!-- {name}: generated, do not edit -->", f"<!-- end of {name} -->"
+
+
+def kept_section(text: str, name: str) -> str:
+    """The section ``name`` of ``text`` with its markers (empty where it has none)."""
+    begin, end = section_markers(name)
+    if begin not in text or end not in text:
+        return ""
+    return text[text.index(begin):text.index(end) + len(end)]
+
+
+def with_section(text: str, name: str, body: str) -> str:
+    """``text`` with its section ``name`` replaced by ``body`` (appended where it has none)."""
+    begin, end = section_markers(name)
+    block = f"{begin}\n{body.strip()}\n{end}"
+    old = kept_section(text, name)
+    return text.replace(old, block) if old else f"{text.rstrip()}\n\n{block}\n"

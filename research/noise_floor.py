@@ -51,35 +51,30 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord
 
-from client_app.local import deployed_models, round_models, synthetic
-from client_app.silo import load_silo
+from client_app.local import trained
+from client_app.silo import training_tensors
+from experiments.replay import (
+    ReplayError,
+    RoundReplay,
+    RunReplay,
+    check_globals,
+    measured_side,
+    replicate_seeds,
+)
 from experiments.stats import t_interval
-from generation import load_generator
-from server_app.app import aggregation_rule, initial_model
-from server_app.config import saved_settings
-from server_app.evaluation import ServerData
-from server_app.generator_stage import warmup_checkpoint
-from strategy.accounting import ModelJudge, realised_books
-from strategy.aggregation import Aggregation
-from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import calibrated_curve, gain_prior
 from strategy.game.coefficients import quality
 from strategy.game.learning_curve import CurveFit
 from strategy.game.scenario import LossCurve
 from strategy.profiles import GameSettings, round_scenario
-from strategy.protocol import NodeConfig, Profile, SiloSettings, array_digest, packed, round_seed
-from strategy.records import MeasuredRecord, RoundRecord, read_ledger
+from strategy.protocol import Profile
+from strategy.records import read_ledger
 from task.files import strict_json, write_atomically
-from task.model import set_threads
 
 NOISE_FLOOR = "noise_floor.json"
 REPLICATES = 8
 TARGET_GAP = 0.35
 """The calibration target for |predicted - realised| / |realised| welfare by round 3."""
-
-
-class ReplayError(RuntimeError):
-    """The run cannot be replayed (no kept checkpoint, a digest that does not match, ...)."""
 
 
 @dataclass(frozen=True)
@@ -163,51 +158,6 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-@dataclass(frozen=True)
-class ReplicateSeeds:
-    """One replicate's seeds of an organisation's round: local training and fine-tune."""
-
-    training: int
-    finetune: int
-
-
-def replicate_seeds(seed: int, server_round: int, partition_id: int, replicates: int) -> list[ReplicateSeeds]:
-    """The run's own training and fine-tune seeds, then ``replicates - 1`` fresh 63-bit pairs."""
-    fresh = [np.random.SeedSequence([seed, server_round, partition_id, k]).generate_state(2, np.uint64) >> 1
-             for k in range(1, replicates)]
-    run = ReplicateSeeds(round_seed(seed, server_round, "training", partition_id),
-                         round_seed(seed, server_round, "finetune", partition_id))
-    return [run, *(ReplicateSeeds(int(training), int(finetune)) for training, finetune in fresh)]
-
-
-def starting_models(run: Path, seed: int, server_round: int,
-                    rows: Sequence[RoundRecord]) -> tuple[ArrayRecord, ArrayRecord]:
-    """The main and twin global models the run started ``server_round`` from."""
-    if server_round == 1:
-        initial = initial_model(seed)
-        return initial, initial
-    checkpoint = load_checkpoint(run, server_round - 1)
-    if checkpoint is None:
-        raise ReplayError(f"{run} kept no checkpoint of round {server_round - 1}: run it with keep_checkpoints=true")
-    before = next(row for row in rows if row.round == server_round - 1)
-    if (array_digest(checkpoint.main), array_digest(checkpoint.twin)) != (before.global_digest, before.twin_digest):
-        raise ReplayError(f"{run}: the checkpoint of round {server_round - 1} is not the ledger's global model")
-    return checkpoint.main, checkpoint.twin
-
-
-def ledger_profiles(row: RoundRecord) -> dict[int, Profile]:
-    """The profiles a ledger record holds (``reported``: each profile's fields and its ``cost``), by partition id."""
-    return {p["partition_id"]: Profile(**{k: v for k, v in p.items() if k != "cost"}
-                                       | {"label_counts": tuple(p["label_counts"])}) for p in row.profiles}
-
-
-def measured_side(row: RoundRecord) -> MeasuredRecord:
-    """The record's measured side; a round without one (no model made the aggregates) cannot be replayed."""
-    if row.measured is None:
-        raise ReplayError(f"round {row.round} has no measured side: no organisation's models made the aggregates")
-    return row.measured
-
-
 def pilot_curve(run: Path, game: GameSettings) -> CurveFit:
     """The curve the run's pilot fitted, or the configured prior where the run had no pilot."""
     pilot = run / "pilot.json"
@@ -239,16 +189,6 @@ def replayed_rounds(run: Path) -> dict[int, dict[str, Any]]:
     return {r["round"]: r for r in json.loads(noise.read_text())["rounds"]} if noise.exists() else {}
 
 
-def consortium_generator(settings: SiloSettings, cache: Path) -> ArrayRecord | None:
-    """The run's federated generator from the server's cache (``None`` for other sources)."""
-    if settings.generator_source != "federated":
-        return None
-    unet = load_generator(warmup_checkpoint(settings, cache))
-    if unet is None:
-        raise ReplayError(f"the run's generator is not in {cache}: replay with the run's COCOGEN_CACHE")
-    return packed(ArrayRecord(unet.state_dict()))
-
-
 def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) -> Iterator[ReplayedRound]:
     """Every round of ``run`` (or those in ``rounds``) replayed ``replicates`` times, round
     after round as each is done (see the module docstring)."""
@@ -258,14 +198,9 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
     missing = sorted(set(rounds) - {row.round for row in rows})
     if missing:
         raise ReplayError(f"{run} has no round {missing[0]}")
-    run_settings = saved_settings(run)
-    settings, game, cap = run_settings.silo, run_settings.game, run_settings.safeguards.transfer_cap
-    judge = ServerData(run_settings.data, run_settings.seed, run_settings.cache,
-                       run_settings.federation.device).judge
+    replaying = RunReplay(run)
+    game = replaying.settings.game
     pilot = pilot_curve(run, game)
-    generator = consortium_generator(settings, run_settings.cache)
-    aggregation = aggregation_rule(run_settings.aggregation)
-    set_threads(settings.threads)
     for row in (row for row in rows if not rounds or row.round in rounds):
         if row.unmeasured:
             print(f"{run.name} round {row.round}: skipped, priced on predicted gains for "
@@ -275,69 +210,41 @@ def replay(run: Path, replicates: int = REPLICATES, rounds: Sequence[int] = ()) 
         if measured.calibration.twin_quality is None:
             raise ReplayError(f"round {row.round}'s books priced the twin, not the deployed models: replay it "
                               "with the code that ran it")
-        main, twin = starting_models(run, settings.seed, row.round, rows)
-        gains, twin_gains = replicate_gains(settings, judge, generator, aggregation, row, main, twin, replicates)
-        recorded = ledger_profiles(row)
-        profiles = [recorded[p] for p in measured.responders]
-        scenario, _ = round_scenario(profiles, game)
+        replayed = replaying.round(row.round)
+        gains, twin_gains = replicate_gains(replaying, replayed, replicates)
         calibration = measured.calibration
 
         def welfares(of: np.ndarray) -> tuple[float, ...]:
-            return tuple(realised_books(scenario, game, row.rho, row.mix, g, np.asarray(measured.images),
-                                        np.asarray(calibration.realised_cost), cap).social_welfare
+            return tuple(replaying.books(replayed, g, measured.images, calibration.realised_cost).social_welfare
                          for g in of)
 
         reproduced = float(np.max(np.abs(gains[0] - calibration.realised_quality)))
         yield ReplayedRound(row.round, measured.responder_predicted_welfare, measured.realised_welfare,
                             welfares(gains), tuple(map(tuple, gains.tolist())), reproduced,
                             tuple(calibration.predicted_quality), tuple(map(tuple, twin_gains.tolist())),
-                            welfares(twin_gains), tuple(curve_gains(pilot, game, profiles, measured.images)),
+                            welfares(twin_gains),
+                            tuple(curve_gains(pilot, game, list(replayed.profiles), measured.images)),
                             calibration.predicted_welfare_sd)
 
 
-def replicate_gains(settings: SiloSettings, judge: ModelJudge, generator: ArrayRecord | None,
-                    aggregation: Aggregation, row: RoundRecord, main: ArrayRecord, twin: ArrayRecord,
-                    replicates: int) -> tuple[np.ndarray, np.ndarray]:
+def replicate_gains(replaying: RunReplay, replayed: RoundReplay, replicates: int) -> tuple[np.ndarray, np.ndarray]:
     """Replicate x organisation: the round's deployed gains (the books'), and the local main
     model's gain over the local twin. Replicate 0 must rebuild the run's global models."""
-    measured = measured_side(row)
-    profiles = ledger_profiles(row)
-    silos, made, seeds = [], [], []
-    for index, partition_id in enumerate(measured.responders):
-        node = NodeConfig(partition_id, None, None, None, None, None)
-        silos.append(load_silo(settings, node))
-        made.append(synthetic(settings, silos[-1], node, generator, measured.received_quotas[index],
-                              tuple(row.target), round_seed(settings.seed, row.round, "sampling", partition_id)))
-        seeds.append(replicate_seeds(settings.seed, row.round, partition_id, replicates))
-    gains, twin_gains = (np.zeros((replicates, len(silos))) for _ in range(2))
+    settings, row = replaying.silo, replayed.row
+    made = replaying.images(replayed, replayed.sent)
+    seeds = [replicate_seeds(settings.seed, row.round, p, replicates) for p in replayed.responders]
+    gains, twin_gains = (np.zeros((replicates, len(replayed.silos))) for _ in range(2))
     for k in range(replicates):
-        arms = []
-        for index, partition_id in enumerate(measured.responders):
-            models = round_models(settings, silos[index], made[index], main, twin, seeds[index][k].training)
-            accuracy = judge(ArrayRecord(models.main.state_dict())).validation_accuracy
-            twin_gains[k, index] = accuracy - judge(ArrayRecord(models.twin.state_dict())).validation_accuracy
-            n = profiles[partition_id].n
-            arms.append(((ArrayRecord(models.main.state_dict()), models.num_examples),
-                         (ArrayRecord(models.fork.state_dict()), n)))
-        aggregate, fork_global = aggregation.paired([m for m, _ in arms], [f for _, f in arms], main)
-        main_global = aggregate.arrays
+        replicate = replaying.replicate(replayed, made, replayed.sent, [s[k] for s in seeds])
         if k == 0:
-            _check_globals(row, main_global, fork_global)
-        for index, silo in enumerate(silos):
-            deployed_main, deployed_fork = deployed_models(settings, silo, made[index], main_global, fork_global,
-                                                           seeds[index][k].finetune)
-            gains[k, index] = (judge(ArrayRecord(deployed_main.state_dict())).validation_accuracy
-                               - judge(ArrayRecord(deployed_fork.state_dict())).validation_accuracy)
+            check_globals(row, replicate)
+        gains[k] = replicate.gains
+        for index, silo in enumerate(replayed.silos):
+            real_images, real_labels = training_tensors(silo)
+            twin = trained(settings, replayed.twin, real_images, real_labels, seeds[index][k].training)
+            twin_gains[k, index] = (replicate.local_accuracy[index]
+                                    - replaying.server.judge(ArrayRecord(twin.state_dict())).validation_accuracy)
     return gains, twin_gains
-
-
-def _check_globals(row: RoundRecord, main: ArrayRecord, fork: ArrayRecord) -> None:
-    """Replicate 0 trains with the run's seeds: its globals must be the run's, digest for digest."""
-    recorded = measured_side(row).calibration.fork
-    if recorded is None:
-        raise ReplayError(f"round {row.round} recorded no fork global model")
-    if (array_digest(main), array_digest(fork)) != (row.global_digest, recorded.fork_global_digest):
-        raise ReplayError(f"round {row.round}: the run's seeds do not rebuild its global models")
 
 
 def line(run: Path, replayed: ReplayedRound) -> str:

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from research.noise_floor import ledger_profiles, measured_side, pilot_curve, priced_gains, replayed_rounds
+from experiments.replay import ledger_profiles, measured_side
+from research.noise_floor import pilot_curve, priced_gains, replayed_rounds
 from server_app.config import saved_settings
 from strategy.game.calibration import Calibration, GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit

@@ -32,15 +32,8 @@ from typing import Any
 import numpy as np
 
 from client_app.app import pilot_points
-from research.noise_floor import (
-    ReplayError,
-    consortium_generator,
-    curve_gains,
-    ledger_profiles,
-    measured_side,
-    replayed_rounds,
-    starting_models,
-)
+from experiments.replay import ReplayError, consortium_generator, ledger_profiles, measured_side, starting_models
+from research.noise_floor import curve_gains, replayed_rounds
 from server_app.config import saved_settings
 from strategy.game.learning_curve import CurveFit
 from strategy.pilot import fit_pilot

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from research.noise_floor import ledger_profiles, measured_side
+from experiments.replay import ledger_profiles, measured_side
 from server_app.config import saved_settings
 from strategy.game.calibration import GainScales, calibrated_curve
 from strategy.game.learning_curve import CurveFit

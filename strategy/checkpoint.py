@@ -6,8 +6,8 @@ written to a temporary file and renamed into place, so a kill at any moment leav
 either the previous round's checkpoint or this one's, never a torn one. On resume the
 ledger is cut back to the checkpoint's round, which makes ``ledger.json`` and
 ``rounds.csv`` agree with it whatever the kill interrupted. A run may also keep every
-round's checkpoint (``checkpoints/round-<r>.npz``): what the noise-floor replay
-(``experiments/noise_floor.py``) starts each round from.
+round's checkpoint (``checkpoints/round-<r>.npz``): what the run's replays
+(``experiments/replay.py``) start each round from.
 """
 
 from __future__ import annotations

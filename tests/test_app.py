@@ -18,7 +18,11 @@ import pytest
 from flwr.simulation import run_simulation
 
 from client_app.app import app as client_app
-from research.noise_floor import NOISE_FLOOR, ledger_profiles
+from experiments.evaluation import report as evaluation_report
+from experiments.regret import REGRET, cross_fit
+from experiments.regret import main as regret_main
+from experiments.replay import ledger_profiles
+from research.noise_floor import NOISE_FLOOR
 from research.noise_floor import main as replay_main
 from research.refilter import RefilteredRound, drift_line, drift_steps, refilter
 from research.refilter import main as refilter_main
@@ -218,6 +222,41 @@ def test_the_noise_floor_replay_is_the_run_under_its_own_seed_and_spreads_under_
     assert first["predicted_gain_sum"] == pytest.approx(first["pilot_gain_sum"], rel=0.02)
     for row, again in zip(rows, written["rounds"]):  # replicate 0's local models are the run's too
         assert again["replicate_twin_gains"][0] == pytest.approx(row["calibration"]["twin_quality"], abs=1e-12)
+
+
+def test_the_regret_replay_reproduces_the_games_round_resumes_and_feeds_the_report(calibrated_run, tmp_path):
+    _, rows, _, run = calibrated_run
+    command = [str(run), "--menu", "0,1", "--uniform", "0.5", "--replicates", "2", "--rounds", "2"]
+    assert regret_main(command) == 0
+    written = json.loads((run / REGRET).read_text(), parse_constant=lambda name: pytest.fail(name))
+    [entry] = written["rounds"]
+    items = {item["item"]: item for item in entry["items"]}
+    game, zero, uniform = items["x1"], items["x0"], items["uniform 0.5"]
+    assert game["quotas"] == rows[1]["received_quotas"] and game["reproduced"] == 0.0
+    assert game["replicates"][0]["gains"] == rows[1]["calibration"]["realised_quality"]  # the run's round
+    assert game["replicates"][0]["welfare"] == pytest.approx(rows[1]["realised_welfare"], rel=1e-9, abs=1e-9)
+    assert game["replicates"][1]["gains"] != game["replicates"][0]["gains"]  # other seeds, other models
+    assert [r["welfare"] for r in zero["replicates"]] == [0.0, 0.0] and not zero["replicates"][0]["trained"]
+    assert uniform["quotas"] == [500, 500, 500]  # half of every capacity (1000)
+    welfare = {name: [r["welfare"] for r in item["replicates"]] for name, item in items.items()}
+    assert entry["summary"]["regret"] == pytest.approx(cross_fit(welfare, "x1").regret)
+    # Stopped after uniform's first replicate: a rerun trains the second again, the same.
+    finished = json.loads(json.dumps(entry["items"]))
+    uniform["replicates"].pop()
+    del entry["summary"]
+    (run / REGRET).write_text(json.dumps(written))
+    assert regret_main(command) == 0
+    again = json.loads((run / REGRET).read_text())
+    assert again["rounds"][0]["items"] == finished
+    # The evaluation's report reads the run and its replay as one seed's.
+    (tmp_path / "eval" / "seed-0").mkdir(parents=True)
+    (tmp_path / "eval" / "seed-0" / run.name).symlink_to(run)
+    result = evaluation_report(tmp_path / "eval", [0], tmp_path / "evaluation.json", tmp_path / "results.md")
+    assert json.loads((tmp_path / "evaluation.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert set(result["criteria"]) == {"C1", "C2", "C3", "C4", "C5"} and result["rounds"] == len(rows)
+    assert result["criteria"]["C4"]["rounds"] == 1
+    assert result["criteria"]["C4"]["value"] == again["rounds"][0]["summary"]["regret"]
+    assert "## Evaluation: do the quotas pay?" in (tmp_path / "results.md").read_text()
 
 
 def test_refiltering_a_runs_gains_gives_what_it_was_solved_with(calibrated_run, capsys):

@@ -19,17 +19,10 @@ from experiments.claims import (
     welfare_peaks_at_moderate_rate,
 )
 from experiments.game_grid import GameGrid, compensation_rows, dirichlet_counts, policy_rows
+from experiments.replay import ReplayError, replicate_seeds, starting_models
 from experiments.stats import FAILS, HOLDS, IDENTICAL, NOISE, paired_interval, t_interval, welch_interval
 from experiments.tables import paired_across, paired_differences
-from research.noise_floor import (
-    ReplayedRound,
-    ReplayError,
-    leave_one_out_means,
-    replay,
-    replicate_seeds,
-    starting_models,
-    target_met,
-)
+from research.noise_floor import ReplayedRound, leave_one_out_means, replay, target_met
 from research.noise_floor import main as replay_main
 from server_app.config import check, load_settings
 from strategy.game.scenario import LossCurve

@@ -18,7 +18,7 @@ from flwr.app import Array, ArrayRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from research.noise_floor import ledger_profiles
+from experiments.replay import ledger_profiles
 from research.value_band import round_game
 from server_app.results import summarise, write_summary
 from strategy.fedgame import GameFedAvg
