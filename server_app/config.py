@@ -7,8 +7,8 @@ configs ``game/model`` and ``mechanism/base`` that ``conf/`` extends. This modul
 the only one that reads Hydra's and OmegaConf's objects: :func:`run_settings` turns a
 composed config into :class:`~server_app.settings.RunSettings`, which the rest of the
 server reads (the Hydra sweep launcher, :mod:`server_app.sweep`, hands its config here
-untouched). Deprecated key names (``game.value``, ``game.limits.*``, ...; :data:`RENAMED`)
-are read as the current ones, with a warning, in overrides and in saved ``config.yaml`` files.
+untouched). A saved ``config.yaml`` is read as it is: one that lacks a key of the current
+layout is refused, naming the key.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from server_app.settings import SAFEGUARD_KEYS, SILO_KEYS, RunSettings, SettingsError, run_settings_from
+from server_app.settings import SILO_KEYS, RunSettings, SettingsError, run_settings_from
 from strategy import protocol
 from strategy.game.mechanism import MechanismConfig
 from strategy.game.scenario import ModelParameters
@@ -41,36 +40,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 RESULTS_VARIABLE = "COCOGEN_RESULTS"
 RUN_RECORD_VARIABLE = "COCOGEN_RUN_RECORD"
 """Where set (scripts/run.sh), the file the ServerApp writes its results directory's path to."""
-RENAMED = {
-    "game.value": "economics.value",
-    "game.capacity": "economics.capacity",
-    "game.price_per_second": "economics.price_per_second",
-    "game.costs": "economics.costs",
-    "game.seconds_per_image": "economics.seconds_per_image",
-    "game.speed_factor": "economics.speed_factor",
-    "game.transfer_cap": "limits.transfer_cap",
-    "game.limits": "limits",
-}
-"""Deprecated config keys and the current key each is read as (removed in the next minor version)."""
-
 ConfigStore.instance().store(group="game", name="model", node=ModelParameters().to_spec())
 ConfigStore.instance().store(group="mechanism", name="base", node=MechanismConfig().to_spec())
-
-
-def renamed_overrides(items: list[str]) -> list[str]:
-    """``items`` (Hydra overrides) with deprecated keys spelled as the current ones (:data:`RENAMED`)."""
-    upgraded = []
-    for item in items:
-        prefix = item[: len(item) - len(item.lstrip("+~"))]
-        key = item[len(prefix):].split("=", 1)[0]
-        old = next((o for o in RENAMED if key == o or key.startswith(o + ".")), None)
-        if old is not None:
-            new = RENAMED[old] + key[len(old):]
-            warnings.warn(f"config key {key} is deprecated: use {new}", FutureWarning,
-                          stacklevel=2)
-            item = prefix + new + item[len(prefix) + len(key):]
-        upgraded.append(item)
-    return upgraded
 
 
 def compose_config(overrides: str | list[str] = "") -> DictConfig:
@@ -81,7 +52,7 @@ def compose_config(overrides: str | list[str] = "") -> DictConfig:
     items = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=renamed_overrides(items))
+        cfg = compose(config_name="config", overrides=items)
     refuse_environment_reads(cfg)
     OmegaConf.resolve(cfg)
     return cfg
@@ -118,7 +89,7 @@ def run_settings(cfg: DictConfig, results_root: Path | None = None) -> RunSettin
         cfg = cfg.copy()
         OmegaConf.set_struct(cfg, False)
         cfg.results_root = str(results_root)
-    tree = _renamed_tree(OmegaConf.to_container(cfg, resolve=True))
+    tree = OmegaConf.to_container(cfg, resolve=True)
     return run_settings_from(tree, OmegaConf.to_yaml(cfg, resolve=True), _cache(tree), _results_root(tree))
 
 
@@ -130,36 +101,8 @@ def load_settings(overrides: str | list[str] = "") -> RunSettings:
 def saved_settings(run: Path) -> RunSettings:
     """The settings a finished run followed, from its results folder's ``config.yaml``."""
     cfg = OmegaConf.load(Path(run) / "config.yaml")
-    tree = _renamed_tree(OmegaConf.to_container(cfg, resolve=True))
+    tree = OmegaConf.to_container(cfg, resolve=True)
     return run_settings_from(tree, OmegaConf.to_yaml(cfg, resolve=True), _cache(tree), _results_root(tree))
-
-
-def _renamed_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """A config tree with deprecated keys (a run's saved ``config.yaml``) under the current ones;
-    a saved config without a key of :data:`SAFEGUARD_KEYS` (``limits.arm_bound``,
-    ``federation.clip_multiple``, ``min_agreement``) ran without that safeguard (null), one without
-    ``federation.node_settle_seconds`` waited the whole ``node_wait_seconds`` (10 s now), one without
-    ``economics.data_size``, ``terms_file`` and ``terms_key`` on the config's lists alone (null), one
-    without ``generator.min_label_fidelity`` with no check of its generator (0). A saved config
-    that lacks a safeguard ran without it, so it reads as ``unsafe=true``."""
-    for key in SAFEGUARD_KEYS:
-        group, name = key.split(".")
-        if name not in tree.setdefault(group, {}):
-            tree[group][name] = None
-            tree["unsafe"] = True
-    tree.setdefault("unsafe", False)
-    tree.setdefault("federation", {}).setdefault("node_settle_seconds", 10.0)
-    tree.setdefault("generator", {}).setdefault("min_label_fidelity", 0.0)
-    for key in ("data_size", "terms_file", "terms_key"):
-        tree.setdefault("economics", {}).setdefault(key, None)
-    game = tree.get("game", {})
-    for old, new in RENAMED.items():
-        name = old.split(".", 1)[1]
-        if name in game:
-            group, _, key = new.partition(".")
-            moved = game.pop(name)
-            tree.setdefault(group, {}).update({key: moved} if key else moved)
-    return tree
 
 
 def default_tree() -> dict[str, Any]:

@@ -39,7 +39,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from client_app.app import app as client_app
 from server_app.app import make_server_app
-from server_app.config import CONFIG_DIR, client_gpus, config_digest, renamed_overrides, run_settings
+from server_app.config import CONFIG_DIR, client_gpus, config_digest, run_settings
 from server_app.outcomes import OUTCOME_COLUMNS, UTILITY_COLUMNS, job_outcome, realised_rows, utility_rows
 from server_app.settings import RunSettings
 from task.files import strict_json, write_atomically
@@ -190,5 +190,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--refresh":  # python -m server_app.sweep --refresh SWEEP_DIR
         refresh(Path(sys.argv[2]))
     else:
-        sys.argv[1:] = renamed_overrides(sys.argv[1:])
         main()

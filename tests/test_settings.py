@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server_app.config import RENAMED, check, load_settings, renamed_overrides, saved_settings
+from server_app.config import check, load_settings, saved_settings
 from server_app.settings import PARTITION_PLACEHOLDERS, SAFEGUARD_KEYS, SILO_KEYS, SettingsError
 from strategy.protocol import SiloSettings
 from strategy.safeguards import ArmBound
@@ -45,13 +45,6 @@ def test_a_value_every_silo_receives_may_not_read_the_servers_environment(overri
     with pytest.raises(SettingsError, match="reads the server's environment"):
         load_settings(override)
     assert load_settings("cache_dir=${oc.env:HOME}").cache == Path.home()
-
-
-def test_a_saved_config_without_the_arms_bound_ran_unscreened(tmp_path):
-    tree = yaml.safe_load(load_settings("+experiment=tiny").config_yaml)
-    del tree["limits"]["arm_bound"]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
-    assert saved_settings(tmp_path).safeguards.arm_bound is None
 
 
 @pytest.mark.parametrize(("override", "key"), [
@@ -116,33 +109,12 @@ def test_a_partitioner_is_sent_placeholders_for_the_fields_it_does_not_read():
     assert load_settings("partition=pathological").silo.classes_per_org == 3
 
 
-OLD_OVERRIDES = {"game.value": "[700.0]", "game.capacity": "[70.0]", "game.price_per_second": "[7.0]",
-                 "game.costs": "measured", "game.seconds_per_image": "0.7", "game.speed_factor": "[2.0]",
-                 "game.transfer_cap": "70.0", "game.limits.value": "7e3"}
-
-
-@pytest.mark.parametrize(("leaf", "value"), sorted(OLD_OVERRIDES.items()))
-def test_an_old_key_name_reads_as_its_new_one_with_a_warning(leaf, value):
-    old = next(o for o in RENAMED if leaf == o or leaf.startswith(o + "."))
-    new = RENAMED[old] + leaf[len(old):]
-    with pytest.warns(FutureWarning, match=f"{leaf} is deprecated: use {new}"):
-        assert renamed_overrides([f"{leaf}={value}"]) == [f"{new}={value}"]
-        aliased = load_settings(f"{leaf}={value}")
-    assert dataclasses.replace(aliased, config_yaml="") == dataclasses.replace(load_settings(f"{new}={value}"),
-                                                                                config_yaml="")
-
-
-def test_a_saved_config_of_the_previous_layout_is_read(tmp_path):
-    """A run folder's config.yaml written before conf/economics and conf/limits split from
-    conf/game (experiments and resume read them) gives the same settings."""
-    current = load_settings("+experiment=tiny")
-    tree = yaml.safe_load(current.config_yaml)
-    limits = tree.pop("limits")
-    tree["game"] |= tree.pop("economics") | {"transfer_cap": limits.pop("transfer_cap"), "limits": limits}
+def test_a_saved_config_that_lacks_a_key_is_refused_naming_it(tmp_path):
+    tree = yaml.safe_load(load_settings("+experiment=tiny").config_yaml)
+    del tree["limits"]["arm_bound"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
-    saved = saved_settings(tmp_path)
-    for name in ("silo", "game", "safeguards", "costs", "federation", "calibration", "data"):
-        assert getattr(saved, name) == getattr(current, name), name
+    with pytest.raises(SettingsError, match="limits.arm_bound is missing"):
+        saved_settings(tmp_path)
 
 
 def test_check_refuses_a_bad_override_in_one_line(tmp_path):
