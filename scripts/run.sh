@@ -43,9 +43,6 @@ default = "local-simulation"
 
 [superlink.local-simulation]
 address = ":local-in-memory:"
-options.num-supernodes = $num_orgs
-options.backend.client-resources.num-cpus = 1
-options.backend.client-resources.num-gpus = $client_gpus
 TOML
 
 setsid flower-superlink --insecure --simulation --isolation subprocess \
@@ -65,7 +62,8 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
-flwr run . --stream -c "$run_dir/run_config.toml"
+flwr run . --stream -c "$run_dir/run_config.toml" \
+  --federation-config "num-supernodes=$num_orgs client-resources-num-cpus=1 client-resources-num-gpus=$client_gpus"
 folder=$(cat "$COCOGEN_RUN_RECORD" 2>/dev/null || true)  # written by this run's ServerApp
 if [ -z "$folder" ] || [ ! -e "$folder/summary.json" ]; then
   echo "The run wrote no results; see the log above." >&2
