@@ -79,14 +79,14 @@ def main() -> None:
         try:
             federation = start_federation(base / "federation", SILOS, env, processes)
             floor_file = base / "floor.json"
-            done = federation.run(TRIVIAL_APP, f'rounds={args.rounds} nodes={SILOS} out="{floor_file}" '
-                                               f'fab-signature="{federation.signature(TRIVIAL_APP)}"')
+            done = federation.run(TRIVIAL_APP, federation.signed(
+                TRIVIAL_APP, f'rounds={args.rounds} nodes={SILOS} out="{floor_file}"'))
             if done.returncode != 0:
                 raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
             floor = json.loads(floor_file.read_text())["round_seconds"]
             print(f"floor_round_s={statistics.median(floor):.2f}  # rounds {[round(s, 1) for s in floor]}", flush=True)
-            done = federation.run(ROOT, f'overrides="{overrides(base, "deployment", args.rounds)}" '
-                                        f'fab-signature="{federation.signature(ROOT)}"', timeout=3600)
+            run_config = f'overrides="{overrides(base, "deployment", args.rounds)}"'
+            done = federation.run(ROOT, federation.signed(ROOT, run_config), timeout=3600)
             if done.returncode != 0:
                 raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
             deployed = ledger_round_seconds(base / "deployment")

@@ -2,7 +2,8 @@
 coordinator credentials, a key pair made per silo, the SuperLink behind its Fleet-only
 proxy, silos registered by the operator, one SuperNode per silo with its own exported
 data folder and Flower home, and the operator's `flwr` CLI configured for the control
-port (`operator`) and, for attack tests, for the silo-facing port (`intruder`).
+socket (`operator`, through deploy/control.sh) and, for attack tests, for the
+silo-facing port (`intruder`).
 
 Used by tests/test_deployment.py and benchmarks/deployment.py; every process it starts
 runs in its own session and is stopped by :meth:`Processes.stop_all`.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,10 +22,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.signing import PRIVATE_KEY_FILE, SIGNATURE_KEY, TRUSTED_ENTITIES_FILE
+
 DEPLOY = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 """What every script sets; the operator's own CLI calls set it too."""
+FEDERATION = "cocogen-local"
+"""The federation's name: every silo's, and what the operator signs runs for."""
+WORKSTATION = "workstation"
+"""The operator's own machine (a folder here): the app-signing key lives there, never on the coordinator."""
 
 
 def free_port() -> int:
@@ -40,6 +48,16 @@ def wait_for_port(port: int, seconds: float) -> None:
                 return
         time.sleep(0.5)
     raise TimeoutError(f"nothing listens on port {port} after {seconds} s")
+
+
+def wait_for_socket(path: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX) as sock:
+            if path.exists() and sock.connect_ex(str(path)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on {path} after {seconds} s")
 
 
 class Processes:
@@ -77,10 +95,18 @@ class LocalFederation:
     control_port: int
     cli_env: dict[str, str]
 
+    @property
+    def control_socket(self) -> Path:
+        return self.base / "link" / "sockets" / "control.sock"
+
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """The `flwr` CLI as the operator's shell runs it (connections: operator, intruder)."""
-        return subprocess.run([str(BIN / "flwr"), *args], env=self.cli_env, capture_output=True, text=True,
-                              timeout=timeout)
+        """The `flwr` CLI as the operator's shell runs it on the coordinator, through the
+        control socket (deploy/control.sh), or with the connection `intruder` as anyone
+        who reaches the silo-facing port runs it."""
+        command = [str(BIN / "flwr"), *args]
+        if "intruder" not in args:
+            command = [str(DEPLOY / "control.sh"), str(self.control_socket), *command]
+        return subprocess.run(command, env=self.cli_env, capture_output=True, text=True, timeout=timeout)
 
     def silo_home(self, silo: int) -> Path:
         return self.base / f"silo-{silo}" / "flwr"
@@ -95,12 +121,18 @@ class LocalFederation:
             raise RuntimeError(f"flwr supernode list failed: {listed.stdout[-500:]}{listed.stderr[-500:]}")
         return {str(node["node-id"]): node["status"] for node in json.loads(listed.stdout)["nodes"]}
 
-    def signature(self, app: Path) -> str:
-        """The operator's signature of the bundle `flwr run app` builds (deploy.signing)."""
+    def signature(self, app: Path, run_config: str) -> str:
+        """The operator's signature, made on the workstation, of the bundle `flwr run app`
+        builds with ``run_config``, for this federation (deploy.signing)."""
         signed = subprocess.run([sys.executable, "-m", "deploy.signing", "sign", str(app),
-                                 str(self.base / "creds" / "app-signing.key")],
-                                env=self.cli_env, capture_output=True, text=True, timeout=120, check=True)
+                                 str(self.base / WORKSTATION / PRIVATE_KEY_FILE), "--federation", FEDERATION,
+                                 "-c", run_config], env=self.cli_env, capture_output=True, text=True, timeout=120,
+                                check=True)
         return signed.stdout.strip()
+
+    def signed(self, app: Path, run_config: str) -> str:
+        """``run_config`` with the operator's signature of it and of the bundle of ``app``."""
+        return f'{run_config} {SIGNATURE_KEY}="{self.signature(app, run_config)}"'
 
     def run(self, app: Path, run_config: str, stream: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
         """`flwr run app operator -c run_config` (streamed, or json with the run id)."""
@@ -116,9 +148,10 @@ def start_federation(base: Path, silos: int, script_env: dict[str, str], process
 
     public_port, control_port = free_port(), free_port()
     cli_env = {**script_env, **QUIET, "FLWR_HOME": str(base / "operator"),
-               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "COCOGEN_CONTROL_PORT": str(control_port)}
     federation = LocalFederation(base, silos, public_port, control_port, cli_env)
     run([str(DEPLOY / "make_credentials.sh"), str(base / "creds"), "localhost"])
+    run([sys.executable, "-m", "deploy.signing", "keygen", str(base / WORKSTATION)])  # on the operator's workstation
     for silo in [*(f"silo-{i}" for i in range(silos)), "intruder"]:
         run([str(DEPLOY / "make_silo_key.sh"), str(base / silo), silo])  # made "on the silo"
     run([sys.executable, "-m", "task.data", "export", "--orgs", str(silos), "--samples-per-org", str(samples_per_org),
@@ -133,17 +166,19 @@ def start_federation(base: Path, silos: int, script_env: dict[str, str], process
                      str(public_port), str(control_port)], base / "superlink.out",
                     {**script_env, "FLWR_HOME": str(base / "link" / "flwr")})
     wait_for_port(public_port, 60)
-    wait_for_port(control_port, 60)
+    wait_for_socket(federation.control_socket, 60)
     for i in range(silos):
         registered = federation.flwr("supernode", "register", str(base / f"silo-{i}" / f"silo-{i}.pub"), "operator")
         if registered.returncode != 0:
             raise RuntimeError(f"registering silo {i} failed: {registered.stdout[-500:]}{registered.stderr[-500:]}")
+    for i in range(silos):  # each silo keeps its copy of the operator's public key (and its revocation list)
+        shutil.copy(base / WORKSTATION / TRUSTED_ENTITIES_FILE, base / f"silo-{i}" / TRUSTED_ENTITIES_FILE)
     for i in range(silos):
         node_config = f"partition-id={i} data-path='{base / 'data' / f'silo-{i}'}' cache-dir='{base / f'silo-{i}'}'"
         processes.start([str(DEPLOY / "supernode.sh"), str(ca), str(base / f"silo-{i}" / f"silo-{i}.key"),
-                         str(base / "creds" / "trusted-entities.yaml"), f"localhost:{public_port}", str(free_port()),
+                         str(base / f"silo-{i}" / TRUSTED_ENTITIES_FILE), f"localhost:{public_port}", str(free_port()),
                          node_config], base / f"silo-{i}.out",
-                        {**script_env, "FLWR_HOME": str(federation.silo_home(i))})
+                        {**script_env, "FLWR_HOME": str(federation.silo_home(i)), "COCOGEN_FEDERATION": FEDERATION})
     deadline = time.monotonic() + 60
     while list(federation.node_ids().values()).count("online") < silos:
         if time.monotonic() > deadline:

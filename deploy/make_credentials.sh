@@ -4,9 +4,9 @@
 #   - a certificate authority: ca.crt in OUT_DIR (give it to silos); its key ca.key goes
 #     to CA_DIR (default OUT_DIR-ca), never beside the coordinator's keys: move it offline,
 #   - the coordinator's TLS key and certificate, valid for the given host names / IPs
-#     (and localhost / 127.0.0.1, where the operator reaches the SuperLink itself),
-#   - the operator's app-signing key (app-signing.key, Ed25519) and the
-#     trusted-entities.yaml every silo needs (python -m deploy.signing keygen).
+#     (and localhost / 127.0.0.1, where the operator reaches the SuperLink itself).
+# The operator's app-signing key is not made here either: it is made and kept on the
+# operator's workstation (python -m deploy.signing keygen), never on the coordinator.
 # Silo keys are not made here: each organisation runs deploy/make_silo_key.sh on its
 # own machine and sends only the public key. Every host is checked first (an IPv4 or
 # IPv6 address, or a DNS name); on any failure nothing is left behind.
@@ -57,12 +57,10 @@ trap 'rm -rf "$work"' EXIT
   openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -sha256 \
     -extfile server.ext -out server.pem 2>/dev/null
   rm -f server.csr server.ext ca.srl
-  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m deploy.signing keygen . >/dev/null
   chmod 600 ca.key server.key
 )
 mkdir -p "$out" "$ca_dir"
 mv "$work/ca.key" "$ca_dir/ca.key"
 mv "$work"/* "$out"/
-echo "credentials in $(cd "$out" && pwd): ca.crt (give to silos), server.pem/server.key (SAN $san)," \
-  "app-signing.key (keep), trusted-entities.yaml (give to silos); the CA's key in $(cd "$ca_dir" && pwd)/ca.key" \
-  "(move it offline)"
+echo "credentials in $(cd "$out" && pwd): ca.crt (give to silos), server.pem/server.key (SAN $san);" \
+  "the CA's key in $(cd "$ca_dir" && pwd)/ca.key (move it offline)"

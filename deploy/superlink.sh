@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Start the coordinator: the SuperLink on loopback and, in front of it, an nginx reverse
-# proxy that gives silos the Fleet API and nothing else.
+# Start the coordinator: the SuperLink in a network namespace of its own, reachable only
+# through two Unix sockets, and in front of it an nginx reverse proxy that gives silos the
+# Fleet API and nothing else.
 # Usage: deploy/superlink.sh CREDS_DIR STATE_DIR [HOST] [PORT] [CONTROL_PORT]
 #   CREDS_DIR     holds ca.crt, server.pem, server.key (deploy/make_credentials.sh)
-#   STATE_DIR     receives the SuperLink's database and log and the proxy's config and logs
+#   STATE_DIR     receives the SuperLink's database and log, the proxy's config and logs,
+#                 and sockets/ (mode 0700): fleet.sock (for nginx) and control.sock, the
+#                 Control API (flwr run/ls/stop, flwr supernode register/unregister) for
+#                 this account only: deploy/control.sh here, `ssh -L` from elsewhere
 #   HOST:PORT     what silos dial (default 0.0.0.0:9093): nginx, TLS, POST to
 #                 /v1/fleet/<endpoint> only; everything else is answered 403
-#   CONTROL_PORT  the SuperLink itself (default PORT+1), bound to 127.0.0.1: the Control
-#                 API (flwr run/ls/stop, flwr supernode register/unregister) is reachable
-#                 only from this machine (remote operators: an SSH tunnel)
+#   CONTROL_PORT  the SuperLink's port inside its namespace (default PORT+1); no other
+#                 process of this machine can connect to it
 # Flower 1.42 serves the Fleet, Control and runtime APIs on one port and its Control API
-# authenticates nobody without an enterprise plugin: the proxy is what keeps silos out of
-# the control plane. It also bounds what one address may cost the coordinator: a request
+# authenticates nobody without an enterprise plugin: the proxy keeps silos out of the
+# control plane, and the namespace keeps the machine's other accounts out (a socket
+# file's permissions decide who may connect). Run by root, or by an account that may
+# make user namespaces (unshare --user). The proxy also bounds what one address may cost the coordinator: a request
 # body of at most COCOGEN_PROXY_BODY_LIMIT (default 16m: the largest legitimate one, a
 # silo's warm-up reply with the default generator, is 2.4 MiB; at most 64m), 32 open
 # requests and 20 requests a second (bursts of 200) per address, and 10 s to send its
@@ -30,7 +35,13 @@ body_limit=${COCOGEN_PROXY_BODY_LIMIT:-16m}
 source "$(dirname "$0")/flower.env"
 
 proxy_dir=$state/nginx
+sockets=$state/sockets
+mkdir -p "$sockets" && chmod 700 "$sockets"
+# Started by root, nginx's workers would drop to nobody, who cannot enter sockets/: they
+# stay this account, as they do when an unprivileged account starts nginx.
+[ "$(id -u)" -eq 0 ] && workers="user root root;" || workers=""
 cat > "$proxy_dir/nginx.conf" <<CONF
+$workers
 worker_processes 1;
 worker_rlimit_nofile 8192;
 daemon off;
@@ -65,7 +76,7 @@ http {
       limit_except POST { deny all; }
       limit_conn per_address 32;
       limit_req zone=requests burst=200 nodelay;
-      proxy_pass https://127.0.0.1:$control_port;
+      proxy_pass https://unix:$sockets/fleet.sock;
       proxy_http_version 1.1;
       proxy_ssl_trusted_certificate $creds/ca.crt;
       proxy_ssl_verify on;
@@ -81,17 +92,37 @@ http {
 CONF
 "$nginx" -q -t -c "$proxy_dir/nginx.conf" -p "$proxy_dir"
 
+python=$(dirname "$(command -v flower-superlink)")/python
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$(id -u)" -eq 0 ]; then isolated=(unshare --net); else isolated=(unshare --user --map-root-user --net); fi
+"${isolated[@]}" true 2>/dev/null || {
+  echo "cannot make a network namespace (${isolated[*]}): run as root, or enable unprivileged user namespaces" >&2; exit 2; }
+export COCOGEN_LINK_SOCKETS=$sockets COCOGEN_LINK_PORT=$control_port COCOGEN_LINK_PYTHON=$python
+export COCOGEN_LINK_CREDS=$creds COCOGEN_LINK_STATE=$state
 "$nginx" -c "$proxy_dir/nginx.conf" -p "$proxy_dir" &
 proxy=$!
-flower-superlink \
-  --ssl-ca-certfile "$creds/ca.crt" \
-  --ssl-certfile "$creds/server.pem" \
-  --ssl-keyfile "$creds/server.key" \
-  --enable-supernode-auth \
-  --disable-runtime-dependency-installation \
-  --database "$state/state.db" \
-  --log-file "$state/superlink.log" \
-  --host 127.0.0.1 --port "$control_port" &
+"${isolated[@]}" bash -c '
+  set -euo pipefail
+  "$COCOGEN_LINK_PYTHON" -P -m deploy.relay loopback-up
+  flower-superlink \
+    --ssl-ca-certfile "$COCOGEN_LINK_CREDS/ca.crt" \
+    --ssl-certfile "$COCOGEN_LINK_CREDS/server.pem" \
+    --ssl-keyfile "$COCOGEN_LINK_CREDS/server.key" \
+    --enable-supernode-auth \
+    --disable-runtime-dependency-installation \
+    --database "$COCOGEN_LINK_STATE/state.db" \
+    --log-file "$COCOGEN_LINK_STATE/superlink.log" \
+    --host 127.0.0.1 --port "$COCOGEN_LINK_PORT" &
+  link=$!
+  until (exec 3<>"/dev/tcp/127.0.0.1/$COCOGEN_LINK_PORT") 2>/dev/null; do  # the sockets appear once it serves
+    kill -0 "$link" 2>/dev/null || exit 1
+    sleep 0.2
+  done
+  "$COCOGEN_LINK_PYTHON" -P -m deploy.relay unix-to-tcp "$COCOGEN_LINK_SOCKETS/fleet.sock" "127.0.0.1:$COCOGEN_LINK_PORT" \
+    "$COCOGEN_LINK_SOCKETS/control.sock" "127.0.0.1:$COCOGEN_LINK_PORT" &
+  relay=$!
+  trap "kill $link $relay 2>/dev/null; wait 2>/dev/null" EXIT INT TERM
+  wait -n "$link" "$relay"' &
 link=$!
 trap 'kill $proxy $link 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 wait -n "$proxy" "$link"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start one organisation's SuperNode: TLS to the coordinator, authenticated with the
 # silo's own key, running only app bundles signed by a key it trusts.
-# Usage: deploy/supernode.sh CA_CERT PRIVATE_KEY TRUSTED_ENTITIES SUPERLINK_ADDRESS PORT NODE_CONFIG
+# Usage: COCOGEN_FEDERATION=NAME deploy/supernode.sh CA_CERT PRIVATE_KEY TRUSTED_ENTITIES SUPERLINK_ADDRESS PORT NODE_CONFIG
+#   COCOGEN_FEDERATION the federation's name: a run must be signed for it
+#   COCOGEN_REVOCATIONS where this silo keeps the newest revocation list it has seen
+#                      (default: revocations.json beside TRUSTED_ENTITIES)
 #   CA_CERT           the federation's ca.crt (to verify the coordinator)
 #   PRIVATE_KEY       this silo's private key (deploy/make_silo_key.sh; only its .pub left the silo)
 #   TRUSTED_ENTITIES  trusted-entities.yaml: the operator's app-signing public key(s)
@@ -21,13 +24,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 supernode=$(command -v flower-supernode) || { echo "flower-supernode not found: activate the project's .venv" >&2; exit 2; }
 trusted=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 [ -r "$trusted" ] || { echo "cannot read trusted entities $3" >&2; exit 2; }
+[ -n "${COCOGEN_FEDERATION:-}" ] || { echo "set COCOGEN_FEDERATION to the federation's name (runs are signed for it)" >&2; exit 2; }
 source "$here/flower.env"
 export COCOGEN_TRUSTED_ENTITIES=$trusted COCOGEN_PYTHON="$(dirname "$supernode")/python"
+export COCOGEN_REVOCATIONS="${COCOGEN_REVOCATIONS:-$(dirname "$trusted")/revocations.json}"
 export PATH="$here/bin:$PATH"
 
 launcher_dir=$(mktemp -d "${TMPDIR:-/tmp}/cocogen-launcher.XXXXXX")   # mode 0700
 export COCOGEN_CLIENTAPP_LAUNCHER=$launcher_dir/clientapp.sock
-PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}" "$COCOGEN_PYTHON" -m deploy.zygote serve \
+PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}" "$COCOGEN_PYTHON" -P -m deploy.zygote serve \
   "$COCOGEN_CLIENTAPP_LAUNCHER" &
 launcher=$!
 "$supernode" \

@@ -1,13 +1,20 @@
-"""`flwr-clientapp` that installs an app bundle only if a trusted key signed it.
+"""`flwr-clientapp` that installs an app bundle only for a run a trusted key signed.
 
 A SuperNode's SuperExec starts `flwr-clientapp` (found on PATH) for every message;
 `deploy/supernode.sh` puts `deploy/bin/` first on PATH, so this runs instead. It is
 Flower's own `flwr-clientapp` with one step added between pulling the task (message,
-context with the run config, bundle) and installing the bundle: `deploy.signing.
-verify_fab` against the trusted-entities file named by `$COCOGEN_TRUSTED_ENTITIES`.
+context with the run config, bundle) and installing the bundle:
+:func:`deploy.signing.verify_run` against
+
+- the trusted-entities file named by `$COCOGEN_TRUSTED_ENTITIES`,
+- the federation named by `$COCOGEN_FEDERATION`,
+- the newest revocation list: the silo's own (`$COCOGEN_REVOCATIONS`, kept up to date)
+  or the one the run carries, where newer.
+
 A refused bundle is never installed or imported; the ClientApp replies with an error
 naming the reason (the ServerApp drops that silo and logs why), and the SuperNode's log
-shows the same line. Without the environment variable every bundle is refused.
+shows the same line. Without a trusted-entities file or a federation every bundle is
+refused.
 """
 
 from __future__ import annotations
@@ -21,34 +28,30 @@ from flwr.supercore import log
 from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 from flwr.supernode.runtime import run_clientapp as runtime
 
-from deploy.signing import SIGNATURE_KEY, UntrustedBundle, load_trusted_entities, verify_fab
+from deploy.signing import REVOCATIONS_KEY, UntrustedBundle, current_revocations, load_trusted_entities, verify_run
 
 TRUSTED_ENTITIES_ENV = "COCOGEN_TRUSTED_ENTITIES"
+FEDERATION_ENV = "COCOGEN_FEDERATION"
+REVOCATIONS_ENV = "COCOGEN_REVOCATIONS"
 
 _pull_task_input = runtime.pull_task_input
 _install_from_fab = runtime.install_from_fab
-_pulled_signature: dict[str, str] = {}
+_pulled_config: dict[str, Any] = {}
 
 
-def _pull_and_remember_signature(client: Any) -> Any:
-    """Flower's pull, keeping the run config's signature for the install step."""
+def _pull_and_remember_config(client: Any) -> Any:
+    """Flower's pull, keeping the run config (signature included) for the install step."""
     message, context, run, fab = _pull_task_input(client)
-    signature = context.run_config.get(SIGNATURE_KEY, "")
-    _pulled_signature["value"] = signature if isinstance(signature, str) else ""
+    _pulled_config.clear()
+    _pulled_config.update(context.run_config)
     return message, context, run, fab
 
 
 def _install_if_trusted(fab_content: bytes, *args: Any, **kwargs: Any) -> Any:
-    """Verify, then Flower's install; raising makes the ClientApp reply with an error."""
-    trusted_path = os.environ.get(TRUSTED_ENTITIES_ENV, "")
-    if not trusted_path:
-        raise UntrustedBundle(f"refused: ${TRUSTED_ENTITIES_ENV} names no trusted-entities file")
+    """Verify, then Flower's install; raising makes the ClientApp reply with an error. Every
+    refusal is logged."""
     try:
-        trusted = load_trusted_entities(Path(trusted_path))
-    except (OSError, ValueError) as error:
-        raise UntrustedBundle(f"refused: trusted entities unreadable ({error})") from None
-    try:
-        identity = verify_fab(fab_content, _pulled_signature.get("value", ""), trusted)
+        identity = verify_pulled(fab_content, dict(_pulled_config))
     except UntrustedBundle as refusal:
         log(ERROR, "App bundle refused: %s", refusal)
         raise
@@ -56,8 +59,28 @@ def _install_if_trusted(fab_content: bytes, *args: Any, **kwargs: Any) -> Any:
     return _install_from_fab(fab_content, *args, **kwargs)
 
 
+def verify_pulled(fab: bytes, run_config: dict[str, Any]) -> str:
+    """:func:`deploy.signing.verify_run` with this silo's settings (see the module docstring)."""
+    trusted_path, federation = os.environ.get(TRUSTED_ENTITIES_ENV, ""), os.environ.get(FEDERATION_ENV, "")
+    if not trusted_path:
+        raise UntrustedBundle(f"refused: ${TRUSTED_ENTITIES_ENV} names no trusted-entities file")
+    if not federation:
+        raise UntrustedBundle(f"refused: ${FEDERATION_ENV} names no federation")
+    try:
+        trusted = load_trusted_entities(Path(trusted_path))
+    except (OSError, ValueError) as error:
+        raise UntrustedBundle(f"refused: trusted entities unreadable ({error})") from None
+    stored = os.environ.get(REVOCATIONS_ENV, "")
+    try:
+        revoked = current_revocations(Path(stored) if stored else None, str(run_config.get(REVOCATIONS_KEY, "")),
+                                      trusted)
+    except OSError as error:
+        raise UntrustedBundle(f"refused: the revocation list unreadable ({error})") from None
+    return verify_run(fab, run_config, federation, trusted, revoked)
+
+
 def main() -> None:
-    runtime.pull_task_input = _pull_and_remember_signature
+    runtime.pull_task_input = _pull_and_remember_config
     runtime.install_from_fab = _install_if_trusted
     flwr_clientapp()
 

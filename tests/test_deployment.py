@@ -2,10 +2,12 @@
 the coordinator's SuperLink on loopback behind an nginx proxy that gives silos the Fleet
 API only (deploy/superlink.sh), TLS and SuperNode authentication with keys each silo
 made itself (deploy/make_silo_key.sh), three SuperNodes that run only app bundles the
-operator signed (deploy/supernode.sh), each with its own data folder and Flower home.
-Checked: the app runs; an intruder holding ca.crt and the silo-facing address can neither
-register a node, list or submit runs, nor unregister a silo, while the operator can; a
-tampered or unsigned bundle is refused before it is installed; unregistered and
+operator signed on its workstation (deploy/supernode.sh), each with its own data folder
+and Flower home. Checked: the app runs; an intruder holding ca.crt and the silo-facing
+address can neither register a node, list or submit runs, nor unregister a silo, while
+the operator can; a run not signed as submitted (tampered, unsigned, another run config,
+expired, another federation, revoked) is refused before it is installed; no key on the
+coordinator signs a run a silo accepts; unregistered and
 plain-HTTP SuperNodes are refused; an oversized body and hundreds of half-open
 connections harm neither the SuperLink nor the silos; no process the scripts start
 attempts telemetry (a recording HTTPS proxy sees every outbound connection). Everything started here is
@@ -14,6 +16,7 @@ stopped here.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -25,14 +28,29 @@ import socketserver
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from flwr.cli.build import build_fab_from_disk
+from flwr.supercore.primitives.asymmetric_ed25519 import load_private_key
 
-from deploy.local import BIN, QUIET, LocalFederation, Processes, free_port, start_federation
+from deploy.local import BIN, FEDERATION, QUIET, WORKSTATION, LocalFederation, Processes, free_port, start_federation
+from deploy.signing import (
+    DAY,
+    PRIVATE_KEY_FILE,
+    REVOCATIONS_KEY,
+    SIGNATURE_KEY,
+    TRUSTED_ENTITIES_FILE,
+    Revocations,
+    bundle_run_config,
+    key_id,
+    load_trusted_entities,
+    sign_revocations,
+    sign_run,
+)
 from server_app.terms import keygen, sign
 
 # Every test shares the module's federation: a SuperLink behind nginx and three SuperNodes.
@@ -149,9 +167,60 @@ def _status(federation: LocalFederation, path: str, method: str = "POST") -> int
         connection.close()
 
 
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+PROBE = """import socket, sys
+kind, where = sys.argv[1], sys.argv[2]
+family = socket.AF_UNIX if kind == "unix" else socket.AF_INET
+target = where if kind == "unix" else ("127.0.0.1", int(where))
+try:
+    socket.socket(family).connect(target)
+except OSError as error:
+    print(type(error).__name__)
+    sys.exit(1)
+print("connected")
+"""
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not SYSTEM_PYTHON.exists() or not shutil.which("setpriv"),
+                    reason="acting as another local user needs root, setpriv and a system Python")
+def test_the_control_api_is_the_coordinator_accounts_alone(federation):
+    """Another local user (nobody) reaches the silo-facing proxy, as anyone may, but neither
+    the SuperLink's port (it lives in a network namespace of its own) nor its control
+    socket; the operator's `flwr ls` goes through that socket. With the socket's folder
+    opened to all, the same user would connect: the permissions are what refuses it."""
+    sockets = federation.control_socket.parent
+    opened = [p for p in [sockets.parent, *sockets.parent.parents] if p.is_relative_to(Path(tempfile.gettempdir()))
+              and p != Path(tempfile.gettempdir())]
+    modes = {p: p.stat().st_mode for p in opened}
+    try:
+        for path in opened:  # let nobody walk up to the state folder: only sockets/ stops it
+            path.chmod(modes[path] | 0o005)
+        probe = [str(SYSTEM_PYTHON), "-c", PROBE]
+        assert _as_nobody(*probe, "tcp", str(federation.public_port)).stdout.strip() == "connected"
+        assert _as_nobody(*probe, "tcp", str(federation.control_port)).stdout.strip() == "ConnectionRefusedError"
+        assert _as_nobody(*probe, "unix", str(federation.control_socket)).stdout.strip() == "PermissionError"
+        refused = _as_nobody(str(ROOT / "deploy" / "control.sh"), str(federation.control_socket), "true")
+        assert refused.returncode == 2 and "only the coordinator's account" in refused.stderr, refused.stderr
+        sockets.chmod(0o755)
+        federation.control_socket.chmod(0o666)
+        assert _as_nobody(*probe, "unix", str(federation.control_socket)).stdout.strip() == "connected"
+    finally:
+        sockets.chmod(0o700)
+        federation.control_socket.chmod(0o600)
+        for path, mode in modes.items():
+            path.chmod(mode)
+    listed = federation.flwr("ls", "operator")
+    assert listed.returncode == 0, listed.stdout[-500:] + listed.stderr[-500:]
+
+
 def test_make_credentials_checks_every_host_and_leaves_nothing_on_failure(tmp_path):
     """A bad host exits 2 naming it, before any key is made; the CA's key lands apart from the
-    coordinator's keys."""
+    coordinator's keys, and no app-signing key is made there."""
     env = {**os.environ, "COCOGEN_PYTHON": sys.executable}
     script = str(ROOT / "deploy" / "make_credentials.sh")
     for hosts in ("10.0.0", "coordinator.example.org bad_name!", "-leading.example.org"):
@@ -163,7 +232,8 @@ def test_make_credentials_checks_every_host_and_leaves_nothing_on_failure(tmp_pa
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "creds-ca").iterdir()) == ["ca.key"]
-    assert "ca.key" not in {p.name for p in (tmp_path / "creds").iterdir()}
+    # the coordinator's folder: its TLS credentials and the CA's certificate, no signing key
+    assert sorted(p.name for p in (tmp_path / "creds").iterdir()) == ["ca.crt", "server.key", "server.pem"]
 
 
 def _superlink_rss_mib(federation: LocalFederation) -> float:
@@ -240,14 +310,15 @@ def test_an_intruder_holding_the_ca_certificate_cannot_use_the_control_plane(fed
     assert federation.flwr("ls", "operator").returncode == 0
 
 
-def _run_config(federation: LocalFederation, signature: str | None, terms: Path | None = None) -> str:
+def _run_config(federation: LocalFederation, terms: Path | None = None) -> str:
+    """The operator's run config, unsigned."""
     base = federation.base
     overrides = (f"+experiment=tiny economics.costs=measured economics.data_size=null calibration.pilot=false "
                  f"results_root={base / 'results'} "
                  f"cache_dir={base / 'server-cache'}")
     if terms is not None:
         overrides += f" economics.terms_file={terms} economics.terms_key={terms.parent / 'terms-signing.key.pub'}"
-    return f'overrides="{overrides}"' + (f' fab-signature="{signature}"' if signature is not None else "")
+    return f'overrides="{overrides}"'
 
 
 def _signed_terms(federation: LocalFederation) -> tuple[Path, list[int]]:
@@ -280,7 +351,7 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
     and its declared size is the game's n."""
     base = federation.base
     terms, sizes = _signed_terms(federation)
-    done = federation.run(app, _run_config(federation, federation.signature(app), terms))
+    done = federation.run(app, federation.signed(app, _run_config(federation, terms)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [run] = list((base / "results").iterdir())
     rows = json.loads((run / "ledger.json").read_text())
@@ -309,19 +380,20 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
         assert "ClientApp launcher ready" in log and "forked by the launcher" in log
 
 
-def _refused_runs(federation: LocalFederation, bundles: dict[str, tuple[Path, str | None]]) -> None:
-    """Submit every bundle (reason -> app folder, signature) at once; every silo refuses each
-    one, its log saying why; the operator stops the runs; none is installed."""
+def _refused_runs(federation: LocalFederation, bundles: dict[str, tuple[Path, str]]) -> None:
+    """Submit every bundle (reason -> app folder, run config) at once; every silo refuses each
+    one, its log saying why; the operator stops the runs; nothing new is installed."""
     marks = [len(federation.silo_log(i).split("App bundle refused")) for i in range(SILOS)]
 
     def reasons(silo: int) -> list[str]:
         refusals = federation.silo_log(silo).split("App bundle refused")[marks[silo]:]
         return [refusal.splitlines()[0] for refusal in refusals]
 
+    installed = {app: _installed_on_silos(federation, app) for app, _ in bundles.values()}
     run_ids = []
     try:
-        for app, signature in bundles.values():
-            started = federation.run(app, _run_config(federation, signature), stream=False, timeout=120)
+        for app, run_config in bundles.values():
+            started = federation.run(app, run_config, stream=False, timeout=120)
             assert started.returncode == 0, started.stdout + started.stderr
             run_ids.append(json.loads(started.stdout)["run-id"])
         deadline = time.monotonic() + 240
@@ -333,8 +405,8 @@ def _refused_runs(federation: LocalFederation, bundles: dict[str, tuple[Path, st
     finally:
         for run_id in run_ids:
             federation.flwr("stop", run_id, "operator")
-    for app, _ in bundles.values():
-        assert _installed_on_silos(federation, app) == [False] * SILOS
+    for app, before in installed.items():  # a refused run installs nothing (the signed app ran before)
+        assert _installed_on_silos(federation, app) == before
 
 
 def _edited_copy(app: Path, folder: Path, line: str) -> Path:
@@ -345,11 +417,53 @@ def _edited_copy(app: Path, folder: Path, line: str) -> Path:
     return copy
 
 
-def test_tampered_and_unsigned_app_bundles_are_refused_by_every_supernode(federation, app, tmp_path):
+def test_runs_not_signed_as_they_are_submitted_are_refused_by_every_supernode(federation, app, tmp_path):
+    """A tampered bundle, an unsigned one, a signed bundle with another run config, an expired
+    signature, one for another federation, and a bundle the operator's revocation list names."""
+    plain = _run_config(federation)
+    signed = federation.signed(app, plain)
     tampered = _edited_copy(app, tmp_path / "tampered", "import os  # a silo's data could leave from here")
     unsigned = _edited_copy(app, tmp_path / "unsigned", "# an unsigned edit")
-    _refused_runs(federation, {"does not match this app bundle": (tampered, federation.signature(app)),
-                               "the app bundle is unsigned": (unsigned, None)})
+    changed = signed.replace("calibration.pilot=false", "calibration.pilot=false seed=1")
+    workstation = federation.base / WORKSTATION
+    config = bundle_run_config(build_fab_from_disk(app), [plain])
+    expired = sign_run(build_fab_from_disk(app), config, FEDERATION, workstation / PRIVATE_KEY_FILE, valid_days=1,
+                       signed_at=int(time.time()) - 2 * DAY)
+    elsewhere = sign_run(build_fab_from_disk(app), config, "another-federation", workstation / PRIVATE_KEY_FILE)
+    revoked = _edited_copy(app, tmp_path / "revoked", "# a bundle signed, then revoked")
+    listed = sign_revocations(Revocations(1, int(time.time()), bundles=frozenset(
+        {hashlib.sha256(build_fab_from_disk(revoked)).hexdigest()})), workstation / PRIVATE_KEY_FILE)
+    carried = base64.urlsafe_b64encode(listed.encode()).decode().rstrip("=")
+    assert not any(any(_installed_on_silos(federation, copy)) for copy in (tampered, unsigned, revoked))
+    _refused_runs(federation, {
+        "does not match this app bundle": (tampered, signed),
+        "the app bundle is unsigned": (unsigned, plain),
+        "signed for another run config": (app, changed),
+        "the signature expired": (app, f'{plain} {SIGNATURE_KEY}="{expired}"'),
+        "signed for federation 'another-federation'": (app, f'{plain} {SIGNATURE_KEY}="{elsewhere}"'),
+        "is revoked (revocation list 1)": (revoked,
+                                           f'{federation.signed(revoked, plain)} {REVOCATIONS_KEY}="{carried}"'),
+    })
+    for i in range(SILOS):  # each silo keeps the newest list it saw
+        kept = json.loads((federation.base / f"silo-{i}" / "revocations.json").read_text())
+        assert kept["revocations"]["sequence"] == 1
+
+
+def test_no_key_on_the_coordinator_can_sign_a_run_a_silo_accepts(federation):
+    """The threat model's claim (docs/deployment.md): the coordinator holds no private key that
+    any silo trusts, so a compromised coordinator cannot make a run silos accept."""
+    trusted = {f"silo-{i}": load_trusted_entities(federation.base / f"silo-{i}" / TRUSTED_ENTITIES_FILE)
+               for i in range(SILOS)}
+    coordinator = [federation.base / "creds", federation.base / "link"]
+    private = [path for folder in coordinator for path in folder.rglob("*") if path.is_file()
+               and b"PRIVATE KEY" in path.read_bytes()[:100]]
+    assert {p.name for p in private} >= {"server.key"}  # TLS, not signing
+    for path in private:
+        try:
+            key = load_private_key(path)
+        except (ValueError, TypeError):
+            continue  # not an Ed25519 key at all
+        assert all(key_id(key.public_key()) not in keys for keys in trusted.values()), path
 
 
 def test_no_process_started_by_the_scripts_attempts_telemetry(federation, recorder):

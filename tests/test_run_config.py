@@ -16,7 +16,7 @@ from server_app.options import config_knobs, run_config_overrides, table
 from strategy.game.scenario import LossCurve
 from strategy.protocol import RUN_OPTIONS, PilotOrder, Profile
 
-DECLARED = {option.key: "" for option in RUN_OPTIONS} | {"overrides": "", "fab-signature": ""}
+DECLARED = {option.key: "" for option in RUN_OPTIONS} | {"overrides": "", "fab-signature": "", "fab-revocations": ""}
 """The run config as pyproject.toml declares it: every flat key unset."""
 
 
