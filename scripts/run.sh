@@ -62,8 +62,16 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
+# Flower's simulation logs a notice about its default federation size on every run (this
+# script always sets the size): those three lines are left out of the console.
+set +e
 flwr run . --stream -c "$run_dir/run_config.toml" \
-  --federation-config "num-supernodes=$num_orgs client-resources-num-cpus=1 client-resources-num-gpus=$client_gpus"
+  --federation-config "num-supernodes=$num_orgs client-resources-num-cpus=1 client-resources-num-gpus=$client_gpus" \
+  2>&1 | grep --line-buffered -v -e "default simulated SuperNodes changed" -e "To change federation size, use" \
+    -e "flwr federation simulation-config @"
+status=${PIPESTATUS[0]}
+set -e
+[ "$status" -eq 0 ] || exit "$status"
 folder=$(cat "$COCOGEN_RUN_RECORD" 2>/dev/null || true)  # written by this run's ServerApp
 if [ -z "$folder" ] || [ ! -e "$folder/summary.json" ]; then
   echo "The run wrote no results; see the log above." >&2
