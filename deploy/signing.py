@@ -18,7 +18,9 @@ module does the check with Flower's parts, on the silo, before the bundle is ins
   the FAB is the deterministic bundle `flwr run` builds from the app folder;
 - a revocation list (:class:`Revocations`), signed by a trusted key with a sequence
   number, travels base64url-encoded in the run config key `fab-revocations`; each silo
-  keeps the newest it has seen and refuses an older one.
+  keeps the newest it has seen and refuses an older one;
+- a signature starts one run: each silo records the run that used it
+  (:func:`claim_signature`) and refuses it for any other.
 
 `deploy.verified_clientapp` runs this check before a silo installs a bundle.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -300,6 +303,30 @@ def current_revocations(stored: Path | None, carried: str, trusted: Mapping[str,
         temporary.write_text(text)
         os.replace(temporary, stored)
     return offered
+
+
+def claim_signature(ledger: Path, run_config: Mapping[str, Any], run_id: int, now: float | None = None) -> None:
+    """A signature starts one run: record that ``run_id`` uses the run config's signature in
+    the silo's ``ledger`` (JSON, ``{signature digest: [run id, expires_at]}``, under a lock),
+    or raise UntrustedBundle where another run already used it. Entries past their expiry
+    are dropped (an expired signature is refused anyway)."""
+    signature = RunSignature.parse(str(run_config.get(SIGNATURE_KEY, "")))
+    digest = hashlib.sha256(str(run_config[SIGNATURE_KEY]).encode()).hexdigest()
+    clock = time.time() if now is None else now
+    with open(ledger.with_name(f".{ledger.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            used = json.loads(ledger.read_text()) if ledger.is_file() else {}
+        except ValueError:
+            raise UntrustedBundle(f"refused: the silo's record of signed runs {ledger} is not JSON") from None
+        used = {key: entry for key, entry in used.items() if isinstance(entry, list) and len(entry) == 2
+                and isinstance(entry[1], int) and entry[1] >= clock}
+        if digest in used and used[digest][0] != run_id:
+            raise UntrustedBundle(f"this signature already started run {used[digest][0]}: sign the run again")
+        used[digest] = [run_id, signature.expires_at]
+        temporary = ledger.with_name(f".{ledger.name}.tmp")
+        temporary.write_text(json.dumps(used, indent=1))
+        os.replace(temporary, ledger)
 
 
 def _signer(text: str) -> str | None:

@@ -5,6 +5,8 @@
 #   COCOGEN_FEDERATION the federation's name: a run must be signed for it
 #   COCOGEN_REVOCATIONS where this silo keeps the newest revocation list it has seen
 #                      (default: revocations.json beside TRUSTED_ENTITIES)
+#   COCOGEN_SIGNED_RUNS where it records which run each signature started, so that a
+#                      signature starts one run (default: signed-runs.json beside it)
 #   CA_CERT           the federation's ca.crt (to verify the coordinator)
 #   PRIVATE_KEY       this silo's private key (deploy/make_silo_key.sh; only its .pub left the silo)
 #   TRUSTED_ENTITIES  trusted-entities.yaml: the operator's app-signing public key(s)
@@ -28,6 +30,7 @@ trusted=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 source "$here/flower.env"
 export COCOGEN_TRUSTED_ENTITIES=$trusted COCOGEN_PYTHON="$(dirname "$supernode")/python"
 export COCOGEN_REVOCATIONS="${COCOGEN_REVOCATIONS:-$(dirname "$trusted")/revocations.json}"
+export COCOGEN_SIGNED_RUNS="${COCOGEN_SIGNED_RUNS:-$(dirname "$trusted")/signed-runs.json}"
 export PATH="$here/bin:$PATH"
 
 launcher_dir=$(mktemp -d "${TMPDIR:-/tmp}/cocogen-launcher.XXXXXX")   # mode 0700

@@ -6,7 +6,8 @@ operator signed on its workstation (deploy/supernode.sh), each with its own data
 and Flower home. Checked: the app runs; an intruder holding ca.crt and the silo-facing
 address can neither register a node, list or submit runs, nor unregister a silo, while
 the operator can; a run not signed as submitted (tampered, unsigned, another run config,
-expired, another federation, revoked) is refused before it is installed; no key on the
+expired, another federation, revoked, a signature that already started a run) is refused
+before it is installed; no key on the
 coordinator signs a run a silo accepts; unregistered and
 plain-HTTP SuperNodes are refused; an oversized body and hundreds of half-open
 connections harm neither the SuperLink nor the silos; no process the scripts start
@@ -361,7 +362,8 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
     and its declared size is the game's n."""
     base = federation.base
     terms, sizes = _signed_terms(federation)
-    done = federation.run(app, federation.signed(app, _run_config(federation, terms)))
+    signed = federation.signed(app, _run_config(federation, terms))
+    done = federation.run(app, signed)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [run] = list((base / "results").iterdir())
     rows = json.loads((run / "ledger.json").read_text())
@@ -388,6 +390,8 @@ def test_the_signed_app_runs_on_authenticated_supernodes_with_their_own_data(fed
         assert "App bundle verified: signed by trusted key" in log
         # ClientApps were forked from the silo's long-lived launcher (deploy/zygote.py)
         assert "ClientApp launcher ready" in log and "forked by the launcher" in log
+    # The same signed run submitted again: each silo recorded the run its signature started.
+    _refused_runs(federation, {"this signature already started run": (app, signed)})
 
 
 def _refused_runs(federation: LocalFederation, bundles: dict[str, tuple[Path, str]]) -> None:

@@ -25,6 +25,7 @@ from deploy.signing import (
     Revocations,
     UntrustedBundle,
     bundle_run_config,
+    claim_signature,
     current_revocations,
     generate_signing_key,
     load_trusted_entities,
@@ -32,6 +33,13 @@ from deploy.signing import (
     sign_revocations,
     sign_run,
     verify_run,
+)
+from deploy.verified_clientapp import (
+    FEDERATION_ENV,
+    REVOCATIONS_ENV,
+    SIGNED_RUNS_ENV,
+    TRUSTED_ENTITIES_ENV,
+    verify_pulled,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,3 +250,39 @@ def test_the_cli_exits_2_with_one_line_on_a_bad_input(tmp_path, capsys):
                  ["revoke", str(tmp_path / "no-such.key"), str(tmp_path / "list.json"), "--sequence", "-1"]):
         assert main(argv) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_signature_starts_one_run(operator, tmp_path):
+    _, key, trusted = operator
+    ledger = tmp_path / "signed-runs.json"
+    run = signed(key)
+    claim_signature(ledger, run, 11, now=NOW)
+    claim_signature(ledger, run, 11, now=NOW + 60)  # the same run's next message
+    with pytest.raises(UntrustedBundle, match="already started run 11: sign the run again"):
+        claim_signature(ledger, run, 12, now=NOW + 60)
+    other = signed(key, signed_at=NOW + 1)  # signed again: another signature, another run
+    claim_signature(ledger, other, 12, now=NOW + 60)
+    assert len(json.loads(ledger.read_text())) == 2
+    claim_signature(ledger, signed(key, signed_at=NOW + 9 * DAY), 13, now=NOW + 8 * DAY)  # the others expired
+    assert [entry[0] for entry in json.loads(ledger.read_text()).values()] == [13]
+    ledger.write_text("not json")
+    with pytest.raises(UntrustedBundle, match="is not JSON"):
+        claim_signature(ledger, run, 11, now=NOW)
+
+
+def test_the_silos_verifier_checks_the_run_then_claims_its_signature(operator, tmp_path, monkeypatch):
+    _, key, _ = operator
+    monkeypatch.setenv(TRUSTED_ENTITIES_ENV, str(tmp_path / "operator" / TRUSTED_ENTITIES_FILE))
+    monkeypatch.setenv(FEDERATION_ENV, FEDERATION)
+    monkeypatch.setenv(REVOCATIONS_ENV, str(tmp_path / "revocations.json"))
+    monkeypatch.delenv(SIGNED_RUNS_ENV, raising=False)
+    run = CONFIG | {SIGNATURE_KEY: sign_run(FAB, CONFIG, FEDERATION, key)}
+    with pytest.raises(UntrustedBundle, match="names no record of signed runs"):
+        verify_pulled(FAB, run, 1)
+    monkeypatch.setenv(SIGNED_RUNS_ENV, str(tmp_path / "signed-runs.json"))
+    assert verify_pulled(FAB, run, 1) == verify_pulled(FAB, run, 1)
+    with pytest.raises(UntrustedBundle, match="already started run 1"):
+        verify_pulled(FAB, run, 2)
+    monkeypatch.setenv(FEDERATION_ENV, "banks")
+    with pytest.raises(UntrustedBundle, match="this silo is in 'banks'"):
+        verify_pulled(FAB, run, 1)
