@@ -117,9 +117,10 @@ def cross_fit(welfare: dict[str, Sequence[float]], game: str, zero: float = 0.0)
                     (chosen[0], chosen[1]))
 
 
-def round_summary(entry: dict[str, Any]) -> dict[str, Any]:
-    """A finished round's item means and sds and its cross-fit, from its replicates."""
-    welfare = {item["item"]: [r["welfare"] for r in item["replicates"]] for item in entry["items"]}
+def round_summary(entry: dict[str, Any], replicates: int) -> dict[str, Any]:
+    """A finished round's item means and sds and its cross-fit, from each item's first
+    ``replicates`` replicates (an earlier replay may have kept more of some items)."""
+    welfare = {item["item"]: [r["welfare"] for r in item["replicates"][:replicates]] for item in entry["items"]}
     fit = cross_fit(welfare, Item("menu", GAME).name)
     return {"welfare_mean": {name: float(np.mean(w)) for name, w in welfare.items()},
             "welfare_sd": {name: float(np.std(w, ddof=1)) for name, w in welfare.items()},
@@ -174,8 +175,9 @@ def regret(run: Path, chosen: Sequence[Item], replicates: int, rounds: Sequence[
         for item in chosen:
             measure_item(replaying, replayed, saved, item, replicates)
         entry = saved.entry(server_round)
-        entry["summary"] = round_summary({"items": [i for i in entry["items"] if i["item"] in
-                                                     {c.name for c in chosen}]})
+        chosen_names = {c.name for c in chosen}
+        entry["summary"] = round_summary({"items": [i for i in entry["items"] if i["item"] in chosen_names]},
+                                         replicates)
         saved.save()
         _say(f"{run.name} round {server_round}: " + line(entry))
     return saved.content

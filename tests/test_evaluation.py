@@ -23,7 +23,7 @@ from experiments.criteria import (
     individual_rationality,
     ranking,
 )
-from experiments.regret import Item, cross_fit, items
+from experiments.regret import Item, cross_fit, items, round_summary
 from experiments.tables import kept_section, with_section
 from strategy.checkpoint import CHECKPOINT
 
@@ -59,6 +59,19 @@ def test_the_cross_fit_chooses_on_one_half_and_judges_on_the_other():
     assert beaten.chosen == ("x0", "x0") and beaten.regret == pytest.approx(6.0) and beaten.best_gain == 0.0
     with pytest.raises(ValueError, match="same number"):
         cross_fit({"x0": [0, 0, 0], "x1": [1, 2]}, "x1")
+
+
+def test_a_round_is_summed_up_over_the_replicates_asked_for_whatever_else_is_kept():
+    """An earlier replay with more replicates left some items longer: the summary reads the
+    first ``replicates`` of each, so the cross-fit sees equal halves."""
+    entry = {"items": [{"item": "x0", "replicates": [{"welfare": 0.0}] * 4},
+                       {"item": "x1", "replicates": [{"welfare": w} for w in (10.0, 12.0, 99.0, 99.0)]},
+                       {"item": "x2", "replicates": [{"welfare": w} for w in (20.0, 0.0)]}]}
+    summary = round_summary(entry, 2)
+    assert summary["welfare_mean"] == {"x0": 0.0, "x1": 11.0, "x2": 10.0}
+    assert summary["regret"] == pytest.approx(cross_fit({"x0": [0, 0], "x1": [10, 12], "x2": [20, 0]}, "x1").regret)
+    with pytest.raises(ValueError, match="same number"):
+        round_summary(entry, 4)
 
 
 def test_c1_is_the_mean_of_seed_means_without_the_rounds_that_ordered_nothing():
