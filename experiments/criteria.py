@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from experiments.stats import t_interval
+from strategy.game.calibration import GAIN_NOISE_SD
 from strategy.records import RoundRecord
 
 BIAS_LIMIT = 0.05
@@ -31,6 +32,8 @@ MIN_DISTINCT = 3
 DISTINCT = 1e-9
 """C3: predicted gains closer than this are one value."""
 MIN_SPEARMAN = 0.5
+CEILING_DRAWS = 4000
+"""C3's noise ceiling: Monte Carlo draws per round (seeded: the same ceiling every report)."""
 REGRET_SHARE = 0.25
 """C4a: the game's regret may be at most this share of the best item's gain over zero."""
 MIN_IR = 0.8
@@ -71,6 +74,8 @@ class RoundOutcome:
     welfare_sd: float | None
     welfare_z: float | None
     utilities: tuple[float, ...]
+    """Realised ``u_i``."""
+    predicted_utilities: tuple[float, ...]
 
     @classmethod
     def from_record(cls, seed: int, row: RoundRecord) -> RoundOutcome | None:
@@ -83,7 +88,7 @@ class RoundOutcome:
         return cls(seed, row.round, any(q > 0 for q in row.quotas), tuple(calibration.predicted_quality),
                    tuple(calibration.realised_quality), measured.responder_predicted_welfare,
                    measured.realised_welfare, None if spread is None else spread["total"], calibration.welfare_z,
-                   tuple(measured.realised_utilities))
+                   tuple(measured.realised_utilities), tuple(measured.predicted_utilities))
 
 
 def proportion(successes: int, trials: int) -> tuple[float, tuple[float, float] | None]:
@@ -133,12 +138,26 @@ def calibration(outcomes: Sequence[RoundOutcome]) -> Verdict:
                                            "mean_z": float(z.mean())})
 
 
-def ranking(outcomes: Sequence[RoundOutcome]) -> Verdict:
+def noise_ceiling(predicted: Sequence[float], noise_sd: float, draws: int = CEILING_DRAWS) -> float:
+    """``E[Spearman(q, q + eps)]``, ``eps ~ N(0, noise_sd^2 I)``: the mean correlation a
+    predictor of the exact expected gains ``q`` would reach against gains measured with
+    ``noise_sd`` (Monte Carlo, seeded)."""
+    q = np.asarray(predicted, dtype=float)
+    noisy = q + np.random.default_rng(0).normal(0.0, noise_sd, (draws, q.size))
+    ranks = stats.rankdata(noisy, axis=1)
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    own = stats.rankdata(q) - (q.size + 1) / 2
+    return float(np.mean(ranks @ own / (np.linalg.norm(ranks, axis=1) * np.linalg.norm(own))))
+
+
+def ranking(outcomes: Sequence[RoundOutcome], noise_sd: float = GAIN_NOISE_SD) -> Verdict:
     """C3: over rounds predicting at least :data:`MIN_DISTINCT` distinct gains, the mean
     Spearman correlation of predicted and realised ``Q_i`` (a round whose realised gains
     are all equal has none and is counted apart). Passes when the mean is at least
-    :data:`MIN_SPEARMAN`."""
-    correlations, flat = [], 0
+    :data:`MIN_SPEARMAN`. ``details["noise_ceiling"]``: the mean of :func:`noise_ceiling`
+    over the same rounds, what exact predictions would reach with gains measured with
+    ``noise_sd``."""
+    correlations, ceilings, flat = [], [], 0
     for o in outcomes:
         if len(np.unique(np.round(np.asarray(o.predicted_quality) / DISTINCT))) < MIN_DISTINCT:
             continue
@@ -146,12 +165,14 @@ def ranking(outcomes: Sequence[RoundOutcome]) -> Verdict:
             flat += 1
             continue
         correlations.append(float(stats.spearmanr(o.predicted_quality, o.realised_quality).statistic))
+        ceilings.append(noise_ceiling(o.predicted_quality, noise_sd))
     if not correlations:
         return Verdict(None, None, False, {"rounds": 0, "flat_realised": flat})
     interval = t_interval(correlations)
     bounds = None if interval.n < 2 else (interval.low, interval.high)
     return Verdict(interval.mean, bounds, bool(interval.mean >= MIN_SPEARMAN),
-                   {"rounds": len(correlations), "flat_realised": flat})
+                   {"rounds": len(correlations), "flat_realised": flat, "noise_sd": noise_sd,
+                    "noise_ceiling": float(np.mean(ceilings))})
 
 
 @dataclass(frozen=True)
@@ -166,13 +187,29 @@ class ReplayedOutcome:
     game_generates: bool
     game_welfare: tuple[float, ...]
     """The game's item's welfare in each replicate (the zero item's is 0)."""
+    game_gains: tuple[tuple[float | None, ...], ...] = ()
+    """The game's item's gains ``Q_i`` in each replicate (``None``: not measured)."""
 
     @classmethod
     def from_json(cls, seed: int, entry: dict[str, Any], game: str = "x1") -> ReplayedOutcome:
         summary = entry["summary"]
         [item] = [i for i in entry["items"] if i["item"] == game]
         return cls(seed, entry["round"], summary["regret"], summary["best_gain"], summary["best_sd"],
-                   any(q > 0 for q in item["quotas"]), tuple(r["welfare"] for r in item["replicates"]))
+                   any(q > 0 for q in item["quotas"]), tuple(r["welfare"] for r in item["replicates"]),
+                   tuple(tuple(r["gains"]) for r in item["replicates"]))
+
+
+def replicate_gain_sd(replayed: Sequence[ReplayedOutcome]) -> float | None:
+    """The median over organisation-rounds of the standard deviation of one organisation's
+    gain across the game's replicates: how noisily one gain is measured (``None``: no
+    organisation-round with two replicates)."""
+    spreads = []
+    for r in replayed:
+        for gains in zip(*r.game_gains, strict=True):
+            measured = [g for g in gains if g is not None]
+            if len(measured) >= 2:
+                spreads.append(float(np.std(measured, ddof=1)))
+    return float(np.median(spreads)) if spreads else None
 
 
 def decision_value(replayed: Sequence[ReplayedOutcome]) -> Verdict:
@@ -181,9 +218,9 @@ def decision_value(replayed: Sequence[ReplayedOutcome]) -> Verdict:
     C4a passes when ``R <= REGRET_SHARE G`` where ``G`` exceeds that sd, else when ``R <= sd``.
     C4b: over the rounds where the game generates, the t-interval of the game's mean welfare
     over zero lies above 0 (not applicable with fewer than 2 such rounds). Passes when C4a
-    does and C4b does where it applies."""
-    if not replayed:
-        return Verdict(None, None, False, {"rounds": 0})
+    does and C4b does where it applies; not judged (``None``) without a replayed round."""
+    if not replayed:  # nothing replayed yet: not judged
+        return Verdict(None, None, None, {"rounds": 0})
     regrets = [r.regret for r in replayed]
     mean_regret = float(np.mean(regrets))
     gain = float(np.mean([r.best_gain for r in replayed]))
@@ -205,13 +242,35 @@ def decision_value(replayed: Sequence[ReplayedOutcome]) -> Verdict:
 
 def individual_rationality(outcomes: Sequence[RoundOutcome]) -> Verdict:
     """C5: the share of organisation-rounds (generating rounds only) with realised ``u_i >= 0``,
-    with its Wilson interval. Passes when the share is at least :data:`MIN_IR`."""
-    utilities = [u for o in outcomes if o.generated for u in o.utilities]
-    share, interval = proportion(sum(u >= 0 for u in utilities), len(utilities))
-    return Verdict(share, interval, bool(utilities) and bool(share >= MIN_IR), {"organisation_rounds": len(utilities)})
+    with its Wilson interval. Passes when the share is at least :data:`MIN_IR`.
+
+    ``details``: ``noise_implied_share``, the mean of ``Phi(hat u_i / s)`` with ``s`` the
+    standard deviation of the gaps ``u_i - hat u_i`` (the share were each realised utility
+    its prediction plus a gap of that spread); ``mean_utility``, the realised ``u_i``'s
+    mean over each seed's organisation-rounds, with its t-interval over seeds (individual
+    rationality in expectation)."""
+    judged = [o for o in outcomes if o.generated]
+    utilities = np.array([u for o in judged for u in o.utilities], dtype=float)
+    share, interval = proportion(int(np.sum(utilities >= 0)), int(utilities.size))
+    details: dict[str, Any] = {"organisation_rounds": int(utilities.size)}
+    if utilities.size >= 2:
+        predicted = np.array([u for o in judged for u in o.predicted_utilities], dtype=float)
+        spread = float(np.std(utilities - predicted, ddof=1))
+        by_seed: dict[int, list[float]] = {}
+        for o in judged:
+            by_seed.setdefault(o.seed, []).extend(o.utilities)
+        seeds = t_interval([float(np.mean(u)) for u in by_seed.values()])
+        details |= {"gap_sd": spread, "noise_implied_share": float(np.mean(stats.norm.cdf(predicted / spread)))
+                    if spread > 0 else _finite(float(np.mean(predicted >= 0))),
+                    "mean_utility": {"value": seeds.mean, "interval": [_finite(seeds.low), _finite(seeds.high)],
+                                     "seeds": seeds.n}}
+    return Verdict(share, interval, bool(utilities.size) and bool(share >= MIN_IR), details)
 
 
 def criteria(outcomes: Sequence[RoundOutcome], replayed: Sequence[ReplayedOutcome]) -> dict[str, Verdict]:
-    """C1-C5 by name."""
-    return {"C1": bias(outcomes), "C2": calibration(outcomes), "C3": ranking(outcomes),
+    """C1-C5 by name. C3's noise ceiling uses the replays' :func:`replicate_gain_sd`, or
+    :data:`GAIN_NOISE_SD` without them."""
+    noise = replicate_gain_sd(replayed)
+    return {"C1": bias(outcomes), "C2": calibration(outcomes),
+            "C3": ranking(outcomes, GAIN_NOISE_SD if noise is None else noise),
             "C4": decision_value(replayed), "C5": individual_rationality(outcomes)}

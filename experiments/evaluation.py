@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +246,8 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         "the plan, registered before the runs: [evaluation.md](evaluation.md).", "",
         f"- Seeds {', '.join(map(str, result['seeds']))}, {result['rounds']} rounds each; rounds "
         f"{' and '.join(map(str, result['replayed_rounds']))} replayed for the regret, {REPLICATES} replicates per "
-        f"item; {result['all_zero_rounds']} rounds ordered no image (left out of C1 and C5).",
+        f"item; {result['all_zero_rounds']} round{'' if result['all_zero_rounds'] == 1 else 's'} ordered no image "
+        "(left out of C1 and C5).",
         f"- Compute: {result['wall_hours']:.1f} h wall, {result['cpu_hours']:.1f} CPU hours on "
         f"{'; '.join(result['machines'])}; commit {result['commit']}.", "",
         markdown_table(["criterion", "what", "value", "95% interval", "verdict"], rows), "",
@@ -254,8 +255,26 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         f"{number(c4.get('best_sd'))}), the bound on the regret {number(c4.get('bound'))}; the game's welfare over "
         f"zero where it generates {number((c4.get('C4b') or {}).get('value'))} "
         f"{interval((c4.get('C4b') or {}).get('interval'))}.", "",
+        *noise_lines(result["criteria"]["C3"], result["criteria"]["C5"], number, interval),
         "Realised welfare (money per round) of each decision, mean over the replayed rounds:", "",
         markdown_table(["decision", "mean welfare", "95% interval", "rounds"], items_rows), ""])
+
+
+def noise_lines(c3: dict[str, Any], c5: dict[str, Any], number: Callable[[float | None], str],
+                interval: Callable[[list[float | None] | None], str]) -> list[str]:
+    """What the measurement noise allows C3 and C5, where the report has it."""
+    lines = []
+    if "noise_ceiling" in c3:
+        lines += [f"C3 against the noise: predictions of the exact expected gains would reach a mean Spearman of "
+                  f"{number(c3['noise_ceiling'])} over the same rounds, one gain being measured with sd "
+                  f"{number(c3['noise_sd'])}.", ""]
+    if "noise_implied_share" in c5:
+        mean = c5["mean_utility"]
+        lines += [f"C5 against the noise: realised utilities lie about their predictions with sd "
+                  f"{number(c5['gap_sd'])} money; were each its prediction plus such a gap, the share with "
+                  f"u_i >= 0 would be {number(c5['noise_implied_share'])}. The realised u_i's mean (per seed, "
+                  f"then over {mean['seeds']} seeds): {number(mean['value'])} {interval(mean['interval'])}.", ""]
+    return lines
 
 
 WHAT = {"C1": "bias of predicted sum Q (seed means)", "C2": "rms of the welfare z",

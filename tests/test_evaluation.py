@@ -21,7 +21,9 @@ from experiments.criteria import (
     calibration,
     decision_value,
     individual_rationality,
+    noise_ceiling,
     ranking,
+    replicate_gain_sd,
 )
 from experiments.regret import Item, cross_fit, items, round_summary
 from experiments.tables import kept_section, with_section
@@ -29,9 +31,10 @@ from strategy.checkpoint import CHECKPOINT
 
 
 def outcome(seed=0, server_round=1, generated=True, predicted=(0.1, 0.2, 0.3), realised=(0.1, 0.2, 0.3),
-            predicted_welfare=0.0, realised_welfare=0.0, sd=None, z=None, utilities=(1.0, 1.0, 1.0)):
+            predicted_welfare=0.0, realised_welfare=0.0, sd=None, z=None, utilities=(1.0, 1.0, 1.0),
+            predicted_utilities=None):
     return RoundOutcome(seed, server_round, generated, tuple(predicted), tuple(realised), predicted_welfare,
-                        realised_welfare, sd, z, tuple(utilities))
+                        realised_welfare, sd, z, tuple(utilities), tuple(predicted_utilities or utilities))
 
 
 def test_menu_items_order_multiples_of_the_sent_quotas_within_capacity_or_a_share_of_it():
@@ -112,13 +115,34 @@ def test_c3_ranks_rounds_with_three_distinct_predictions_only():
     flat = outcome(predicted=(0.1, 0.2, 0.3), realised=(0.0, 0.0, 0.0))  # counted apart
     verdict = ranking([good, ties, flat])
     assert verdict.value == pytest.approx(0.5) and verdict.passed
-    assert verdict.details == {"rounds": 1, "flat_realised": 1} and verdict.interval is None
+    assert verdict.details["rounds"] == 1 and verdict.details["flat_realised"] == 1 and verdict.interval is None
     reversed_ = outcome(predicted=(0.1, 0.2, 0.3), realised=(0.3, 0.2, 0.1))
     assert ranking([good, reversed_]).value == pytest.approx(-0.25) and not ranking([good, reversed_]).passed
 
 
-def replayed(regret, gain, sd, welfare, generates=True, server_round=2):
-    return ReplayedOutcome(0, server_round, regret, gain, sd, generates, tuple(welfare))
+def test_c3s_noise_ceiling_is_what_exact_predictions_reach_against_noisy_gains():
+    # two organisations: Spearman is +1 when the noise keeps their order, else -1, so its
+    # mean is 2 Phi(d / (sd sqrt 2)) - 1
+    exact = 2 * stats.norm.cdf(0.05 / (0.04 * math.sqrt(2))) - 1
+    assert noise_ceiling((0.10, 0.15), 0.04) == pytest.approx(exact, abs=0.04)
+    spread = (0.12, 0.16, 0.14, 0.13, 0.11)
+    assert noise_ceiling(spread, 1e-9) == pytest.approx(1.0)
+    assert abs(noise_ceiling(spread, 10.0)) < 0.05  # noise drowns the spread
+    assert noise_ceiling(spread, 0.01) > noise_ceiling(spread, 0.04) > noise_ceiling(spread, 0.07)
+    verdict = ranking([outcome(predicted=spread, realised=spread)], noise_sd=0.04)
+    assert verdict.value == pytest.approx(1.0)
+    assert verdict.details["noise_ceiling"] == pytest.approx(noise_ceiling(spread, 0.04))
+
+
+def replayed(regret, gain, sd, welfare, generates=True, server_round=2, gains=()):
+    return ReplayedOutcome(0, server_round, regret, gain, sd, generates, tuple(welfare), tuple(gains))
+
+
+def test_the_replicate_gain_sd_is_the_median_spread_of_one_organisations_gain():
+    rounds = [replayed(0, 0, 0, [0, 0], gains=[(0.1, 0.2, None), (0.3, 0.2, 0.5)]),  # sds 0.141, 0, n/a
+              replayed(0, 0, 0, [0, 0], gains=[(0.1,), (0.2,)])]  # 0.0707
+    assert replicate_gain_sd(rounds) == pytest.approx(np.std([0.1, 0.2], ddof=1))
+    assert replicate_gain_sd([replayed(0, 0, 0, [0], gains=[(0.1, 0.2)])]) is None  # one replicate
 
 
 def test_c4_bounds_the_regret_by_a_share_of_the_best_gain_and_wants_the_game_above_zero():
@@ -139,6 +163,7 @@ def test_c4_bounds_the_regret_by_a_share_of_the_best_gain_and_wants_the_game_abo
     assert flat.details["C4b"] == {"rounds": 1, "value": -1.0, "interval": None, "pass": None} and flat.passed
     losing = decision_value([replayed(0.0, 100.0, 1.0, [-50, -60]), replayed(0.0, 60.0, 1.0, [-40, -44])])
     assert losing.details["C4a"] and losing.details["C4b"]["pass"] is False and not losing.passed
+    assert decision_value([]).passed is None  # nothing replayed: not judged
 
 
 def test_c5_counts_organisation_rounds_that_came_out_ahead():
@@ -148,6 +173,17 @@ def test_c5_counts_organisation_rounds_that_came_out_ahead():
     ci = stats.binomtest(4, 5).proportion_ci(0.95, method="wilson")
     assert verdict.interval == pytest.approx((ci.low, ci.high))
     assert json.dumps(verdict.to_json(), allow_nan=False)
+
+
+def test_c5_says_what_share_the_spread_of_the_utilities_allows_and_the_mean_utility():
+    rounds = [outcome(seed=0, utilities=(30.0, -10.0), predicted_utilities=(10.0, 10.0)),
+              outcome(seed=1, utilities=(60.0, -30.0), predicted_utilities=(10.0, 10.0))]
+    details = individual_rationality(rounds).details
+    gaps = [20.0, -20.0, 50.0, -40.0]
+    assert details["gap_sd"] == pytest.approx(np.std(gaps, ddof=1))
+    assert details["noise_implied_share"] == pytest.approx(stats.norm.cdf(10.0 / np.std(gaps, ddof=1)))
+    assert details["mean_utility"]["value"] == pytest.approx(12.5) and details["mean_utility"]["seeds"] == 2
+    assert details["mean_utility"]["interval"][0] < 10.0 < 15.0 < details["mean_utility"]["interval"][1]
 
 
 def test_a_generated_section_replaces_itself_and_survives_the_rest_of_the_file():
