@@ -1,6 +1,7 @@
 """The pre-registered evaluation (docs/evaluation.md), in resumable chunks.
 
     python -m experiments.evaluation run ROOT      # the runs, then the regret replays
+    python -m experiments.evaluation status ROOT   # what is done, and the time left at the pace so far
     python -m experiments.evaluation report ROOT   # docs/results/evaluation.json and results.md
 
 ``run`` makes one run per evaluation seed in ``ROOT/seed-<s>/`` (``scripts/run.sh``, the
@@ -19,10 +20,12 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +163,66 @@ def run(root: Path, seeds: Sequence[int] = SEEDS) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class SeedProgress:
+    """How far one seed's share of the evaluation is."""
+
+    seed: int
+    rounds: int
+    """Rounds the run has in its ledger."""
+    run_finished: bool
+    replicates: int
+    """Registered replicates in ``regret.json`` (the zero item's, recorded without training, count)."""
+
+
+def replicates_wanted() -> int:
+    """The registered replicates of one run: rounds x items x replicates."""
+    return len(REPLAY_ROUNDS) * len(registered_items()) * REPLICATES
+
+
+def seed_progress(root: Path, seed: int) -> SeedProgress:
+    """``seed``'s progress, read from its run's ledger and ``regret.json``."""
+    made = run_of(root, seed)
+    ledger = made / "ledger.json" if made is not None else None
+    rounds = len(json.loads(ledger.read_text())) if ledger is not None and ledger.is_file() else 0
+    done = 0
+    if made is not None and (made / REGRET).is_file():
+        names = {item.name for item in registered_items()}
+        done = sum(min(len(i["replicates"]), REPLICATES) for entry in json.loads((made / REGRET).read_text())["rounds"]
+                   if entry["round"] in REPLAY_ROUNDS for i in entry["items"] if i["item"] in names)
+    return SeedProgress(seed, rounds, finished(made), done)
+
+
+def time_left(root: Path, progress: Sequence[SeedProgress]) -> float | None:
+    """Seconds left at the median pace of the finished steps in ``STEPS``: a run's step, and
+    a whole replay's step (``None`` while no step of a kind still needed has finished)."""
+    steps = [json.loads(line) for line in (root / STEPS).read_text().splitlines()] if (root / STEPS).exists() else []
+    finished_steps = [step for step in steps if step["status"] == 0]
+    runs = [step["seconds"] for step in finished_steps
+            if step["command"][0] == RUN_SCRIPT and step["command"][-1].startswith("seed=")]
+    replays = [step["seconds"] for step in finished_steps if "experiments.regret" in step["command"]]
+    runs_left = sum(not p.run_finished for p in progress)
+    replays_left = sum(1 - p.replicates / replicates_wanted() for p in progress)
+    if (runs_left and not runs) or (replays_left and not replays):
+        return None
+    return runs_left * (statistics.median(runs) if runs else 0.0) \
+        + replays_left * (statistics.median(replays) if replays else 0.0)
+
+
+def status(root: Path, seeds: Sequence[int]) -> list[str]:
+    """One line per seed, then the time left."""
+    progress = [seed_progress(root, seed) for seed in seeds]
+    wanted = replicates_wanted()
+    lines = [f"seed {p.seed}: run {'finished' if p.run_finished else f'at {p.rounds} rounds'}, replays at "
+             f"{p.replicates}/{wanted} replicates" for p in progress]
+    seconds = time_left(root, progress)
+    done = all(p.run_finished and p.replicates == wanted for p in progress)
+    lines.append("everything is done: python -m experiments.evaluation report " + str(root) if done else
+                 "time left: not known until a run and a replay have finished" if seconds is None else
+                 f"time left: about {seconds / 3600:.1f} h at the median pace so far")
+    return lines
+
+
 def outcomes(root: Path, seeds: Sequence[int]) -> tuple[list[RoundOutcome], list[ReplayedOutcome]]:
     """Every finished run's rounds, and every replayed round, of ``seeds``."""
     rounds, replays = [], []
@@ -284,8 +347,9 @@ WHAT = {"C1": "bias of predicted sum Q (seed means)", "C2": "rms of the welfare 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.evaluation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("run", "report"),
-                        help="run: make the runs and replays (resumable); report: the criteria from them")
+    parser.add_argument("step", choices=("run", "status", "report"),
+                        help="run: make the runs and replays (resumable); status: how far they are; "
+                             "report: the criteria from them")
     parser.add_argument("root", type=Path, help="the evaluation's folder (one subfolder per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="default: the registered 10-17")
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "results" / "evaluation.json")
@@ -294,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.step == "run":
             return run(args.root.resolve(), args.seeds)
+        if args.step == "status":
+            print("\n".join(status(args.root.resolve(), args.seeds)))
+            return 0
         result = report(args.root.resolve(), args.seeds, args.out, args.markdown)
     except RuntimeError as error:
         print(f"evaluation: {error}", file=sys.stderr)

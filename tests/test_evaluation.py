@@ -233,3 +233,40 @@ def test_a_step_is_logged_and_recorded_with_its_commit_and_machine(tmp_path):
     assert status == 0 and record["status"] == 0 and record["command"] == ["true"]
     assert len(record["commit"].removesuffix("+dirty")) == 40 and record["cpu"] and record["cores"] >= 1
     assert "=== " in (tmp_path / "seed-1.log").read_text()
+
+
+def test_status_counts_rounds_and_replicates_and_paces_the_rest_on_finished_steps(tmp_path):
+    def run_folder(seed, rounds, finished):
+        folder = tmp_path / f"seed-{seed}" / "run"
+        folder.mkdir(parents=True)
+        (folder / "ledger.json").write_text(json.dumps([{"round": r} for r in range(1, rounds + 1)]))
+        if finished:
+            (folder / "summary.json").write_text("{}")
+        return folder
+
+    names = [item.name for item in evaluation.registered_items()]
+    unregistered = {"round": 4, "items": [{"item": "x1", "replicates": [{}]}]}
+    replay = {"rounds": [{"round": r, "items": [{"item": name, "replicates": [{}] * 5} for name in names]}
+                         for r in evaluation.REPLAY_ROUNDS] + [unregistered]}
+    (run_folder(10, 4, True) / "regret.json").write_text(json.dumps(replay))  # 5 replicates kept, 4 counted
+    replay["rounds"] = replay["rounds"][:1]
+    (run_folder(11, 4, True) / "regret.json").write_text(json.dumps(replay))  # round 2 only: half done
+    run_folder(12, 2, False)
+    wanted = evaluation.replicates_wanted()
+    assert wanted == 2 * 7 * 4
+    lines = evaluation.status(tmp_path, [10, 11, 12, 13])
+    assert lines[:4] == [f"seed 10: run finished, replays at {wanted}/{wanted} replicates",
+                         f"seed 11: run finished, replays at {wanted // 2}/{wanted} replicates",
+                         f"seed 12: run at 2 rounds, replays at 0/{wanted} replicates",
+                         f"seed 13: run at 0 rounds, replays at 0/{wanted} replicates"]
+    assert lines[4] == "time left: not known until a run and a replay have finished"
+    steps = [{"command": ["scripts/run.sh", "seed=10 x"], "seconds": 1000.0, "status": 0},
+             {"command": ["scripts/run.sh", "resume=y"], "seconds": 50.0, "status": 0},  # a part: not a pace
+             {"command": ["scripts/run.sh", "seed=11 x"], "seconds": 3000.0, "status": 0},
+             {"command": ["scripts/run.sh", "seed=12 x"], "seconds": 10.0, "status": 1},  # failed: not a pace
+             {"command": ["python", "-m", "experiments.regret", "run"], "seconds": 7200.0, "status": 0}]
+    (tmp_path / evaluation.STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))
+    progress = [evaluation.seed_progress(tmp_path, seed) for seed in (10, 11, 12, 13)]
+    # 2 runs at the median 2000 s; 0.5 + 1 + 1 replays at 7200 s
+    assert evaluation.time_left(tmp_path, progress) == pytest.approx(2 * 2000.0 + 2.5 * 7200.0)
+    assert evaluation.status(tmp_path, [10])[-1].startswith("everything is done")
