@@ -154,11 +154,25 @@ def replay_run(root: Path, seed: int, run: Path) -> None:
 
 
 def run(root: Path, seeds: Sequence[int] = SEEDS) -> int:
-    """Every seed's run, then every run's replays; skipped where finished."""
-    runs = {seed: make_run(root, seed) for seed in seeds}
+    """Every seed's run, then every run's replays; skipped where finished. A seed whose step
+    fails is reported at the end, after the other seeds' steps (exit status 1)."""
+    runs, failed = {}, []
+    for seed in seeds:
+        try:
+            runs[seed] = make_run(root, seed)
+        except RuntimeError as error:
+            failed.append(str(error))
+            _say(str(error))
     _say(f"runs finished: {', '.join(str(r) for r in runs.values())}")
     for seed, made in runs.items():
-        replay_run(root, seed, made)
+        try:
+            replay_run(root, seed, made)
+        except RuntimeError as error:
+            failed.append(str(error))
+            _say(str(error))
+    if failed:
+        _say(f"{len(failed)} step(s) failed, the rest is done; run again to retry them:\n" + "\n".join(failed))
+        return 1
     _say("replays finished: python -m experiments.evaluation report " + str(root))
     return 0
 

@@ -227,6 +227,25 @@ def test_the_runner_starts_resumes_and_restarts_runs_and_records_each_step(tmp_p
         evaluation.run_of(tmp_path, 10)
 
 
+def test_a_failing_seed_is_reported_after_the_other_seeds_steps(tmp_path, monkeypatch):
+    replayed_seeds = []
+
+    def make_run(root, seed):
+        if seed == 11:
+            raise RuntimeError("seed 11: scripts/run.sh exited 1")
+        return root / f"seed-{seed}" / "run"
+
+    def replay_run(root, seed, run):
+        if seed == 12:
+            raise RuntimeError("seed 12: the regret replay exited 1")
+        replayed_seeds.append(seed)
+
+    monkeypatch.setattr(evaluation, "make_run", make_run)
+    monkeypatch.setattr(evaluation, "replay_run", replay_run)
+    assert evaluation.run(tmp_path, [10, 11, 12, 13]) == 1 and replayed_seeds == [10, 13]
+    assert evaluation.run(tmp_path, [10, 13]) == 0
+
+
 def test_a_step_is_logged_and_recorded_with_its_commit_and_machine(tmp_path):
     status = evaluation._step(["true"], tmp_path / "seed-1.log", {})
     [record] = [json.loads(line) for line in (tmp_path / evaluation.STEPS).read_text().splitlines()]
