@@ -49,9 +49,7 @@ def round_models(settings: SiloSettings, silo: SiloData, made: Synthetic, main: 
     """The round's two arms (:func:`arms`) and ``twin`` trained on the real images alone,
     all three with the training seed ``seed`` and the same epochs."""
     model, fork = arms(settings, silo, made, main, seed)
-    real_images, real_labels = training_tensors(silo)
-    return RoundModels(model, fork, trained(settings, twin, real_images, real_labels, seed),
-                       len(real_labels) + len(made.labels))
+    return RoundModels(model, fork, on_real(settings, silo, twin, seed), len(silo.org.train.labels) + len(made.labels))
 
 
 def arms(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRecord, seed: int) -> tuple[Net, Net]:
@@ -60,10 +58,22 @@ def arms(settings: SiloSettings, silo: SiloData, made: Synthetic, main: ArrayRec
     batches of the real images (main's batches mix in synthetic ones). With no synthetic
     image the fork is main's copy (trained once, so equal on any device); otherwise the two
     differ by the synthetic images and the batches and steps they change."""
+    model = on_real_and(settings, silo, made, main, seed)
+    return model, on_real(settings, silo, main, seed) if len(made.labels) else copied(model)
+
+
+def on_real_and(settings: SiloSettings, silo: SiloData, made: Synthetic, arrays: ArrayRecord, seed: int) -> Net:
+    """The model in ``arrays`` trained on the silo's real images + ``made`` with the seed ``seed``."""
     real_images, real_labels = training_tensors(silo)
-    model = trained(settings, main, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
-                    seed)
-    return model, trained(settings, main, real_images, real_labels, seed) if len(made.labels) else copied(model)
+    return trained(settings, arrays, torch.cat([real_images, made.images]), torch.cat([real_labels, made.labels]),
+                   seed)
+
+
+def on_real(settings: SiloSettings, silo: SiloData, arrays: ArrayRecord, seed: int) -> Net:
+    """The model in ``arrays`` trained on the silo's real images alone with the seed ``seed``:
+    a fork arm, a twin, a deployed fork."""
+    real_images, real_labels = training_tensors(silo)
+    return trained(settings, arrays, real_images, real_labels, seed)
 
 
 def copied(model: Net) -> Net:
@@ -86,12 +96,15 @@ def deployed_models(settings: SiloSettings, silo: SiloData, made: Synthetic, mai
     images alone, both with the fine-tune seed ``seed`` and the local epochs. With no
     synthetic image and one global model (nobody generated) the two are one model, trained
     once and copied, so equal on any device."""
-    real_images, real_labels = training_tensors(silo)
-    deployed_main = trained(settings, main, torch.cat([real_images, made.images]),
-                            torch.cat([real_labels, made.labels]), seed)
-    if not len(made.labels) and array_digest(main) == array_digest(fork):
+    deployed_main = on_real_and(settings, silo, made, main, seed)
+    if one_model(made, main, fork):
         return deployed_main, copied(deployed_main)
-    return deployed_main, trained(settings, fork, real_images, real_labels, seed)
+    return deployed_main, on_real(settings, silo, fork, seed)
+
+
+def one_model(made: Synthetic, main: ArrayRecord, fork: ArrayRecord) -> bool:
+    """No synthetic image and one global model: the deployed main and fork are one model."""
+    return not len(made.labels) and array_digest(main) == array_digest(fork)
 
 
 def synthetic(settings: SiloSettings, silo: SiloData, node: NodeConfig, generator: ArrayRecord | None, quota: int,

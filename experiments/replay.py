@@ -20,13 +20,13 @@ quotas the run sent, it rebuilds the run's global models (digests) and gains.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord
 
-from client_app.local import Synthetic, arms, deployed_models, synthetic
+from client_app.local import Synthetic, on_real, on_real_and, one_model, synthetic
 from client_app.silo import SiloData, load_silo
 from generation import load_generator
 from server_app.app import aggregation_rule, initial_model
@@ -120,6 +120,10 @@ class RoundReplay:
     silos: tuple[SiloData, ...]
     profiles: tuple[Profile, ...]
     scenario: Scenario
+    forks: dict[tuple[int, int], ArrayRecord] = field(default_factory=dict, compare=False, repr=False)
+    """Fork arms trained so far, by partition id and training seed (they do not depend on the quota)."""
+    fork_scores: dict[tuple[str, int, int], float] = field(default_factory=dict, compare=False, repr=False)
+    """Deployed forks' validation accuracy so far, by fork global digest, partition id and fine-tune seed."""
 
     @property
     def responders(self) -> list[int]:
@@ -176,22 +180,48 @@ class RunReplay:
     def replicate(self, replayed: RoundReplay, made: Sequence[Synthetic], quotas: Sequence[int],
                   seeds: Sequence[ReplicateSeeds]) -> Replicate:
         """The round trained once with each organisation's ``seeds`` on its ``made`` images
-        (ordered ``quotas``): both arms, their paired aggregation, the deployed models' gains."""
+        (ordered ``quotas``): both arms, their paired aggregation, the deployed models' gains.
+
+        The models are :func:`client_app.local.arms` and :func:`client_app.local.deployed_models`'.
+        A fork arm and a deployed fork's score do not depend on the quota, so the round trains
+        each once per organisation and seed (``RoundReplay.forks``, ``fork_scores``) and reuses
+        it for every quota."""
         mains, forks, local = [], [], []
-        for silo, images, quota, profile, seed in zip(replayed.silos, made, quotas, replayed.profiles, seeds):
-            model, fork = arms(self.silo, silo, images, replayed.main, seed.training)
-            local.append(self.server.judge(ArrayRecord(model.state_dict())).validation_accuracy)
-            mains.append((ArrayRecord(model.state_dict()), profile.n + int(quota)))
-            forks.append((ArrayRecord(fork.state_dict()), profile.n))
+        for index, (images, quota, profile, seed) in enumerate(zip(made, quotas, replayed.profiles, seeds)):
+            main_arm, fork_arm = self._arms(replayed, index, images, seed.training)
+            local.append(self.server.judge(main_arm).validation_accuracy)
+            mains.append((main_arm, profile.n + int(quota)))
+            forks.append((fork_arm, profile.n))
         aggregate, fork_global = self.aggregation.paired(mains, forks, replayed.main, replayed.reference)
+        fork_digest = array_digest(fork_global)
         gains = []
-        for silo, images, seed in zip(replayed.silos, made, seeds):
-            deployed_main, deployed_fork = deployed_models(self.silo, silo, images, aggregate.arrays, fork_global,
-                                                           seed.finetune)
-            gains.append(self.server.judge(ArrayRecord(deployed_main.state_dict())).validation_accuracy
-                         - self.server.judge(ArrayRecord(deployed_fork.state_dict())).validation_accuracy)
+        for index, (images, seed) in enumerate(zip(made, seeds)):
+            silo = replayed.silos[index]
+            deployed_main = self.server.judge(ArrayRecord(on_real_and(self.silo, silo, images, aggregate.arrays,
+                                                                      seed.finetune).state_dict()))
+            key = (fork_digest, replayed.responders[index], seed.finetune)
+            if one_model(images, aggregate.arrays, fork_global):
+                deployed_fork = deployed_main.validation_accuracy
+            elif key in replayed.fork_scores:
+                deployed_fork = replayed.fork_scores[key]
+            else:
+                deployed_fork = replayed.fork_scores[key] = self.server.judge(ArrayRecord(
+                    on_real(self.silo, silo, fork_global, seed.finetune).state_dict())).validation_accuracy
+            gains.append(deployed_main.validation_accuracy - deployed_fork)
         return Replicate(np.array(gains), np.array(local), tuple(sorted(aggregate.excluded)), aggregate.arrays,
                          fork_global)
+
+    def _arms(self, replayed: RoundReplay, index: int, images: Synthetic, seed: int) -> tuple[ArrayRecord, ArrayRecord]:
+        """Organisation ``index``'s two arms (:func:`client_app.local.arms`), its fork trained
+        once per training seed."""
+        silo = replayed.silos[index]
+        main_arm = ArrayRecord(on_real_and(self.silo, silo, images, replayed.main, seed).state_dict())
+        if not len(images.labels):
+            return main_arm, main_arm
+        key = (replayed.responders[index], seed)
+        if key not in replayed.forks:
+            replayed.forks[key] = ArrayRecord(on_real(self.silo, silo, replayed.main, seed).state_dict())
+        return main_arm, replayed.forks[key]
 
     def books(self, replayed: RoundReplay, gains: np.ndarray, images: Sequence[float],
               spent: Sequence[float] | None = None) -> RealisedRound:
