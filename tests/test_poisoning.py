@@ -18,6 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from client_app.local import trained
 from client_app.silo import load_silo, training_tensors
+from research.poisoning import colluded
 from server_app.app import aggregation_rule, initial_model
 from server_app.config import load_settings
 from server_app.evaluation import ServerData
@@ -33,8 +34,6 @@ pytestmark = pytest.mark.usefixtures("task_identity")
 
 RUN = load_settings(["+experiment=tiny", "federation.num_orgs=5"])
 ROUNDS = 3
-ATTACK_NORM = 999.0
-UNDER_BOUND = 2.9
 """The within-bound attack's norm, in multiples of the attackers' own median honest norm."""
 DEFAULT = aggregation_rule(RUN.aggregation)
 PLAIN = Aggregation("fedavg")
@@ -53,8 +52,8 @@ def server_data() -> ServerData:
 class ClassifierGrid(HostileGrid):
     """Silos that train the real classifier on their real partitions and generate nothing;
     the nodes of ``attack`` (``reversed`` or ``reversed_bound``) send, all alike, the model
-    sent minus their mean update scaled to :data:`ATTACK_NORM` or to :data:`UNDER_BOUND`
-    times their median honest norm; ``absent`` silos never answer."""
+    :func:`research.poisoning.colluded` makes of their honest ones (their mean update
+    reversed, at a fixed large norm or just under the clip bound); ``absent`` silos never answer."""
 
     def __init__(self, attackers: int, attack: str = "reversed", absent: bool = False) -> None:
         organisations = RUN.federation.num_orgs
@@ -78,14 +77,8 @@ class ClassifierGrid(HostileGrid):
         return ArrayRecord(trained(RUN.silo, sent, images, labels, seed).state_dict())
 
     def _attack(self, sent: ArrayRecord, server_round: int) -> ArrayRecord:
-        start = sent.to_numpy_ndarrays()
-        updates = [[x - s for x, s in zip(self._honest(node, sent, server_round).to_numpy_ndarrays(), start)]
-                   for node in self.attackers]
-        mean = [np.mean([u[k] for u in updates], axis=0) for k in range(len(start))]
-        norm = ATTACK_NORM if self.attack == "reversed" else UNDER_BOUND * float(np.median([_norm(u) for u in updates]))
-        scale = norm / _norm(mean)
-        moved = (Array((s - scale * u).astype(s.dtype)) for s, u in zip(start, mean))
-        return ArrayRecord(dict(zip(sent.keys(), moved)))
+        honest = [self._honest(node, sent, server_round) for node in self.attackers]
+        return colluded(self.attack, honest, sent, np.random.default_rng(0))
 
     def _reply(self, message, attack):
         if message.metadata.message_type == "evaluate":
@@ -105,10 +98,6 @@ class ClassifierGrid(HostileGrid):
         twin = content.array_records[protocol.TWIN]
         return protocol.report_content(report, main, twin=ArrayRecord(
             {k: Array(v.numpy().copy()) for k, v in twin.items()}), fork=main)
-
-
-def _norm(arrays: list[np.ndarray]) -> float:
-    return float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays)))
 
 
 def server_update(sent: ArrayRecord, server_round: int) -> ArrayRecord:
