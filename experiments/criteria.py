@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from experiments.regret import GAME_ITEM
 from experiments.stats import t_interval
 from strategy.game.calibration import GAIN_NOISE_SD
 from strategy.records import RoundRecord
@@ -191,7 +192,7 @@ class ReplayedOutcome:
     """The game's item's gains ``Q_i`` in each replicate (``None``: not measured)."""
 
     @classmethod
-    def from_json(cls, seed: int, entry: dict[str, Any], game: str = "x1") -> ReplayedOutcome:
+    def from_json(cls, seed: int, entry: dict[str, Any], game: str = GAME_ITEM) -> ReplayedOutcome:
         summary = entry["summary"]
         [item] = [i for i in entry["items"] if i["item"] == game]
         return cls(seed, entry["round"], summary["regret"], summary["best_gain"], summary["best_sd"],

@@ -64,6 +64,10 @@ class Item:
         return [_rounded(self.level * s) for s in capacity]
 
 
+GAME_ITEM = Item("menu", GAME).name
+"""The game's decision's name in ``regret.json`` (``x1``)."""
+
+
 def _rounded(x: float) -> int:
     """Half away from zero (for x >= 0), not Python's half to even."""
     return int(math.floor(x + 0.5))
@@ -121,7 +125,7 @@ def round_summary(entry: dict[str, Any], replicates: int) -> dict[str, Any]:
     """A finished round's item means and sds and its cross-fit, from each item's first
     ``replicates`` replicates (an earlier replay may have kept more of some items)."""
     welfare = {item["item"]: [r["welfare"] for r in item["replicates"][:replicates]] for item in entry["items"]}
-    fit = cross_fit(welfare, Item("menu", GAME).name)
+    fit = cross_fit(welfare, GAME_ITEM)
     return {"welfare_mean": {name: float(np.mean(w)) for name, w in welfare.items()},
             "welfare_sd": {name: float(np.std(w, ddof=1)) for name, w in welfare.items()},
             "regret": fit.regret, "best_gain": fit.best_gain, "best_sd": fit.best_sd, "chosen": list(fit.chosen)}
