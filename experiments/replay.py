@@ -120,6 +120,8 @@ class RoundReplay:
     silos: tuple[SiloData, ...]
     profiles: tuple[Profile, ...]
     scenario: Scenario
+    made: dict[tuple[int, int], Synthetic] = field(default_factory=dict, compare=False, repr=False)
+    """Synthetic images sampled so far, by partition id and quota."""
     forks: dict[tuple[int, int], ArrayRecord] = field(default_factory=dict, compare=False, repr=False)
     """Fork arms trained so far, by partition id and training seed (they do not depend on the quota)."""
     fork_scores: dict[tuple[str, int, int], float] = field(default_factory=dict, compare=False, repr=False)
@@ -171,11 +173,15 @@ class RunReplay:
         return RoundReplay(row, main, twin, reference, silos, profiles, scenario)
 
     def images(self, replayed: RoundReplay, quotas: Sequence[int]) -> list[Synthetic]:
-        """Each organisation's synthetic images for ``quotas``, from the run's sampling seeds."""
+        """Each organisation's synthetic images for ``quotas``, from the run's sampling seeds
+        (sampled once per organisation and quota in the round: ``RoundReplay.made``)."""
         server_round = replayed.row.round
-        return [synthetic(self.silo, silo, _node(p), self.generator, int(quota), tuple(replayed.row.target),
-                          round_seed(self.silo.seed, server_round, "sampling", p))
-                for silo, p, quota in zip(replayed.silos, replayed.responders, quotas)]
+        for silo, p, quota in zip(replayed.silos, replayed.responders, quotas):
+            if (p, int(quota)) not in replayed.made:
+                replayed.made[p, int(quota)] = synthetic(self.silo, silo, _node(p), self.generator, int(quota),
+                                                         tuple(replayed.row.target),
+                                                         round_seed(self.silo.seed, server_round, "sampling", p))
+        return [replayed.made[p, int(quota)] for p, quota in zip(replayed.responders, quotas)]
 
     def replicate(self, replayed: RoundReplay, made: Sequence[Synthetic], quotas: Sequence[int],
                   seeds: Sequence[ReplicateSeeds]) -> Replicate:
