@@ -272,6 +272,17 @@ def test_the_welfare_is_linear_in_the_qualities_with_the_welfare_weights():
         weights @ quality(scenario, quotas) - scenario.cost @ quotas, rel=1e-12)
 
 
+def test_a_round_that_orders_no_image_predicts_its_zero_welfare_with_no_spread():
+    """Nobody generates: main and fork are one model, every gain and the welfare are exactly 0."""
+    scenario = example_scenario(gamma=1.0)
+    calibration = Calibration(CurveFit.kept(scenario.loss, "the example's curve"), eta=scenario.eta)
+    weights = welfare_weights(scenario)
+    nothing = calibration.spread(scenario, np.zeros(scenario.size), weights)
+    assert nothing.total == 0.0 and nothing.draw == 0.0 and nothing.scales == 0.0
+    one = calibration.spread(scenario, np.eye(scenario.size)[0] * 100.0, weights)
+    assert one.draw == pytest.approx(calibration.prior.noise_sd * np.linalg.norm(weights)) and one.scales > 0.0
+
+
 def test_the_welfare_spread_is_the_predictive_standard_deviation():
     """Sampling the scales from the belief and one draw's gains around them: the welfare's
     spread is the stated one, and its mean the welfare solved with the belief's mean."""
