@@ -127,16 +127,27 @@ def calibration(outcomes: Sequence[RoundOutcome]) -> Verdict:
     n = len(judged)
     if n == 0:
         return Verdict(None, None, False, {"rounds": 0})
-    z = np.array([o.welfare_z for o in judged], dtype=float)
-    rms = float(np.sqrt(np.mean(z ** 2)))
+    rms = _z_rms(judged)
     chi = stats.chi2(n)
     interval = (math.sqrt(n * rms ** 2 / chi.ppf(0.975)), math.sqrt(n * rms ** 2 / chi.ppf(0.025)))
-    covered = sum(abs(o.realised_welfare - o.predicted_welfare) <= PREDICTIVE_Z * o.welfare_sd for o in judged)
-    coverage, coverage_interval = proportion(covered, n)
+    coverage, coverage_interval = proportion(sum(map(_covered, judged)), n)
     passed = bool(Z_RMS_BAND[0] <= rms <= Z_RMS_BAND[1] and COVERAGE_BAND[0] <= coverage <= COVERAGE_BAND[1])
-    return Verdict(rms, interval, passed, {"rounds": n, "coverage": coverage,
-                                           "coverage_interval": list(coverage_interval or ()),
-                                           "mean_z": float(z.mean())})
+    generating = [o for o in judged if o.generated]
+    return Verdict(rms, interval, passed, {
+        "rounds": n, "coverage": coverage, "coverage_interval": list(coverage_interval or ()),
+        "mean_z": float(np.mean([o.welfare_z for o in judged])), "rounds_ordering_nothing": n - len(generating),
+        "generating": {"rounds": len(generating), "rms": _z_rms(generating) if generating else None,
+                       "coverage": float(np.mean([_covered(o) for o in generating])) if generating else None}})
+
+
+def _z_rms(judged: Sequence[RoundOutcome]) -> float:
+    """The root mean square of the rounds' welfare z."""
+    return float(np.sqrt(np.mean(np.square([o.welfare_z for o in judged], dtype=float))))
+
+
+def _covered(o: RoundOutcome) -> bool:
+    """The round's realised welfare lies in ``predicted +- PREDICTIVE_Z sd``."""
+    return bool(abs(o.realised_welfare - o.predicted_welfare) <= PREDICTIVE_Z * o.welfare_sd)
 
 
 def noise_ceiling(predicted: Sequence[float], noise_sd: float, draws: int = CEILING_DRAWS) -> float:

@@ -348,12 +348,29 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         f"{number(c4.get('best_sd'))}), the bound on the regret {number(c4.get('bound'))}; the game's welfare over "
         f"zero where it generates {number((c4.get('C4b') or {}).get('value'))} "
         f"{interval((c4.get('C4b') or {}).get('interval'))}.", "",
+        *left_out_lines(result["criteria"]["C1"], result["criteria"]["C2"], number),
         *noise_lines(result["criteria"]["C3"], result["criteria"]["C5"], number, interval),
-        f"The replays rebuild the runs: in {result['reproduction']['rounds']} replayed rounds, the game's item with "
+        f"The replays rebuild the runs: in {result['reproduction']['rounds']} replayed round"
+        f"{'' if result['reproduction']['rounds'] == 1 else 's'}, the game's item with "
         f"the run's seeds gives the run's global models (digests checked) and its gains to within "
         f"{number(result['reproduction']['max_gain_error'])}.", "",
         "Realised welfare (money per round) of each decision, mean over the replayed rounds:", "",
         markdown_table(["decision", "mean welfare", "95% interval", "rounds"], items_rows), ""])
+
+
+def left_out_lines(c1: dict[str, Any], c2: dict[str, Any], number: Callable[[float | None], str]) -> list[str]:
+    """Which seeds C1 left out, and C2 over the rounds that ordered images alone."""
+    lines = []
+    if c1.get("seeds_left_out"):
+        lines += [f"C1 leaves out seeds {', '.join(map(str, c1['seeds_left_out']))}: they ordered no image in any "
+                  "round.", ""]
+    generating = c2.get("generating")
+    if generating and c2.get("rounds_ordering_nothing"):
+        lines += [f"C2 counts {c2['rounds_ordering_nothing']} rounds that ordered no image: their welfare is "
+                  f"exactly 0 as predicted, so their z is 0. Over the {generating['rounds']} rounds that ordered "
+                  f"images the rms is {number(generating['rms'])} and the coverage {number(generating['coverage'])}.",
+                  ""]
+    return lines
 
 
 def noise_lines(c3: dict[str, Any], c5: dict[str, Any], number: Callable[[float | None], str],

@@ -104,6 +104,12 @@ def test_c2_checks_the_z_spread_and_the_80_percent_interval_coverage():
     low, high = verdict.interval
     assert low < rms < high
     assert verdict.passed is (0.75 <= rms <= 1.33) is True
+    assert verdict.details["rounds_ordering_nothing"] == 0 and verdict.details["generating"]["rms"] == verdict.value
+    nothing = [outcome(server_round=20 + k, generated=False, sd=10.0, z=0.0) for k in range(3)]  # welfare exactly 0
+    diluted = calibration(rounds + nothing)
+    assert diluted.value == pytest.approx(math.sqrt(np.sum(z ** 2) / 13)) and diluted.details["coverage"] == 11 / 13
+    assert diluted.details["rounds_ordering_nothing"] == 3
+    assert diluted.details["generating"] == {"rounds": 10, "rms": pytest.approx(rms), "coverage": 0.8}
     narrow = calibration([outcome(server_round=k, realised_welfare=0.1 * v, sd=1.0, z=0.1 * v)
                           for k, v in enumerate(z)])
     assert narrow.details["coverage"] == 1.0 and not narrow.passed  # over-dispersed predictions
