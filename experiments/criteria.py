@@ -213,10 +213,12 @@ class ReplayedOutcome:
 
 def replicate_gain_sd(replayed: Sequence[ReplayedOutcome]) -> float | None:
     """The median over organisation-rounds of the standard deviation of one organisation's
-    gain across the game's replicates: how noisily one gain is measured (``None``: no
-    organisation-round with two replicates)."""
+    gain across the game's replicates, in the rounds where the game ordered images: how
+    noisily one gain is measured (``None``: no organisation-round with two replicates)."""
     spreads = []
     for r in replayed:
+        if not r.game_generates:  # its gains are exactly 0, recorded without training
+            continue
         for gains in zip(*r.game_gains, strict=True):
             measured = [g for g in gains if g is not None]
             if len(measured) >= 2:

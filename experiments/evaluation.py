@@ -350,12 +350,19 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         f"{interval((c4.get('C4b') or {}).get('interval'))}.", "",
         *left_out_lines(result["criteria"]["C1"], result["criteria"]["C2"], number),
         *noise_lines(result["criteria"]["C3"], result["criteria"]["C5"], number, interval),
-        f"The replays rebuild the runs: in {result['reproduction']['rounds']} replayed round"
-        f"{'' if result['reproduction']['rounds'] == 1 else 's'}, the game's item with "
-        f"the run's seeds gives the run's global models (digests checked) and its gains to within "
-        f"{number(result['reproduction']['max_gain_error'])}.", "",
+        *reproduction_lines(result["reproduction"], number),
         "Realised welfare (money per round) of each decision, mean over the replayed rounds:", "",
         markdown_table(["decision", "mean welfare", "95% interval", "rounds"], items_rows), ""])
+
+
+def reproduction_lines(reproduced: dict[str, Any], number: Callable[[float | None], str]) -> list[str]:
+    """How exactly the replays rebuilt the runs, once a round is replayed."""
+    rounds = reproduced["rounds"]
+    if not rounds:
+        return []
+    return [f"The replays rebuild the runs: in {rounds} replayed round{'' if rounds == 1 else 's'}, the game's item "
+            f"with the run's seeds gives the run's global models (digests checked) and its gains to within "
+            f"{number(reproduced['max_gain_error'])}.", ""]
 
 
 def left_out_lines(c1: dict[str, Any], c2: dict[str, Any], number: Callable[[float | None], str]) -> list[str]:

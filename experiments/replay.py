@@ -188,10 +188,11 @@ class RunReplay:
         """The round trained once with each organisation's ``seeds`` on its ``made`` images
         (ordered ``quotas``): both arms, their paired aggregation, the deployed models' gains.
 
-        The models are :func:`client_app.local.arms` and :func:`client_app.local.deployed_models`'.
-        A fork arm and a deployed fork's score do not depend on the quota, so the round trains
-        each once per organisation and seed (``RoundReplay.forks``, ``fork_scores``) and reuses
-        it for every quota."""
+        The models are those of :func:`client_app.local.arms` and
+        :func:`client_app.local.deployed_models`. A fork arm does not depend on the quota, and a
+        deployed fork depends on it only through the fork global model, so the round trains
+        each once per organisation and seed (and fork global: ``RoundReplay.forks``,
+        ``fork_scores``) and reuses it for every quota."""
         mains, forks, local = [], [], []
         for index, (images, quota, profile, seed) in enumerate(zip(made, quotas, replayed.profiles, seeds)):
             main_arm, fork_arm = self._arms(replayed, index, images, seed.training)

@@ -194,7 +194,7 @@ def realise(plan: RoundPlan, judged: dict[int, Judged], effect: ForkRecord, cali
     realised = realised_books(got.scenario, plan.game, got.predicted.rho, got.predicted.mix, got.gains, got.images,
                               got.spent, transfer_cap)
     pilot_scenario, _ = round_scenario(got.profiles, replace(plan.game, loss=calibration.curve.curve))
-    spread = calibration.spread(pilot_scenario, got.predicted.quotas, welfare_weights(got.scenario))
+    spread = calibration.spread(pilot_scenario, got.predicted.quotas, welfare_weights(got.scenario), got.images)
     reports = [a.report for a in got.answers]
     measured = MeasuredRecord(
         responders=[p.partition_id for p in got.profiles], received_quotas=[r.quota for r in reports],

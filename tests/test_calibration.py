@@ -273,12 +273,16 @@ def test_the_welfare_is_linear_in_the_qualities_with_the_welfare_weights():
 
 
 def test_a_round_that_orders_no_image_predicts_its_zero_welfare_with_no_spread():
-    """Nobody generates: main and fork are one model, every gain and the welfare are exactly 0."""
+    """Nobody is ordered or makes an image: main and fork are one model, every gain and the
+    welfare are exactly 0. Where the re-solved game orders nothing but images were made, the
+    gains still have their noise."""
     scenario = example_scenario(gamma=1.0)
     calibration = Calibration(CurveFit.kept(scenario.loss, "the example's curve"), eta=scenario.eta)
     weights = welfare_weights(scenario)
     nothing = calibration.spread(scenario, np.zeros(scenario.size), weights)
     assert nothing.total == 0.0 and nothing.draw == 0.0 and nothing.scales == 0.0
+    made = calibration.spread(scenario, np.zeros(scenario.size), weights, made=np.eye(scenario.size)[1] * 50.0)
+    assert made.draw == pytest.approx(calibration.prior.noise_sd * np.linalg.norm(weights))  # images were made
     one = calibration.spread(scenario, np.eye(scenario.size)[0] * 100.0, weights)
     assert one.draw == pytest.approx(calibration.prior.noise_sd * np.linalg.norm(weights)) and one.scales > 0.0
 

@@ -149,6 +149,8 @@ def test_the_replicate_gain_sd_is_the_median_spread_of_one_organisations_gain():
               replayed(0, 0, 0, [0, 0], gains=[(0.1,), (0.2,)])]  # 0.0707
     assert replicate_gain_sd(rounds) == pytest.approx(np.std([0.1, 0.2], ddof=1))
     assert replicate_gain_sd([replayed(0, 0, 0, [0], gains=[(0.1, 0.2)])]) is None  # one replicate
+    nothing = replayed(0, 0, 0, [0, 0], generates=False, gains=[(0.0, 0.0, 0.0)] * 2)  # exactly 0, not measured
+    assert replicate_gain_sd([*rounds, nothing, nothing]) == replicate_gain_sd(rounds)
 
 
 def test_c4_bounds_the_regret_by_a_share_of_the_best_gain_and_wants_the_game_above_zero():

@@ -284,15 +284,16 @@ class Calibration:
         calibration.scales = calibration._filtered()
         return calibration
 
-    def spread(self, pilot_scenario: Scenario, quotas: np.ndarray, weights: np.ndarray) -> WelfareSpread:
+    def spread(self, pilot_scenario: Scenario, quotas: np.ndarray, weights: np.ndarray,
+               made: np.ndarray | None = None) -> WelfareSpread:
         """The predictive spread of the welfare of a round solved with the current scales at
-        ``quotas`` (:func:`welfare_spread`; ``pilot_scenario`` as in :meth:`observe`). With no
-        image ordered anywhere every main model is its fork, so every gain is exactly 0: the
-        spread is 0 too (no draw noise, and no regressor for the scales to move)."""
+        ``quotas`` (:func:`welfare_spread`; ``pilot_scenario`` as in :meth:`observe`). Where
+        no image is ordered, nor made (``made``: the images the organisations made, where
+        known), every main model is its fork, so every gain is exactly 0: no draw noise."""
         ordered = np.asarray(quotas, dtype=float)
         shared, private = gain_terms(pilot_scenario, ordered)
-        noise_sd = self.prior.noise_sd if np.any(ordered > 0) else 0.0
-        return welfare_spread(shared, private, weights, self.scales, noise_sd)
+        generated = np.any(ordered > 0) or (made is not None and np.any(np.asarray(made) > 0))
+        return welfare_spread(shared, private, weights, self.scales, self.prior.noise_sd if generated else 0.0)
 
     def observe(self, pilot_scenario: Scenario, images: np.ndarray, gains: np.ndarray,
                 measured: np.ndarray | None = None) -> GainScales:
