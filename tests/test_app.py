@@ -18,7 +18,7 @@ import pytest
 from flwr.simulation import run_simulation
 
 from client_app.app import app as client_app
-from experiments.evaluation import report as evaluation_report
+from experiments.evaluation.report import report as evaluation_report
 from experiments.regret import REGRET, cross_fit
 from experiments.regret import main as regret_main
 from experiments.replay import ledger_profiles

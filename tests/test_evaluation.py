@@ -25,6 +25,7 @@ from experiments.criteria import (
     ranking,
     replicate_gain_sd,
 )
+from experiments.evaluation import runner
 from experiments.regret import Item, cross_fit, items, round_summary
 from experiments.tables import kept_section, with_section
 from strategy.checkpoint import CHECKPOINT
@@ -220,16 +221,16 @@ def test_the_runner_starts_resumes_and_restarts_runs_and_records_each_step(tmp_p
             (folder / "summary.json").write_text("{}")
         return 0 if happened == "finish" else 1
 
-    monkeypatch.setattr(evaluation, "_step", step)
+    monkeypatch.setattr(runner, "_step", step)
     with pytest.raises(RuntimeError, match="exited 1"):
-        evaluation.make_run(tmp_path, 10)
+        runner.make_run(tmp_path, 10)
     assert evaluation.run_of(tmp_path, 10).name == "run-1" and calls == [f"seed=10 {evaluation.RUN_OVERRIDES}"]
     with pytest.raises(RuntimeError, match="exited 1"):  # run-1 completed no round: it starts again
-        evaluation.make_run(tmp_path, 10)
+        runner.make_run(tmp_path, 10)
     assert evaluation.run_of(tmp_path, 10).name == "run-2"
-    made = evaluation.make_run(tmp_path, 10)  # run-2 completed a round: resumed
+    made = runner.make_run(tmp_path, 10)  # run-2 completed a round: resumed
     assert made.name == "run-2" and calls[-1] == f"resume={made}" and evaluation.finished(made)
-    assert evaluation.make_run(tmp_path, 10) == made and len(calls) == 3  # finished: nothing to do
+    assert runner.make_run(tmp_path, 10) == made and len(calls) == 3  # finished: nothing to do
     (tmp_path / "seed-10" / "other").mkdir()
     with pytest.raises(RuntimeError, match="2 run folders"):
         evaluation.run_of(tmp_path, 10)
@@ -248,14 +249,14 @@ def test_a_failing_seed_is_reported_after_the_other_seeds_steps(tmp_path, monkey
             raise RuntimeError("seed 12: the regret replay exited 1")
         replayed_seeds.append(seed)
 
-    monkeypatch.setattr(evaluation, "make_run", make_run)
-    monkeypatch.setattr(evaluation, "replay_run", replay_run)
-    assert evaluation.run(tmp_path, [10, 11, 12, 13]) == 1 and replayed_seeds == [10, 13]
-    assert evaluation.run(tmp_path, [10, 13]) == 0
+    monkeypatch.setattr(runner, "make_run", make_run)
+    monkeypatch.setattr(runner, "replay_run", replay_run)
+    assert runner.run(tmp_path, [10, 11, 12, 13]) == 1 and replayed_seeds == [10, 13]
+    assert runner.run(tmp_path, [10, 13]) == 0
 
 
 def test_a_step_is_logged_and_recorded_with_its_commit_and_machine(tmp_path):
-    status = evaluation._step(["true"], tmp_path / "seed-1.log", {})
+    status = runner._step(["true"], tmp_path / "seed-1.log", {})
     [record] = [json.loads(line) for line in (tmp_path / evaluation.STEPS).read_text().splitlines()]
     assert status == 0 and record["status"] == 0 and record["command"] == ["true"]
     assert len(record["commit"].removesuffix("+dirty")) == 40 and record["cpu"] and record["cores"] >= 1
@@ -281,7 +282,7 @@ def test_status_counts_rounds_and_replicates_and_paces_the_rest_on_finished_step
     run_folder(12, 2, False)
     wanted = evaluation.replicates_wanted()
     assert wanted == 2 * 7 * 4
-    lines = evaluation.status(tmp_path, [10, 11, 12, 13])
+    lines = runner.status(tmp_path, [10, 11, 12, 13])
     assert lines[:4] == [f"seed 10: run finished, replays at {wanted}/{wanted} replicates",
                          f"seed 11: run finished, replays at {wanted // 2}/{wanted} replicates",
                          f"seed 12: run at 2 rounds, replays at 0/{wanted} replicates",
@@ -293,7 +294,7 @@ def test_status_counts_rounds_and_replicates_and_paces_the_rest_on_finished_step
              {"command": ["scripts/run.sh", "seed=12 x"], "seconds": 10.0, "status": 1},  # failed: not a pace
              {"command": ["python", "-m", "experiments.regret", "run"], "seconds": 7200.0, "status": 0}]
     (tmp_path / evaluation.STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))
-    progress = [evaluation.seed_progress(tmp_path, seed) for seed in (10, 11, 12, 13)]
-    # 2 runs at the median 2000 s; 0.5 + 1 + 1 replays at 7200 s
-    assert evaluation.time_left(tmp_path, progress) == pytest.approx(2 * 2000.0 + 2.5 * 7200.0)
-    assert evaluation.status(tmp_path, [10])[-1].startswith("everything is done")
+    progress = [runner.seed_progress(tmp_path, seed) for seed in (10, 11, 12, 13)]
+    # 0.5 + 1 runs at the median 2000 s (seed 12 has 2 of its 4 rounds); 0.5 + 1 + 1 replays at 7200 s
+    assert runner.time_left(tmp_path, progress) == pytest.approx(1.5 * 2000.0 + 2.5 * 7200.0)
+    assert runner.status(tmp_path, [10])[-1].startswith("everything is done")
