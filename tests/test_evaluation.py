@@ -25,7 +25,7 @@ from experiments.criteria import (
     ranking,
     replicate_gain_sd,
 )
-from experiments.evaluation import runner
+from experiments.evaluation import report, runner
 from experiments.regret import Item, cross_fit, items, round_summary
 from experiments.tables import kept_section, with_section
 from strategy.checkpoint import CHECKPOINT
@@ -298,3 +298,21 @@ def test_status_counts_rounds_and_replicates_and_paces_the_rest_on_finished_step
     # 0.5 + 1 runs at the median 2000 s (seed 12 has 2 of its 4 rounds); 0.5 + 1 + 1 replays at 7200 s
     assert runner.time_left(tmp_path, progress) == pytest.approx(1.5 * 2000.0 + 2.5 * 7200.0)
     assert runner.status(tmp_path, [10])[-1].startswith("everything is done")
+
+
+def test_the_compute_counts_recorded_steps_and_the_summary_of_a_run_the_records_miss(tmp_path):
+    for seed, wall in ((10, 900.0), (11, 0.0)):
+        run = tmp_path / f"seed-{seed}" / "run"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"wall_seconds": wall}))
+    steps = [{"command": ["scripts/run.sh", f"seed=11 {evaluation.RUN_OVERRIDES}"], "seconds": 1800.0, "status": 0,
+              "commit": "a" * 40, "cpu": "CPU X", "cores": 2},
+             {"command": ["python", "-m", "experiments.regret", "run"], "seconds": 900.0, "status": 0,
+              "commit": "b" * 40, "cpu": "CPU X", "cores": 2}]
+    (tmp_path / evaluation.STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))
+    spent = report.compute_spent(tmp_path, [10, 11])
+    assert spent["wall_hours"] == pytest.approx(1.0) and spent["cpu_hours"] == pytest.approx(2.0)
+    assert spent["run_commits"] == ["a" * 40] and spent["replay_commits"] == ["b" * 40]
+    assert spent["unrecorded_runs"] == [10] and spent["machines"] == ["CPU X"]
+    line = report.commits_line({"commit": "a" * 40, "replay_commit": "b" * 40, "unrecorded_runs": [10]})
+    assert line.startswith("runs made at aaaaaaa, replays at bbbbbbb (the run of seed 10 predates")

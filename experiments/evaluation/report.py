@@ -46,18 +46,24 @@ def outcomes(root: Path, seeds: Sequence[int]) -> tuple[list[RoundOutcome], list
 
 def compute_spent(root: Path, seeds: Sequence[int]) -> dict[str, Any]:
     """Wall and CPU hours of the steps ``STEPS`` recorded (CPU hours: wall x the host's cores,
-    which the runs keep busy), the commits the runs were made with, and the machines."""
+    which the runs keep busy), the commits the runs and the replays were made with, and the
+    machines. A run whose first step ``STEPS`` does not hold counts its summary's wall time,
+    and is named in ``unrecorded_runs``: its commit is not known here."""
     recorded = steps(root)
     seconds = sum(step["seconds"] for step in recorded)
     runs = [step for step in recorded if step["command"][0] == RUN_SCRIPT]
-    for seed in seeds:  # a run whose first step was not recorded: its own wall time
+    replays = [step for step in recorded if "experiments.regret" in step["command"]]
+    unrecorded = []
+    for seed in seeds:
         made = run_of(root, seed)
         if finished(made) and f"seed={seed} {RUN_OVERRIDES}" not in {step["command"][-1] for step in runs}:
             seconds += json.loads((made / "summary.json").read_text())["wall_seconds"]
+            unrecorded.append(seed)
     cores = max((step["cores"] for step in recorded), default=os.cpu_count() or 1)
     return {"wall_hours": seconds / 3600, "cpu_hours": seconds * cores / 3600,
             "machines": sorted({step["cpu"] for step in recorded} or {cpu_model()}),
-            "commits": sorted({step["commit"] for step in runs})}
+            "run_commits": sorted({step["commit"] for step in runs}),
+            "replay_commits": sorted({step["commit"] for step in replays}), "unrecorded_runs": unrecorded}
 
 
 def report(root: Path, seeds: Sequence[int], out: Path, markdown: Path) -> dict[str, Any]:
@@ -69,7 +75,8 @@ def report(root: Path, seeds: Sequence[int], out: Path, markdown: Path) -> dict[
     result = {"criteria": {name: verdict.to_json() for name, verdict in verdicts.items()}, "seeds": list(seeds),
               "rounds": max((o.server_round for o in rounds), default=0), "replayed_rounds": list(REPLAY_ROUNDS),
               "all_zero_rounds": sum(not o.generated for o in rounds),
-              "commit": spent["commits"][0] if len(spent["commits"]) == 1 else spent["commits"],
+              "commit": one_or_all(spent["run_commits"]), "replay_commit": one_or_all(spent["replay_commits"]),
+              "unrecorded_runs": spent["unrecorded_runs"],
               "cpu_hours": spent["cpu_hours"], "wall_hours": spent["wall_hours"], "machines": spent["machines"],
               "item_welfare": item_welfare(root, seeds), "reproduction": reproduction(root, seeds)}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +84,11 @@ def report(root: Path, seeds: Sequence[int], out: Path, markdown: Path) -> dict[
     text = markdown.read_text() if markdown.exists() else ""
     markdown.write_text(with_section(text, EVALUATION_SECTION, evaluation_markdown(result, out, markdown)))
     return result
+
+
+def one_or_all(commits: list[str]) -> str | list[str]:
+    """A commit where every step ran at one, else all of them."""
+    return commits[0] if len(commits) == 1 else commits
 
 
 def item_welfare(root: Path, seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
@@ -134,7 +146,7 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         f"item; {result['all_zero_rounds']} round{'' if result['all_zero_rounds'] == 1 else 's'} ordered no image "
         "(left out of C1 and C5).",
         f"- Compute: {result['wall_hours']:.1f} h wall, {result['cpu_hours']:.1f} CPU hours on "
-        f"{'; '.join(result['machines'])}; commit {result['commit']}.", "",
+        f"{'; '.join(result['machines'])}; {commits_line(result)}.", "",
         markdown_table(["criterion", "what", "value", "95% interval", "verdict"], rows), "",
         f"C4 in detail: the best item's cross-fitted gain over zero {number(c4.get('best_gain'))} (replicate sd "
         f"{number(c4.get('best_sd'))}), the bound on the regret {number(c4.get('bound'))}; the game's welfare over "
@@ -145,6 +157,19 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         *reproduction_lines(result["reproduction"], number),
         "Realised welfare (money per round) of each decision, mean over the replayed rounds:", "",
         markdown_table(["decision", "mean welfare", "95% interval", "rounds"], items_rows), ""])
+
+
+def commits_line(result: dict[str, Any]) -> str:
+    """Which commits made the runs and the replays, and which runs the step records miss."""
+    def named(commits: str | list[str]) -> str:
+        return ", ".join(c[:7] for c in ([commits] if isinstance(commits, str) else commits)) or "not recorded"
+
+    line = f"runs made at {named(result['commit'])}, replays at {named(result['replay_commit'])}"
+    if result["unrecorded_runs"]:
+        seeds, many = ", ".join(map(str, result["unrecorded_runs"])), len(result["unrecorded_runs"]) > 1
+        line += (f" (the run{'s' if many else ''} of seed{'s' if many else ''} {seeds} predate{'' if many else 's'} "
+                 "the step records: counted at the summary's wall time, commit not recorded)")
+    return line
 
 
 def reproduction_lines(reproduced: dict[str, Any], number: Callable[[float | None], str]) -> list[str]:
