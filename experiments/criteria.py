@@ -232,7 +232,10 @@ def decision_value(replayed: Sequence[ReplayedOutcome]) -> Verdict:
     C4a passes when ``R <= REGRET_SHARE G`` where ``G`` exceeds that sd, else when ``R <= sd``.
     C4b: over the rounds where the game generates, the t-interval of the game's mean welfare
     over zero lies above 0 (not applicable with fewer than 2 such rounds). Passes when C4a
-    does and C4b does where it applies; not judged (``None``) without a replayed round."""
+    does and C4b does where it applies; not judged (``None``) without a replayed round.
+
+    ``details``: beside the verdict, the mean regret and best gain over the rounds where the
+    game generates and over those where it ordered nothing, apart (``by_decision``)."""
     if not replayed:  # nothing replayed yet: not judged
         return Verdict(None, None, None, {"rounds": 0})
     regrets = [r.regret for r in replayed]
@@ -251,7 +254,12 @@ def decision_value(replayed: Sequence[ReplayedOutcome]) -> Verdict:
         "rounds": len(replayed), "best_gain": gain, "best_sd": sd, "an_item_beats_zero": bool(beats_zero),
         "bound": bound, "C4a": bool(mean_regret <= bound),
         "C4b": {"rounds": game.n, "value": _finite(game.mean),
-                "interval": [_finite(game.low), _finite(game.high)] if applicable else None, "pass": game_passed}})
+                "interval": [_finite(game.low), _finite(game.high)] if applicable else None, "pass": game_passed},
+        "by_decision": {name: {"rounds": len(part), "regret": float(np.mean([r.regret for r in part])),
+                               "best_gain": float(np.mean([r.best_gain for r in part]))}
+                        for name, part in (("generating", [r for r in replayed if r.game_generates]),
+                                           ("ordering_nothing", [r for r in replayed if not r.game_generates]))
+                        if part}})
 
 
 def individual_rationality(outcomes: Sequence[RoundOutcome]) -> Verdict:

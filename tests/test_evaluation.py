@@ -170,6 +170,9 @@ def test_c4_bounds_the_regret_by_a_share_of_the_best_gain_and_wants_the_game_abo
                            replayed(4.0, 5.0, 10.0, [-3, 1], server_round=3)])
     assert not flat.details["an_item_beats_zero"] and flat.details["bound"] == 10.0 and flat.details["C4a"]
     assert flat.details["C4b"] == {"rounds": 1, "value": -1.0, "interval": None, "pass": None} and flat.passed
+    assert flat.details["by_decision"] == {"generating": {"rounds": 1, "regret": 4.0, "best_gain": 5.0},
+                                           "ordering_nothing": {"rounds": 1, "regret": 3.0, "best_gain": 5.0}}
+    assert list(verdict.details["by_decision"]) == ["generating"]
     losing = decision_value([replayed(0.0, 100.0, 1.0, [-50, -60]), replayed(0.0, 60.0, 1.0, [-40, -44])])
     assert losing.details["C4a"] and losing.details["C4b"]["pass"] is False and not losing.passed
     assert decision_value([]).passed is None  # nothing replayed: not judged

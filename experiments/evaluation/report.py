@@ -152,11 +152,24 @@ def evaluation_markdown(result: dict[str, Any], out: Path, markdown: Path) -> st
         f"{number(c4.get('best_sd'))}), the bound on the regret {number(c4.get('bound'))}; the game's welfare over "
         f"zero where it generates {number((c4.get('C4b') or {}).get('value'))} "
         f"{interval((c4.get('C4b') or {}).get('interval'))}.", "",
+        *decision_lines(c4, number),
         *left_out_lines(result["criteria"]["C1"], result["criteria"]["C2"], number),
         *noise_lines(result["criteria"]["C3"], result["criteria"]["C5"], number, interval),
         *reproduction_lines(result["reproduction"], number),
         "Realised welfare (money per round) of each decision, mean over the replayed rounds:", "",
         markdown_table(["decision", "mean welfare", "95% interval", "rounds"], items_rows), ""])
+
+
+def decision_lines(c4: dict[str, Any], number: Callable[[float | None], str]) -> list[str]:
+    """C4's regret over the rounds where the game generated and where it ordered nothing,
+    where the replayed rounds hold both."""
+    parts = c4.get("by_decision", {})
+    if len(parts) < 2:
+        return []
+    said = {"generating": "where the game ordered images", "ordering_nothing": "where it ordered none"}
+    return ["C4's regret by the game's decision: " + "; ".join(
+        f"{said[name]}, {number(part['regret'])} over {part['rounds']} rounds (best gain over zero "
+        f"{number(part['best_gain'])})" for name, part in parts.items()) + ".", ""]
 
 
 def commits_line(result: dict[str, Any]) -> str:
