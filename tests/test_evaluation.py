@@ -260,8 +260,10 @@ def test_a_failing_seed_is_reported_after_the_other_seeds_steps(tmp_path, monkey
 
 def test_a_step_is_logged_and_recorded_with_its_commit_and_machine(tmp_path):
     status = runner._step(["true"], tmp_path / "seed-1.log", {})
-    [record] = [json.loads(line) for line in (tmp_path / evaluation.STEPS).read_text().splitlines()]
+    [start, record] = [json.loads(line) for line in (tmp_path / evaluation.STEPS).read_text().splitlines()]
+    assert start["status"] is None and start["started"] == record["started"]
     assert status == 0 and record["status"] == 0 and record["command"] == ["true"]
+    assert evaluation.steps(tmp_path) == [record] and evaluation.interrupted_steps(tmp_path) == []
     assert len(record["commit"].removesuffix("+dirty")) == 40 and record["cpu"] and record["cores"] >= 1
     assert "=== " in (tmp_path / "seed-1.log").read_text()
 
@@ -308,14 +310,20 @@ def test_the_compute_counts_recorded_steps_and_the_summary_of_a_run_the_records_
         run = tmp_path / f"seed-{seed}" / "run"
         run.mkdir(parents=True)
         (run / "summary.json").write_text(json.dumps({"wall_seconds": wall}))
-    steps = [{"command": ["scripts/run.sh", f"seed=11 {evaluation.RUN_OVERRIDES}"], "seconds": 1800.0, "status": 0,
-              "commit": "a" * 40, "cpu": "CPU X", "cores": 2},
-             {"command": ["python", "-m", "experiments.regret", "run"], "seconds": 900.0, "status": 0,
-              "commit": "b" * 40, "cpu": "CPU X", "cores": 2}]
+    replay = {"command": ["python", "-m", "experiments.regret", "run"], "started": 0.0, "status": None,
+              "commit": "b" * 40, "cpu": "CPU X", "cores": 2}
+    steps = [replay, {**replay, "started": 60.0}, {**replay, "started": 60.0, "seconds": 900.0, "status": 0},
+             {"command": ["scripts/run.sh", f"seed=11 {evaluation.RUN_OVERRIDES}"], "started": 1000.0,
+              "seconds": 1800.0, "status": 0, "commit": "a" * 40, "cpu": "CPU X", "cores": 2}]
     (tmp_path / evaluation.STEPS).write_text("".join(json.dumps(step) + "\n" for step in steps))
     spent = report.compute_spent(tmp_path, [10, 11])
     assert spent["wall_hours"] == pytest.approx(1.0) and spent["cpu_hours"] == pytest.approx(2.0)
     assert spent["run_commits"] == ["a" * 40] and spent["replay_commits"] == ["b" * 40]
     assert spent["unrecorded_runs"] == [10] and spent["machines"] == ["CPU X"]
-    line = report.commits_line({"commit": "a" * 40, "replay_commit": "b" * 40, "unrecorded_runs": [10]})
-    assert line.startswith("runs made at aaaaaaa, replays at bbbbbbb (the run of seed 10 predates")
+    # the replay that started at 0 never ended: named, its time not counted
+    assert spent["interrupted_steps"] == [{"command": "python -m experiments.regret run",
+                                           "started": "1970-01-01T00:00:00Z"}]
+    line = report.commits_line({"commit": "a" * 40, "replay_commit": "b" * 40, "unrecorded_runs": [10],
+                                "interrupted_steps": spent["interrupted_steps"]})
+    assert line.startswith("runs made at aaaaaaa, replays at bbbbbbb; 1 step stopped before it ended, not counted "
+                           "(the run of seed 10 predates")

@@ -30,7 +30,8 @@ REPLICATES = 4
 REPOSITORY = Path(__file__).resolve().parents[2]
 RUN_SCRIPT = "scripts/run.sh"
 STEPS = "steps.jsonl"
-"""Every step's command, wall seconds, exit status, commit and machine, one JSON line each."""
+"""Every step, one JSON line when it starts (its command, start time, commit and machine,
+``status`` null) and one when it ends (the same with its wall ``seconds`` and exit status)."""
 
 
 def seed_folder(root: Path, seed: int) -> Path:
@@ -62,10 +63,23 @@ def replicates_wanted() -> int:
     return len(REPLAY_ROUNDS) * len(registered_items()) * REPLICATES
 
 
-def steps(root: Path) -> list[dict[str, Any]]:
-    """The records of ``root``'s steps, oldest first (none before the first step)."""
+def _records(root: Path) -> list[dict[str, Any]]:
     path = root / STEPS
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def steps(root: Path) -> list[dict[str, Any]]:
+    """The steps of ``root`` that ended, with their wall seconds and exit status, oldest first."""
+    return [record for record in _records(root) if record["status"] is not None]
+
+
+def interrupted_steps(root: Path) -> list[dict[str, Any]]:
+    """The steps of ``root`` that started and never ended (stopped with the process that ran
+    them): their wall time is not known."""
+    records = _records(root)
+    ended = {(record["started"], tuple(record["command"])) for record in records if record["status"] is not None}
+    return [record for record in records
+            if record["status"] is None and (record["started"], tuple(record["command"])) not in ended]
 
 
 def cpu_model() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from experiments.evaluation import (
     RUN_SCRIPT,
     cpu_model,
     finished,
+    interrupted_steps,
     run_of,
     seed_folder,
     steps,
@@ -63,7 +65,10 @@ def compute_spent(root: Path, seeds: Sequence[int]) -> dict[str, Any]:
     return {"wall_hours": seconds / 3600, "cpu_hours": seconds * cores / 3600,
             "machines": sorted({step["cpu"] for step in recorded} or {cpu_model()}),
             "run_commits": sorted({step["commit"] for step in runs}),
-            "replay_commits": sorted({step["commit"] for step in replays}), "unrecorded_runs": unrecorded}
+            "replay_commits": sorted({step["commit"] for step in replays}), "unrecorded_runs": unrecorded,
+            "interrupted_steps": [{"command": " ".join(step["command"]),
+                                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(step["started"]))}
+                                  for step in interrupted_steps(root)]}
 
 
 def report(root: Path, seeds: Sequence[int], out: Path, markdown: Path) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def report(root: Path, seeds: Sequence[int], out: Path, markdown: Path) -> dict[
               "rounds": max((o.server_round for o in rounds), default=0), "replayed_rounds": list(REPLAY_ROUNDS),
               "all_zero_rounds": sum(not o.generated for o in rounds),
               "commit": one_or_all(spent["run_commits"]), "replay_commit": one_or_all(spent["replay_commits"]),
-              "unrecorded_runs": spent["unrecorded_runs"],
+              "unrecorded_runs": spent["unrecorded_runs"], "interrupted_steps": spent["interrupted_steps"],
               "cpu_hours": spent["cpu_hours"], "wall_hours": spent["wall_hours"], "machines": spent["machines"],
               "item_welfare": item_welfare(root, seeds), "reproduction": reproduction(root, seeds)}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +183,10 @@ def commits_line(result: dict[str, Any]) -> str:
         return ", ".join(c[:7] for c in ([commits] if isinstance(commits, str) else commits)) or "not recorded"
 
     line = f"runs made at {named(result['commit'])}, replays at {named(result['replay_commit'])}"
+    if result["interrupted_steps"]:
+        stopped = len(result["interrupted_steps"])
+        line += f"; {stopped} step{'' if stopped == 1 else 's'} stopped before {'it' if stopped == 1 else 'they'} " \
+                "ended, not counted"
     if result["unrecorded_runs"]:
         seeds, many = ", ".join(map(str, result["unrecorded_runs"])), len(result["unrecorded_runs"]) > 1
         line += (f" (the run{'s' if many else ''} of seed{'s' if many else ''} {seeds} predate{'' if many else 's'} "

@@ -49,16 +49,20 @@ from strategy.checkpoint import CHECKPOINT
 def _step(command: list[str], log: Path, environment: dict[str, str]) -> int:
     """Run one step with its console appended to ``log``, and its wall time, commit and
     machine to ``STEPS`` beside it; its exit status."""
-    started = time.time()
+    record = {"command": command, "started": time.time(), "status": None,
+              "commit": _commit(), "cpu": cpu_model(), "cores": os.cpu_count()}
+    _record(log.parent, record)
     with log.open("a") as console:
         console.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
         console.flush()
         status = subprocess.call(command, cwd=REPOSITORY, stdout=console, stderr=subprocess.STDOUT, env=environment)
-    record = {"command": command, "started": started, "seconds": time.time() - started, "status": status,
-              "commit": _commit(), "cpu": cpu_model(), "cores": os.cpu_count()}
-    with (log.parent / STEPS).open("a") as records:
-        records.write(json.dumps(record) + "\n")
+    _record(log.parent, record | {"seconds": time.time() - record["started"], "status": status})
     return status
+
+
+def _record(root: Path, record: dict[str, object]) -> None:
+    with (root / STEPS).open("a") as records:
+        records.write(json.dumps(record) + "\n")
 
 
 def _commit() -> str:
