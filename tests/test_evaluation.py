@@ -327,3 +327,12 @@ def test_the_compute_counts_recorded_steps_and_the_summary_of_a_run_the_records_
                                 "interrupted_steps": spent["interrupted_steps"]})
     assert line.startswith("runs made at aaaaaaa, replays at bbbbbbb; 1 step stopped before it ended, not counted "
                            "(the run of seed 10 predates")
+
+
+def test_cochrans_homogeneity_pools_by_inverse_variance():
+    from research.eta_signal import homogeneity
+
+    test = homogeneity([1.0, 3.0, 2.0], [1.0, 1.0, 0.5])  # weights 1, 1, 4
+    assert test.pooled == pytest.approx(2.0) and test.chi2 == pytest.approx(2.0) and test.dof == 2
+    assert test.p == pytest.approx(math.exp(-1.0))  # chi-square on 2 dof: P(X > x) = exp(-x / 2)
+    assert homogeneity([0.5, 0.5], [0.1, 0.3]).p == pytest.approx(1.0)
