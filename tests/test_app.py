@@ -28,6 +28,7 @@ from research.refilter import RefilteredRound, drift_line, drift_steps, refilter
 from research.refilter import main as refilter_main
 from research.repilot import REPILOT
 from research.repilot import main as repilot_main
+from research.round_scenario import round_scenario_spec
 from research.value_band import main as band_main
 from research.value_band import round_game, round_quotas, run_band
 from server_app.app import make_server_app
@@ -35,6 +36,7 @@ from server_app.config import load_settings
 from strategy import protocol
 from strategy.checkpoint import load_checkpoint
 from strategy.game.calibration import GainScales, gain_terms
+from strategy.game.cli import AUDIT_KEYS, game_spec, solve_spec
 from strategy.game.learning_curve import CurveFit
 from strategy.game.policies import solve
 from strategy.profiles import round_scenario
@@ -112,6 +114,15 @@ def test_quotas_follow_the_calibrated_game_and_the_ledger_balances(calibrated_ru
     assert summary["organisations"] == 3  # those whose models made the books
     pilot = json.loads((run / "pilot.json").read_text())
     assert len(pilot["points"]) == 3 * 6 and pilot["dropped"] == {}
+
+
+def test_a_rounds_scenario_file_solves_to_the_rounds_quotas_and_feeds_the_audit(calibrated_run):
+    _, rows, _, run = calibrated_run
+    for row in rows:
+        spec = round_scenario_spec(run, row["round"])
+        assert [int(round(q)) for q in solve_spec(spec)["quotas"]] == row["quotas"]
+        audited = round_scenario_spec(run, row["round"], for_audit=True)
+        assert set(audited) - set(spec) == AUDIT_KEYS and game_spec(audited, AUDIT_KEYS).transfer_cap > 0
 
 
 def test_realised_utilities_are_the_formula_on_the_recorded_numbers(calibrated_run):
