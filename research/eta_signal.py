@@ -11,7 +11,10 @@ evaluation folder (:mod:`experiments.evaluation`: one kept run per seed with its
   value of images the game's decision did not choose);
 - whether the pilots' ``kappa`` differ by more than their standard errors: the
   inverse-variance pooled value ``k = sum(k_s / se_s^2) / sum(1 / se_s^2)`` and Cochran's
-  ``chi2 = sum((k_s - k)^2 / se_s^2)`` on ``S - 1`` degrees of freedom.
+  ``chi2 = sum((k_s - k)^2 / se_s^2)`` on ``S - 1`` degrees of freedom;
+- what each run's round-1 game would have ordered in all with ``eta`` at that pooled value
+  (the round re-solved from its scenario, :mod:`research.round_scenario`), beside what it
+  ordered. A diagnosis on the evaluation's own seeds, not a tuned constant.
 
     python -m research.eta_signal ROOT [--seeds 10 11 ...] [--item "uniform 0.25"]
 
@@ -33,6 +36,8 @@ from scipy import stats
 from experiments.evaluation import REPLAY_ROUNDS, SEEDS, run_of
 from experiments.regret import GAME_ITEM, REGRET
 from experiments.tables import markdown_table
+from research.round_scenario import round_scenario_spec
+from strategy.game.cli import solve_spec
 from strategy.records import read_ledger
 
 HALF_ITEM = "x0.5"
@@ -100,6 +105,18 @@ def pilot_kappas(root: Path, seeds: Sequence[int]) -> dict[int, tuple[float, flo
     return kappas
 
 
+def first_round_totals(root: Path, seeds: Sequence[int], eta: float) -> dict[int, tuple[float, float]]:
+    """Per seed, the images round 1's game ordered in all, and what it orders with ``eta``."""
+    totals = {}
+    for seed in seeds:
+        run = run_of(root, seed)
+        if run is None or not (run / "ledger.json").is_file():
+            continue
+        spec = round_scenario_spec(run, 1)
+        totals[seed] = (float(sum(solve_spec(spec)["quotas"])), float(sum(solve_spec(spec | {"eta": eta})["quotas"])))
+    return totals
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.eta_signal", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="the evaluation's folder (one subfolder per seed)")
@@ -126,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kappa_min={min(values):.3f}\nkappa_max={max(values):.3f}\nkappa_sd={np.std(values, ddof=1):.3f}\n"
               f"kappa_se_median={np.median([se for _, se in kappas.values()]):.3f}\nkappa_pooled={test.pooled:.3f}\n"
               f"kappa_chi2={test.chi2:.2f}\nkappa_dof={test.dof}\nkappa_p={test.p:.3f}")
+        for seed, (own, pooled) in first_round_totals(args.root, list(kappas), test.pooled).items():
+            print(f"round1_images_seed{seed}={own:.0f}\nround1_images_pooled_eta_seed{seed}={pooled:.0f}")
     return 0
 
 
