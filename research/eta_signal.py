@@ -24,7 +24,6 @@ prints the table, then ``name=value`` lines.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from experiments.evaluation import REPLAY_ROUNDS, SEEDS, run_of
-from experiments.regret import GAME_ITEM, REGRET
+import experiments.evaluation as evaluation
+from experiments.evaluation import SEEDS, run_of
+from experiments.regret import GAME_ITEM
 from experiments.tables import markdown_table
 from research.round_scenario import round_scenario_spec
 from strategy.game.cli import solve_spec
@@ -78,16 +78,11 @@ def homogeneity(values: Sequence[float], stderrs: Sequence[float]) -> Homogeneit
 
 def replayed_rounds(root: Path, seeds: Sequence[int]) -> list[ReplayedRound]:
     """The registered replayed rounds of ``seeds``' runs, with their ledger's ``eta`` and order."""
-    rounds = []
-    for seed in seeds:
-        run = run_of(root, seed)
-        if run is None or not (run / REGRET).is_file():
-            continue
-        ledger = {row.round: row for row in read_ledger(run / "ledger.json")}
-        for entry in json.loads((run / REGRET).read_text())["rounds"]:
-            row = ledger.get(entry["round"])
-            if entry["round"] not in REPLAY_ROUNDS or "summary" not in entry or row is None or row.measured is None:
-                continue
+    rounds, ledgers = [], {}
+    for seed, run, entry in evaluation.replayed_rounds(root, seeds):
+        ledger = ledgers.setdefault(run, {row.round: row for row in read_ledger(run / "ledger.json")})
+        row = ledger.get(entry["round"])
+        if row is not None and row.measured is not None:
             rounds.append(ReplayedRound(seed, entry["round"], row.measured.calibration.eta_used, sum(row.quotas),
                                         entry["summary"]["welfare_mean"], entry["summary"]["regret"]))
     return rounds

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.regret import Item, items
+from experiments.regret import REGRET, Item, items
 
 SEEDS = tuple(range(10, 18))
 """The evaluation seeds, never used for tuning (docs/evaluation.md)."""
@@ -51,6 +52,18 @@ def run_of(root: Path, seed: int) -> Path | None:
 def finished(run: Path | None) -> bool:
     """A run that wrote its summary ran all its rounds."""
     return run is not None and (run / "summary.json").is_file()
+
+
+def replayed_rounds(root: Path, seeds: Sequence[int]) -> Iterator[tuple[int, Path, dict[str, Any]]]:
+    """``(seed, run, entry)`` for each registered round in ``seeds``' ``regret.json`` whose
+    replicates are summed up (``entry`` as :mod:`experiments.regret` writes it)."""
+    for seed in seeds:
+        run = run_of(root, seed)
+        if run is None or not (run / REGRET).is_file():
+            continue
+        for entry in json.loads((run / REGRET).read_text())["rounds"]:
+            if "summary" in entry and entry["round"] in REPLAY_ROUNDS:
+                yield seed, run, entry
 
 
 def registered_items() -> list[Item]:

@@ -19,11 +19,12 @@ from experiments.evaluation import (
     cpu_model,
     finished,
     interrupted_steps,
+    replayed_rounds,
     run_of,
     seed_folder,
     steps,
 )
-from experiments.regret import GAME_ITEM, REGRET
+from experiments.regret import GAME_ITEM
 from experiments.report import EVALUATION_SECTION
 from experiments.stats import t_interval
 from experiments.tables import markdown_table, with_section
@@ -33,17 +34,14 @@ from task.files import strict_json, write_atomically
 
 def outcomes(root: Path, seeds: Sequence[int]) -> tuple[list[RoundOutcome], list[ReplayedOutcome]]:
     """Every finished run's rounds, and every replayed round, of ``seeds``."""
-    rounds, replays = [], []
+    rounds = []
     for seed in seeds:
         made = run_of(root, seed)
         if not finished(made):
             raise RuntimeError(f"seed {seed} has no finished run in {seed_folder(root, seed)}: run the evaluation")
         rows = read_ledger(made / "ledger.json")
         rounds += [o for o in (RoundOutcome.from_record(seed, row) for row in rows) if o is not None]
-        if (made / REGRET).is_file():
-            replays += [ReplayedOutcome.from_json(seed, entry) for entry in json.loads((made / REGRET).read_text())
-                        ["rounds"] if "summary" in entry and entry["round"] in REPLAY_ROUNDS]
-    return rounds, replays
+    return rounds, [ReplayedOutcome.from_json(seed, entry) for seed, _, entry in replayed_rounds(root, seeds)]
 
 
 def compute_spent(root: Path, seeds: Sequence[int]) -> dict[str, Any]:
@@ -100,14 +98,9 @@ def item_welfare(root: Path, seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
     """Each item's welfare over the replayed rounds: per round the replicates' mean, then
     their mean and t-interval over rounds."""
     per_item: dict[str, list[float]] = {}
-    for seed in seeds:
-        made = run_of(root, seed)
-        if made is None or not (made / REGRET).is_file():
-            continue
-        for entry in json.loads((made / REGRET).read_text())["rounds"]:
-            if "summary" in entry and entry["round"] in REPLAY_ROUNDS:
-                for name, mean in entry["summary"]["welfare_mean"].items():
-                    per_item.setdefault(name, []).append(mean)
+    for _, _, entry in replayed_rounds(root, seeds):
+        for name, mean in entry["summary"]["welfare_mean"].items():
+            per_item.setdefault(name, []).append(mean)
     intervals = {name: t_interval(values) for name, values in per_item.items()}
     return {name: {"mean": i.mean, "interval": [i.low, i.high], "rounds": i.n} for name, i in intervals.items()}
 
@@ -116,15 +109,8 @@ def reproduction(root: Path, seeds: Sequence[int]) -> dict[str, Any]:
     """How exactly the replays rebuilt the runs: over the replayed rounds, the largest
     ``|Q_i|`` difference between the game's item's replicate 0 (the run's own seeds) and the
     run's ledger (``None`` where no round was replayed)."""
-    errors = []
-    for seed in seeds:
-        made = run_of(root, seed)
-        if made is None or not (made / REGRET).is_file():
-            continue
-        for entry in json.loads((made / REGRET).read_text())["rounds"]:
-            game = [i for i in entry["items"] if i["item"] == GAME_ITEM and "reproduced" in i]
-            if entry["round"] in REPLAY_ROUNDS and game:
-                errors.append(game[0]["reproduced"])
+    errors = [item["reproduced"] for _, _, entry in replayed_rounds(root, seeds) for item in entry["items"]
+              if item["item"] == GAME_ITEM and "reproduced" in item]
     return {"rounds": len(errors), "max_gain_error": max(errors) if errors else None}
 
 
